@@ -1,0 +1,29 @@
+# Two entry points: `make demo` (a short paper-setting coevolution) and `make test`.
+# Both first install coevo into a local virtualenv (.venv). torch is pinned to the 2.13.0 CPU
+# build first, so the open range in pyproject.toml does not pull a newer CUDA build.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/python -c "import numba, numpy, torch; print('numpy', numpy.__version__, 'numba', numba.__version__, 'torch', torch.__version__)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/coevo run --set run.generations=100
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

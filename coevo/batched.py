@@ -1,0 +1,162 @@
+"""Batched forward, backward and training of many autoencoders at once.
+
+Weights of N networks are (N, out, in) views of a stack's flat rows; one ``torch.matmul`` serves
+every network (and every encoder x decoder pair) at once. The backward pass is written out by
+hand: the networks are plain MLPs, and skipping autograd's graph bookkeeping matters when a
+generation is 200 tiny steps. ``tests/test_batched.py`` checks it against autograd.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+from coevo.adam import adam_step
+from coevo.genome import Layout
+from coevo.population import Stack
+
+Loss = Literal["l1", "bce", "mse"]
+
+
+def _activate(x: torch.Tensor, activation: str) -> torch.Tensor:
+    return x.clamp_min_(0.0) if activation == "relu" else x.sigmoid_()
+
+
+def forward(layout: Layout, params: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+    """Activations of every layer (input first). ``params`` is (..., P); ``x`` is (..., B, in)
+    and broadcasts against the parameters' leading dimensions."""
+    return _forward(layout, layout.split(params), x)
+
+
+def _forward(layout: Layout, views: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor) -> list[torch.Tensor]:
+    acts = [x]
+    for spec, (w, b) in zip(layout.layers, views):
+        h = torch.matmul(acts[-1], w.transpose(-1, -2))
+        h += b.unsqueeze(-2)
+        acts.append(_activate(h, spec.activation))
+    return acts
+
+
+def pair_forward(enc: Layout, dec: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
+                 x: torch.Tensor) -> torch.Tensor:
+    """Reconstruction by encoder(s) then decoder(s); leading dimensions broadcast."""
+    z = forward(enc, enc_params, x)[-1]
+    return forward(dec, dec_params, z)[-1]
+
+
+def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """Mean loss over the last two dimensions (rows x features)."""
+    if loss == "l1":
+        per = (output - target).abs_()
+    elif loss == "mse":
+        per = (output - target).square_()
+    else:
+        o = output.clamp(1e-7, 1 - 1e-7)
+        per = -(target * o.log() + (1 - target) * (1 - o).log())
+    return per.mean(dim=(-2, -1))
+
+
+def _output_grad(output: torch.Tensor, target: torch.Tensor, loss: Loss, last_activation: str) -> torch.Tensor:
+    """d(mean loss)/d(pre-activation of the last layer)."""
+    scale = 1.0 / (output.shape[-1] * output.shape[-2])
+    diff = output - target
+    if loss == "bce" and last_activation == "sigmoid":
+        return diff.mul_(scale)  # the sigmoid's derivative cancels BCE's denominator
+    if loss == "l1":
+        grad = diff.sign_().mul_(scale)
+    elif loss == "mse":
+        grad = diff.mul_(2 * scale)
+    else:
+        o = output.clamp(1e-7, 1 - 1e-7)
+        grad = diff.div_(o * (1 - o)).mul_(scale)
+    return _through_activation(grad, output, last_activation)
+
+
+def _through_activation(grad: torch.Tensor, out: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "relu":
+        return grad.mul_(out > 0)
+    return grad.mul_(out * (1 - out))
+
+
+def backward(layout: Layout, param_views: list, grad_views: list, acts: Sequence[torch.Tensor],
+             target: torch.Tensor, loss: Loss) -> None:
+    """Write d(loss of each network)/d(params) into the (N, out, in) / (N, out) ``grad_views``."""
+    delta = _output_grad(acts[-1], target, loss, layout.layers[-1].activation)
+    for i in range(len(layout.layers) - 1, -1, -1):
+        gw, gb = grad_views[i]
+        torch.bmm(delta.transpose(1, 2), acts[i], out=gw)
+        torch.sum(delta, dim=1, out=gb)
+        if i > 0:
+            delta = torch.bmm(delta, param_views[i][0])
+            _through_activation(delta, acts[i], layout.layers[i - 1].activation)
+
+
+def train_epoch(
+    pairs: Stack,
+    enc_layout: Layout,
+    data: torch.Tensor,
+    orders: torch.Tensor,
+    lr: torch.Tensor,
+    batch_size: int,
+    loss: Loss,
+    beta1: float,
+    beta2: float,
+    fresh_optimizer_each_batch: bool = False,
+) -> torch.Tensor:
+    """One pass over ``data`` for every pair in ``pairs`` (N pairs, encoder columns first).
+
+    ``orders`` (N, n) holds each pair's own row order; ``lr`` (N,) its learning rate. Trains in
+    place and returns each pair's mean mini-batch loss (N,).
+    """
+    n_rows = orders.shape[1]
+    grads = torch.zeros_like(pairs.params)
+    param_views, grad_views = pairs.layout.split(pairs.params), pairs.layout.split(grads)
+    total = torch.zeros(len(pairs), dtype=torch.float64, device=pairs.params.device)
+    n_batches = 0
+    for start in range(0, n_rows, batch_size):
+        x = data[orders[:, start : start + batch_size]]  # (N, B, D)
+        acts = _forward(pairs.layout, param_views, x)
+        total += reconstruction_loss(acts[-1], x, loss)
+        n_batches += 1
+        backward(pairs.layout, param_views, grad_views, acts, x, loss)
+        if fresh_optimizer_each_batch:
+            pairs.exp_avg.zero_()
+            pairs.exp_avg_sq.zero_()
+            pairs.steps.zero_()
+        adam_step(pairs.params, grads, pairs.exp_avg, pairs.exp_avg_sq, pairs.mask, pairs.steps, lr, beta1, beta2)
+    return total / max(n_batches, 1)
+
+
+def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: Loss,
+                  max_elements: int = 1 << 24) -> torch.Tensor:
+    """Loss of each cell's own pair (encoder k with decoder k) on all rows of ``data``: (N,).
+
+    Cells are processed in chunks so the widest activation stays under ``max_elements``.
+    """
+    n, rows, width = len(enc), data.shape[0], data.shape[1]
+    widest = max(width, *(s.fan_out for s in enc.layout.layers))
+    chunk = max(1, max_elements // max(1, rows * widest))
+    out = torch.empty(n, dtype=torch.float64, device=enc.params.device)
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            sl = slice(start, start + chunk)
+            recon = pair_forward(enc.layout, dec.layout, enc.params[sl], dec.params[sl], data)
+            out[sl] = reconstruction_loss(recon, data, loss).double()
+    return out
+
+
+def pair_losses(enc: Stack, dec: Stack, neighbours: torch.Tensor, batches: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """The loss matrix of every cell: L[k, i, j] = loss of encoder neighbours[k, i] with decoder
+    neighbours[k, j] on cell k's mini-batch ``batches[k]`` (N, B, D). Returns (N, s, s)."""
+    with torch.no_grad():
+        e = enc.params[neighbours]  # (N, s, Pe)
+        d = dec.params[neighbours]  # (N, s, Pd)
+        z = forward(enc.layout, e, batches.unsqueeze(1))[-1]  # (N, s, B, latent)
+        recon = forward(dec.layout, d.unsqueeze(1), z.unsqueeze(2))[-1]  # (N, s, s, B, D)
+        return reconstruction_loss(recon, batches[:, None, None], loss)
+
+
+def as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(array), device=device)

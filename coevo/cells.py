@@ -1,0 +1,125 @@
+"""The per-cell work of a generation, as pure functions of arrays: what an engine runs.
+
+``evaluate_cells`` and ``vary_cells`` take the previous generation's centres (read-only) and a
+list of cells, and return results for those cells only. Every random draw of cell k in
+generation t comes from its own generator, derived from (seed, t, k, purpose), so results do
+not depend on how an engine shards the grid, and a resumed run needs no generator state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from coevo import batched
+from coevo.config import Config
+from coevo.errors import OperatorError, UserError
+from coevo.genome import Decoder, Encoder, Layout, Network
+from coevo.population import Stack
+from operators.base import PruneContext
+
+# purposes of the derived random streams
+EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION = 1, 2, 3, 4, 5
+
+
+def derive_rng(seed: int, generation: int, cell: int, purpose: int) -> np.random.Generator:
+    """An independent generator for one (generation, cell, purpose) of the run."""
+    return np.random.default_rng([seed, generation, cell, purpose])
+
+
+@dataclass
+class CellData:
+    """What every cell reads: the training rows (a tensor on the run's device) and the config."""
+
+    train: torch.Tensor
+    config: Config
+
+
+def evaluate_cells(enc: Stack, dec: Stack, neighbours: np.ndarray, cells: np.ndarray, generation: int,
+                   shared: CellData) -> torch.Tensor:
+    """Loss matrices (len(cells), s, s) of every encoder x decoder pair of each cell's
+    sub-population, on one mini-batch of training rows drawn by that cell."""
+    cfg = shared.config
+    n_rows = shared.train.shape[0]
+    batch = min(cfg.train.batch_size, n_rows)
+    rows = np.stack([
+        derive_rng(cfg.run.seed, generation, int(k), EVAL_BATCH).choice(n_rows, size=batch, replace=False)
+        for k in cells
+    ])
+    batches = shared.train[torch.as_tensor(rows, device=shared.train.device)]
+    nbr = torch.as_tensor(neighbours[cells], device=enc.params.device)
+    return batched.pair_losses(enc, dec, nbr, batches, cfg.model.loss)
+
+
+@dataclass
+class Variation:
+    """New centres for some cells, after training and (maybe) pruning."""
+
+    cells: np.ndarray
+    encoders: Stack
+    decoders: Stack
+    train_loss: np.ndarray  # mean mini-batch loss of the training pass
+    pruned: np.ndarray  # bool: was this cell's pair mutated
+
+
+def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, lr: np.ndarray,
+               prune_probability: float, generation: int, shared: CellData,
+               mutate: Callable[..., Any], operator_name: str) -> Variation:
+    """Train a copy of each cell's selected pair (``parents[i]`` is the cell whose centres cell
+    ``cells[i]`` selected) for one pass over the data, then prune it with the given probability."""
+    cfg = shared.config
+    device = enc.params.device
+    pick = torch.as_tensor(parents, device=device)
+    pairs = Stack.join(enc[pick], dec[pick])
+    n_rows = shared.train.shape[0]
+    orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows)
+                       for k in cells])
+    train_loss = batched.train_epoch(
+        pairs, enc.layout, shared.train, torch.as_tensor(orders, device=device),
+        torch.as_tensor(lr, dtype=torch.float64, device=device), cfg.train.batch_size, cfg.model.loss,
+        cfg.train.beta1, cfg.train.beta2, cfg.train.fresh_optimizer_each_batch,
+    )
+    pruned = np.zeros(len(cells), dtype=bool)
+    if prune_probability > 0 and operator_name != "none":
+        for i, k in enumerate(cells):
+            rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
+            if rng.random() < prune_probability:
+                pruned[i] = True
+                _mutate_pair(pairs, i, enc.layout, dec.layout, rng, generation, shared, mutate, operator_name,
+                             derive_rng(cfg.run.seed, generation, int(k), CASES))
+        if pruned.any():
+            pairs.apply_masks()
+    return Variation(cells, pairs.part(enc.layout, 0), pairs.part(dec.layout, enc.layout.size),
+                     train_loss.cpu().numpy(), pruned)
+
+
+def _mutate_pair(pairs: Stack, i: int, enc_layout: Layout, dec_layout: Layout, rng: np.random.Generator,
+                 generation: int, shared: CellData, mutate: Callable[..., Any], operator_name: str,
+                 cases_rng: np.random.Generator) -> None:
+    settings = shared.config.prune
+
+    def record() -> dict[str, list[np.ndarray]]:
+        n_rows = shared.train.shape[0]
+        rows = cases_rng.choice(n_rows, size=min(settings.cases, n_rows), replace=False)
+        x = shared.train[torch.as_tensor(rows, device=shared.train.device)]
+        with torch.no_grad():
+            enc_acts = batched.forward(enc_layout, pairs.params[i, : enc_layout.size], x)
+            dec_acts = batched.forward(dec_layout, pairs.params[i, enc_layout.size :], enc_acts[-1])
+        return {"encoder": [a.cpu().numpy() for a in enc_acts[1:]],
+                "decoder": [a.cpu().numpy() for a in dec_acts[1:]]}
+
+    context = PruneContext(generation, settings, record)
+    for cls, start, layout in ((Encoder, 0, enc_layout), (Decoder, enc_layout.size, dec_layout)):
+        net = pairs.network(i, cls, start=start, layout=layout)
+        try:
+            result = mutate(net, rng=rng, context=context)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise OperatorError(f"pruning operator {operator_name!r} raised {type(exc).__name__}: {exc}") from exc
+        if isinstance(result, tuple) and len(result) == 1:
+            result = result[0]  # DEAP style: (individual,)
+        pairs.store_masks(i, net if result is None else result, operator_name, start=start, layout=layout)

@@ -1,0 +1,107 @@
+"""Run state and checkpoints: everything needed to continue a run exactly.
+
+Random draws inside a generation come from generators derived from (seed, generation, cell),
+so the state needs no per-cell generator; python's ``random`` (DEAP's selection) is re-seeded
+every generation and its state is stored anyway. Writes are atomic: a temporary file in the
+same directory, fsync, then a rename. Each file carries a SHA-256 of its payload, so a
+truncated or corrupted checkpoint is detected and the previous good one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coevo.errors import UserError
+from coevo.genome import Layout
+from coevo.population import Stack
+
+CHECKPOINT_DIR = "checkpoints"
+KEEP = 3
+
+
+@dataclass
+class RunState:
+    generation: int  # generations completed
+    encoders: Stack
+    decoders: Stack
+    lr: np.ndarray  # (cells,) learning rate of each cell
+    wall_seconds: float = 0.0  # loop time spent so far
+
+
+def _stack_dict(stack: Stack) -> dict[str, torch.Tensor]:
+    return {"params": stack.params.cpu(), "mask": stack.mask.cpu(), "exp_avg": stack.exp_avg.cpu(),
+            "exp_avg_sq": stack.exp_avg_sq.cpu(), "steps": stack.steps.cpu()}
+
+
+def _stack_from(d: dict[str, torch.Tensor], layout: Layout, device: str) -> Stack:
+    return Stack(layout, *(d[k].to(device) for k in ("params", "mask", "exp_avg", "exp_avg_sq", "steps")))
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save(run_dir: Path, state: RunState, logbook_rows: int) -> Path:
+    """Write ``checkpoints/gen_XXXXXX.pt`` atomically and keep the newest few."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save({
+        "generation": state.generation,
+        "encoders": _stack_dict(state.encoders),
+        "decoders": _stack_dict(state.decoders),
+        "lr": torch.as_tensor(state.lr),
+        "wall_seconds": state.wall_seconds,
+        "logbook_rows": logbook_rows,
+        "python_random": random.getstate(),
+    }, buf)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    path = folder / f"gen_{state.generation:06d}.pt"
+    atomic_write_bytes(path, digest + b"\n" + payload)
+    for old in sorted(folder.glob("gen_*.pt"))[:-KEEP]:
+        old.unlink()
+    return path
+
+
+def _read(path: Path) -> dict:
+    blob = path.read_bytes()
+    digest, sep, payload = blob.partition(b"\n")
+    if not sep or hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise ValueError("checksum mismatch (truncated or corrupted)")
+    return torch.load(io.BytesIO(payload), weights_only=False)
+
+
+def load_latest(run_dir: Path, enc_layout: Layout, dec_layout: Layout, device: str) -> tuple[RunState, int, list[str]]:
+    """The newest good checkpoint as (state, logbook rows, warnings about bad newer ones)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    candidates = sorted(folder.glob("gen_*.pt"), reverse=True)
+    if not candidates:
+        raise UserError(f"{run_dir} has no checkpoints to resume from (run.checkpoint_every = 0?)")
+    warnings = []
+    for path in candidates:
+        try:
+            d = _read(path)
+        except Exception as exc:  # any unreadable checkpoint: fall back to an older one
+            warnings.append(f"skipping checkpoint {path.name}: {exc}")
+            continue
+        random.setstate(d["python_random"])
+        state = RunState(int(d["generation"]), _stack_from(d["encoders"], enc_layout, device),
+                         _stack_from(d["decoders"], dec_layout, device), d["lr"].numpy().copy(),
+                         float(d["wall_seconds"]))
+        return state, int(d["logbook_rows"]), warnings
+    raise UserError(f"every checkpoint in {folder} is damaged ({'; '.join(warnings)}); the run cannot be resumed")

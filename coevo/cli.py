@@ -1,0 +1,92 @@
+"""The `coevo` command: thin. Parses, loads config, calls the library, maps errors to exit codes:
+0 done, 2 a user mistake (one line, no traceback), 1 anything unexpected."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from coevo.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coevo", description="Train and prune autoencoders by spatial coevolution.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run coevolution or canonical training")
+    run.add_argument("--config", type=Path, help="TOML configuration file")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override one key (repeatable), e.g. --set run.generations=50")
+    run.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-...)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    res = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    res.add_argument("run_dir", type=Path)
+    res.add_argument("--generations", type=int, help="run to this many generations in total")
+    res.add_argument("--quiet", action="store_true")
+
+    rep = sub.add_parser("report", help="redraw a run's plots and print its summary")
+    rep.add_argument("run_dir", type=Path)
+
+    sub.add_parser("operators", help="list pruning operators and schedules")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from coevo import config, report, runner
+
+        cfg = config.load(args.config, args.overrides)
+        run_dir = runner.start(cfg, args.out, quiet=args.quiet)
+        print(report.format_summary(report.read_summary(run_dir)))
+        print(f"run directory: {run_dir}")
+        return 0
+    if args.command == "resume":
+        from coevo import report, runner
+
+        if args.generations is not None and args.generations < 1:
+            raise UserError(f"--generations must be >= 1, got {args.generations}")
+        if not (args.run_dir / "config.toml").exists():
+            raise UserError(f"{args.run_dir} is not a coevo run directory (no config.toml)")
+        run_dir = runner.resume(args.run_dir, args.generations, quiet=args.quiet)
+        print(report.format_summary(report.read_summary(run_dir)))
+        return 0
+    if args.command == "report":
+        from coevo import report
+
+        summary = report.read_summary(args.run_dir)
+        paths = report.plot_run(args.run_dir)
+        print(report.format_summary(summary))
+        print("plots: " + ", ".join(str(p) for p in paths))
+        return 0
+    if args.command == "operators":
+        import operators
+        from coevo import schedules
+        from coevo.registry import summary
+
+        for title, registry in (("operators", operators.registry), ("schedules", schedules.registry)):
+            print(f"{title}:")
+            items = list(registry.items())
+            width = max(len(n) for n, _ in items)
+            for name, item in items:
+                print(f"  {name:<{width}}  {summary(item)}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as exc:
+        print(f"coevo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("coevo: interrupted; the last checkpoint is kept (coevo resume DIR continues)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""Typed, frozen run configuration: TOML file + ``--set section.key=value`` overrides.
+
+Every key is declared once here, with its type and default (the paper's setting). Validation
+happens in one place, :func:`validate`, and every error names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from coevo.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    mode: Literal["coevolution", "canonical"] = "coevolution"
+    """Spatial coevolution of encoder/decoder populations, or one autoencoder by gradient descent."""
+    generations: int = 400
+    """Generations (coevolution) or epochs (canonical)."""
+    seed: int = 1
+    """Master seed; every random stream of the run is derived from it."""
+    engine: str = "local"
+    """Where cells run: 'local' (in-process, batched) or 'ray'."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Torch device for the batched tensors."""
+    checkpoint_every: int = 25
+    """Write a resumable checkpoint every this many generations (0 = never)."""
+    ray_address: str = ""
+    """Address of an existing Ray cluster; empty starts a local Ray."""
+    ray_workers: int = 2
+    """Number of Ray workers (grid shards) for the ray engine."""
+    threads: int = 0
+    """Torch intra-op threads (0 = leave torch's default)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "binary_clustering"
+    """'binary_clustering', a path to a .npy or .csv file of rows in [0, 1], or 'digits'
+    (scikit-learn's 8x8 digits, scaled to [0, 1]; needs scikit-learn)."""
+    n_clusters: int = 10
+    """Binary clustering: number of centroids K."""
+    n_dims: int = 1000
+    """Binary clustering: input width D."""
+    rows_per_cluster: int = 100
+    """Binary clustering: rows per cluster in each split."""
+    noise: float = 0.05
+    """Binary clustering: probability p that a bit is flipped."""
+    validation_fraction: float = 0.2
+    """User files: fraction of rows held out for validation."""
+    test_fraction: float = 0.2
+    """User files: fraction of rows held out for test."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[int, ...] = (30,)
+    """Hidden widths of the encoder (the decoder mirrors them)."""
+    latent: int = 10
+    """Latent width."""
+    loss: Literal["l1", "bce", "mse"] = "l1"
+    """Reconstruction loss."""
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    topology: Literal["ring", "torus"] = "ring"
+    """Ring of `cells` cells, or a 2-D torus of shape `shape`."""
+    cells: int = 10
+    """Ring: number of cells."""
+    shape: tuple[int, ...] = (10, 10)
+    """Torus: rows and columns."""
+    neighbourhood: Literal["von_neumann", "moore"] = "von_neumann"
+    """Torus neighbourhood."""
+    radius: int = 1
+    """Neighbourhood radius."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 5
+    """Mini-batch size for training and for the evaluation batch."""
+    learning_rate: float = 1e-5
+    """Initial learning rate of every cell (and of the canonical autoencoder)."""
+    lr_sigma: float = 1e-5
+    """Std of the Gaussian learning-rate mutation (0 turns it off)."""
+    lr_min: float = 1e-9
+    """Lower clip of the mutated learning rate."""
+    lr_max: float = 10.0
+    """Upper clip of the mutated learning rate."""
+    beta1: float = 0.5
+    """Adam beta1."""
+    beta2: float = 0.999
+    """Adam beta2."""
+    fresh_optimizer_each_batch: bool = False
+    """Reset Adam's moments before every mini-batch (the reference's behaviour)."""
+    lr_decay: bool = False
+    """Canonical mode: multiply the learning rate by 0.1 every generations/4 epochs (StepLR)."""
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    operator: str = "random"
+    """Pruning operator: a registered name (see `coevo operators`) or 'module:function'."""
+    schedule: str = "exponential"
+    """Pruning schedule: a registered name or 'module:function'."""
+    probability: float = 0.5
+    """Configured prune probability p, shaped over time by the schedule."""
+    amount: float = 0.1
+    """Fraction of the currently alive entries of each layer to prune."""
+    exponential_k: float = 2.0
+    """k of the exponential schedule."""
+    final_fraction: float = 0.25
+    """f of the final_n schedule."""
+    cases: int = 100
+    """Training rows whose activations guide VARIANCE and CONJUNCTIVE."""
+    threshold: float = 0.1
+    """CONJUNCTIVE: normalised activation below which a neuron is marked."""
+    variance_direction: Literal["low", "high"] = "low"
+    """VARIANCE: prune preferentially 'low'-variance neurons (default) or 'high'."""
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    tournament_size: int = 2
+    """Tournament size for selecting the pair to train."""
+    solution_concept: Literal["best", "worst", "mean"] = "best"
+    """How a genome's row (encoder) or column (decoder) of the loss matrix becomes its fitness."""
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+    def replace(self, **sections: Any) -> "Config":
+        """Return a copy with whole sections or ``section__key`` values replaced."""
+        return from_dict(_merge(to_dict(self), _unflatten(sections)))
+
+
+_SECTION_TYPES = {
+    "run": RunConfig, "data": DataConfig, "model": ModelConfig, "grid": GridConfig,
+    "train": TrainConfig, "prune": PruneConfig, "selection": SelectionConfig,
+}
+
+
+def _unflatten(sections: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in sections.items():
+        if "__" in key:
+            section, name = key.split("__", 1)
+            out.setdefault(section, {})[name] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) for k, v in base.items()}
+    for section, values in extra.items():
+        if section not in merged:
+            raise ConfigError(f"unknown section [{section}]; known sections: {', '.join(_SECTION_TYPES)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table of keys, got {values!r}")
+        merged[section].update(values)
+    return merged
+
+
+def to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """Plain nested dict (tuples become lists), ready for TOML or JSON."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in _SECTION_TYPES:
+        values = dataclasses.asdict(getattr(config, section))
+        out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {typing.get_args(tp)[0].__name__}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check one value against its declared type; return it in canonical form."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key} = {value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+        return value
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list of {item_tp.__name__} (e.g. [30]), got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in coevo, not the user's
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a Config from a nested dict; unknown sections/keys are errors."""
+    sections: dict[str, Any] = {}
+    for section, values in raw.items():
+        cls = _SECTION_TYPES.get(section)
+        if cls is None:
+            raise ConfigError(f"unknown section [{section}]; known sections: {', '.join(_SECTION_TYPES)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table of keys, got {values!r}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in values.items():
+            if key not in hints:
+                known = ", ".join(hints)
+                raise ConfigError(f"unknown key {section}.{key}; keys of [{section}]: {known}")
+            kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+        sections[section] = cls(**kwargs)
+    config = Config(**sections)
+    validate(config)
+    return config
+
+
+def validate(c: Config) -> None:
+    """Range and cross-field checks; each failure names the key and the allowed values."""
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(c.run.generations >= 1, f"run.generations must be >= 1, got {c.run.generations}")
+    need(c.run.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0 (0 = never), got {c.run.checkpoint_every}")
+    need(c.run.engine in ("local", "ray"), f"run.engine = {c.run.engine!r} is not allowed; choose one of: local, ray")
+    need(c.run.ray_workers >= 1, f"run.ray_workers must be >= 1, got {c.run.ray_workers}")
+    need(c.run.threads >= 0, f"run.threads must be >= 0 (0 = torch default), got {c.run.threads}")
+    need(c.data.n_clusters >= 1, f"data.n_clusters must be >= 1, got {c.data.n_clusters}")
+    need(c.data.n_dims >= 1, f"data.n_dims must be >= 1, got {c.data.n_dims}")
+    need(c.data.rows_per_cluster >= 1, f"data.rows_per_cluster must be >= 1, got {c.data.rows_per_cluster}")
+    need(0.0 <= c.data.noise <= 1.0, f"data.noise must be in [0, 1], got {c.data.noise}")
+    for key in ("validation_fraction", "test_fraction"):
+        value = getattr(c.data, key)
+        need(0.0 < value < 1.0, f"data.{key} must be in (0, 1), got {value}")
+    need(c.data.validation_fraction + c.data.test_fraction < 1.0,
+         "data.validation_fraction + data.test_fraction must leave rows for training (sum < 1)")
+    need(len(c.model.hidden) >= 1 and all(h >= 1 for h in c.model.hidden),
+         f"model.hidden must be a non-empty list of widths >= 1, got {list(c.model.hidden)}")
+    need(c.model.latent >= 1, f"model.latent must be >= 1, got {c.model.latent}")
+    need(c.grid.cells >= 1, f"grid.cells must be >= 1, got {c.grid.cells}")
+    need(c.grid.radius >= 0, f"grid.radius must be >= 0, got {c.grid.radius}")
+    if c.grid.topology == "ring":
+        need(2 * c.grid.radius + 1 <= c.grid.cells,
+             f"grid.radius = {c.grid.radius} is too large for a ring of {c.grid.cells} cells; "
+             f"use radius <= {(c.grid.cells - 1) // 2}")
+    else:
+        need(len(c.grid.shape) == 2 and all(n >= 1 for n in c.grid.shape),
+             f"grid.shape must be [rows, columns] with both >= 1, got {list(c.grid.shape)}")
+        need(2 * c.grid.radius + 1 <= min(c.grid.shape),
+             f"grid.radius = {c.grid.radius} is too large for a {c.grid.shape[0]}x{c.grid.shape[1]} torus; "
+             f"use radius <= {(min(c.grid.shape) - 1) // 2}")
+    need(c.train.batch_size >= 1, f"train.batch_size must be >= 1, got {c.train.batch_size}")
+    need(c.train.learning_rate > 0, f"train.learning_rate must be > 0, got {c.train.learning_rate}")
+    need(c.train.lr_sigma >= 0, f"train.lr_sigma must be >= 0, got {c.train.lr_sigma}")
+    need(0 < c.train.lr_min <= c.train.lr_max,
+         f"train.lr_min and train.lr_max must satisfy 0 < lr_min <= lr_max, got {c.train.lr_min}, {c.train.lr_max}")
+    for key in ("beta1", "beta2"):
+        value = getattr(c.train, key)
+        need(0.0 <= value < 1.0, f"train.{key} must be in [0, 1), got {value}")
+    need(0.0 <= c.prune.probability <= 1.0, f"prune.probability must be in [0, 1], got {c.prune.probability}")
+    need(0.0 <= c.prune.amount <= 1.0, f"prune.amount must be in [0, 1], got {c.prune.amount}")
+    need(c.prune.exponential_k > 0, f"prune.exponential_k must be > 0, got {c.prune.exponential_k}")
+    need(0.0 <= c.prune.final_fraction <= 1.0,
+         f"prune.final_fraction must be in [0, 1], got {c.prune.final_fraction}")
+    need(c.prune.cases >= 1, f"prune.cases must be >= 1, got {c.prune.cases}")
+    need(0.0 <= c.prune.threshold <= 1.0, f"prune.threshold must be in [0, 1], got {c.prune.threshold}")
+    need(c.selection.tournament_size >= 1,
+         f"selection.tournament_size must be >= 1, got {c.selection.tournament_size}")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value``; the value is read as TOML, else taken as a plain string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r} must look like section.key=value")
+    path, raw = text.split("=", 1)
+    parts = path.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {text!r}: the key must be section.key (e.g. run.generations=20)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return parts[0], parts[1], value
+
+
+def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Load defaults <- TOML file <- overrides, then validate."""
+    raw: dict[str, Any] = to_dict(Config())
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+        try:
+            file_values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raw = _merge(raw, file_values)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw = _merge(raw, {section: {key: value}})
+    return from_dict(raw)
+
+
+def dumps(config: Config) -> str:
+    """The resolved configuration as TOML text (every key, seed included)."""
+    lines: list[str] = []
+    for section, values in to_dict(config).items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+

@@ -1,0 +1,112 @@
+"""Data: the paper's binary clustering problem, user arrays (.npy/.csv), and shipped real data.
+
+Everything is generated or read locally; nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from coevo.config import DataConfig
+from coevo.errors import DataError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Three splits of rows in [0, 1] (float32), with cluster labels where known."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    train_labels: np.ndarray | None = None
+    validation_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    centroids: np.ndarray | None = None
+
+    @property
+    def n_dims(self) -> int:
+        return int(self.train.shape[1])
+
+
+def binary_clustering(
+    n_clusters: int, n_dims: int, rows_per_cluster: int, noise: float, rng: np.random.Generator
+) -> Dataset:
+    """SPEC section 2: K centroids in {0,1}^D with P(bit=1)=0.75; rows flip each bit with prob p.
+
+    The three splits share the centroids and draw their own noise.
+    """
+    centroids = (rng.random((n_clusters, n_dims)) < 0.75).astype(np.float32)
+    labels = np.repeat(np.arange(n_clusters), rows_per_cluster)
+
+    def split() -> tuple[np.ndarray, np.ndarray]:
+        order = rng.permutation(labels.size)
+        rows = centroids[labels[order]]
+        flips = rng.random(rows.shape) < noise
+        return np.abs(rows - flips).astype(np.float32), labels[order]
+
+    (train, ytr), (val, yva), (test, yte) = split(), split(), split()
+    return Dataset(train, val, test, ytr, yva, yte, centroids)
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; set data.source to an existing .npy or .csv file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            rows = np.load(path, allow_pickle=False)
+        elif suffix == ".csv":
+            rows = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+        else:
+            raise DataError(f"data file {path} must end in .npy or .csv")
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"data file {path} cannot be read as {suffix[1:]}: {str(exc).splitlines()[0]}") from None
+    if rows.ndim != 2 or rows.shape[0] < 3 or rows.shape[1] < 1:
+        raise DataError(f"data file {path} must hold a 2-D array of at least 3 rows, got shape {rows.shape}")
+    if not np.issubdtype(rows.dtype, np.number) or np.issubdtype(rows.dtype, np.complexfloating):
+        raise DataError(f"data file {path} must hold real numbers, got dtype {rows.dtype}")
+    if not np.all(np.isfinite(rows)):
+        bad = int(np.argwhere(~np.isfinite(rows))[0][0])
+        raise DataError(f"data file {path} holds NaN or infinite values (first in row {bad}); clean them first")
+    if rows.min() < 0 or rows.max() > 1:
+        raise DataError(
+            f"data file {path} holds values outside [0, 1] (min {rows.min():g}, max {rows.max():g}); "
+            "scale the rows to [0, 1] first"
+        )
+    return rows.astype(np.float32)
+
+
+def _split(rows: np.ndarray, labels: np.ndarray | None, cfg: DataConfig, rng: np.random.Generator) -> Dataset:
+    order = rng.permutation(rows.shape[0])
+    n_val = max(1, int(round(cfg.validation_fraction * rows.shape[0])))
+    n_test = max(1, int(round(cfg.test_fraction * rows.shape[0])))
+    if n_val + n_test >= rows.shape[0]:
+        raise DataError(f"{rows.shape[0]} rows are too few to split into train/validation/test")
+    val, test, train = np.split(order, [n_val, n_val + n_test])
+    lab = (lambda idx: labels[idx]) if labels is not None else (lambda idx: None)
+    return Dataset(rows[train], rows[val], rows[test], lab(train), lab(val), lab(test))
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError("data.source = 'digits' needs scikit-learn: pip install scikit-learn") from None
+    bunch = load_digits()
+    return (bunch.data / 16.0).astype(np.float32), bunch.target
+
+
+def load(cfg: DataConfig, seed: int) -> Dataset:
+    """Build the dataset named by ``cfg.source``; deterministic in ``seed``."""
+    rng = np.random.default_rng([seed, 0xDA7A])
+    if cfg.source == "binary_clustering":
+        return binary_clustering(cfg.n_clusters, cfg.n_dims, cfg.rows_per_cluster, cfg.noise, rng)
+    if cfg.source == "digits":
+        rows, labels = _digits()
+        return _split(rows, labels, cfg, rng)
+    return _split(_read_rows(Path(cfg.source)), None, cfg, rng)

@@ -1,0 +1,29 @@
+"""The default engine: every cell in this process, in one batched call."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from coevo.cells import CellData, Variation, evaluate_cells, vary_cells
+from coevo.population import Stack
+
+
+class LocalEngine:
+    def start(self, shared: CellData, neighbours: np.ndarray) -> None:
+        self.shared = shared
+        self.neighbours = neighbours
+        self.cells = np.arange(neighbours.shape[0])
+
+    def evaluate(self, enc: Stack, dec: Stack, generation: int) -> torch.Tensor:
+        return evaluate_cells(enc, dec, self.neighbours, self.cells, generation, self.shared)
+
+    def vary(self, enc: Stack, dec: Stack, parents: np.ndarray, lr: np.ndarray, prune_probability: float,
+             generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
+        return vary_cells(enc, dec, parents, self.cells, lr, prune_probability, generation, self.shared,
+                          mutate, operator_name)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,188 @@
+"""Spatial coevolution of encoders and decoders (SPEC 4, the paper's Lipi-AE-S).
+
+The loop reads like DEAP's ``eaSimple``: one comment per phase. Generations are synchronous:
+every cell reads the previous generation's centres, so the engine may run cells in any order,
+batched or sharded, with the same result.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from deap import base, tools
+
+from coevo import schedules, topology
+from coevo.batched import centre_losses
+from coevo.cells import LR_MUTATION, CellData, derive_rng
+from coevo.checkpoint import RunState
+from coevo.config import Config
+from coevo.engines import Engine, LocalEngine
+from coevo.errors import OperatorError
+from coevo.genome import Encoder
+from coevo.observers import Observer
+from coevo.problem import Problem
+from coevo.population import Stack
+import operators
+
+CONCEPTS = {"best": np.min, "worst": np.max, "mean": np.mean}
+
+
+def apply_operator(net, operator, amount: float, rng: np.random.Generator, context):
+    """DEAP-style mutation: prune ``net`` in place with ``operator``; returns ``(net,)``."""
+    result = operator(net, amount, rng, context)
+    return (net,) if result is None else result if isinstance(result, tuple) else (result,)
+
+
+def make_toolbox(config: Config) -> base.Toolbox:
+    """The DEAP toolbox of a run: ``select`` (tournament) and ``mutate`` (the pruning operator)."""
+    toolbox = base.Toolbox()
+    toolbox.register("select", tools.selTournament, k=1, tournsize=config.selection.tournament_size)
+    operator = operators.registry.get(config.prune.operator)
+    toolbox.register("mutate", apply_operator, operator=operator, amount=config.prune.amount)
+    return toolbox
+
+
+def prune_probability(config: Config, generation: int, subpopulation: int) -> float:
+    """p_sched(t) of the configured schedule, checked to be a probability."""
+    schedule = schedules.registry.get(config.prune.schedule)
+    params = schedules.ScheduleParams(k=config.prune.exponential_k, f=config.prune.final_fraction)
+    last = config.run.generations - 1
+    try:
+        p = float(schedule(generation, last, config.prune.probability, subpopulation, params))
+    except Exception as exc:
+        raise OperatorError(f"pruning schedule {config.prune.schedule!r} raised {type(exc).__name__}: {exc}") from exc
+    if not 0.0 <= p <= 1.0:
+        raise OperatorError(f"pruning schedule {config.prune.schedule!r} returned {p!r} at generation "
+                            f"{generation}; a schedule must return a probability in [0, 1]")
+    return p
+
+
+def solution_concept(losses: np.ndarray, concept: str) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder fitness over rows, decoder fitness over columns of each (s, s) loss matrix."""
+    reduce = CONCEPTS[concept]
+    return reduce(losses, axis=2), reduce(losses, axis=1)
+
+
+def select_parents(neighbours: np.ndarray, enc_fitness: np.ndarray, dec_fitness: np.ndarray,
+                   toolbox: base.Toolbox) -> np.ndarray:
+    """For each cell, a tournament among its sub-population's encoders; the winner's index i
+    names the pair (E_i, D_i) to train. Returns the cell whose centres each cell copies.
+
+    The individuals are handles: selection needs only their fitness, and the genome itself
+    stays in row ``ind.cell`` of the population stack (copied only once selected).
+    """
+    parents = np.empty(neighbours.shape[0], dtype=np.int64)
+    for k, row in enumerate(neighbours):
+        subpop = []
+        for i, cell in enumerate(row):
+            ind = Encoder([], cell=int(cell))
+            ind.fitness.values = (float(enc_fitness[k, i]),)
+            ind.partner_fitness = float(dec_fitness[k, i])
+            subpop.append(ind)
+        parents[k] = toolbox.select(subpop)[0].cell
+    return parents
+
+
+@dataclass
+class Measures:
+    train: np.ndarray  # loss of each cell's centre pair on the training split
+    validation: np.ndarray
+
+
+def measure(problem: Problem, enc: Stack, dec: Stack) -> Measures:
+    loss = problem.config.model.loss
+    return Measures(centre_losses(enc, dec, problem.train, loss).cpu().numpy(),
+                    centre_losses(enc, dec, problem.validation, loss).cpu().numpy())
+
+
+def record(generation: int, m: Measures, state: RunState, seconds: float, prune_p: float, pruned: int,
+           extra: dict | None = None) -> dict:
+    """One logbook row."""
+    stats = tools.Statistics()
+    stats.register("min", np.min)
+    stats.register("median", np.median)
+    stats.register("max", np.max)
+    best = int(np.argmin(m.validation))
+    kept_enc = state.encoders.kept_fraction().cpu().numpy()
+    kept_dec = state.decoders.kept_fraction().cpu().numpy()
+    row = {"generation": generation}
+    row.update({f"train_loss_{k}": float(v) for k, v in stats.compile(m.train).items()})
+    row["train_loss_mean"] = float(np.mean(m.train))
+    row["validation_loss_best"] = float(m.validation[best])
+    row["best_cell"] = best
+    row["kept_encoder"] = float(kept_enc.mean())
+    row["kept_decoder"] = float(kept_dec.mean())
+    row["kept_best"] = float((state.encoders.mask[best].sum() + state.decoders.mask[best].sum()).item()
+                             / (state.encoders.layout.size + state.decoders.layout.size))
+    row.update({f"lr_{k}": float(v) for k, v in stats.compile(state.lr).items()})
+    row["prune_probability"] = prune_p
+    row["pruned_cells"] = pruned
+    row["seconds"] = seconds
+    row["wall_seconds"] = state.wall_seconds
+    if extra:
+        row.update(extra)
+    return row
+
+
+def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunState | None = None,
+             engine: Engine | None = None) -> RunState:
+    """Run (or continue) spatial coevolution until ``run.generations``; returns the final state."""
+    cfg = problem.config
+    neighbours = topology.neighbourhoods(cfg.grid)
+    n_cells, s = neighbours.shape
+    if state is None:
+        enc, dec = problem.fresh_stacks(n_cells)
+        state = RunState(0, enc, dec, np.full(n_cells, cfg.train.learning_rate))
+    toolbox = make_toolbox(cfg)
+    engine = engine or LocalEngine()
+    engine.start(CellData(problem.train, cfg), neighbours)
+    for obs in observers:
+        obs.on_start(cfg, state)
+    try:
+        for gen in range(state.generation, cfg.run.generations):
+            t0 = time.perf_counter()
+            # gather + evaluate: every encoder x decoder pair of each sub-population, one mini-batch
+            losses = engine.evaluate(state.encoders, state.decoders, gen).cpu().numpy()
+            # fitness: the solution concept over rows (encoders) and columns (decoders)
+            enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
+            # select: tournament on encoder fitness (DEAP uses python's random: seeded per generation)
+            random.seed(f"{cfg.run.seed}:{gen}")
+            parents = select_parents(neighbours, enc_fitness, dec_fitness, toolbox)
+            # train + mutate: copies of the selected pairs, one pass over the data, then maybe pruned
+            p = prune_probability(cfg, gen, s)
+            variation = engine.vary(state.encoders, state.decoders, parents, state.lr, p, gen,
+                                    toolbox.mutate, cfg.prune.operator)
+            # replace: the trained pairs become the new centres
+            state.encoders, state.decoders = variation.encoders, variation.decoders
+            # mutate learning rates
+            rng = derive_rng(cfg.run.seed, gen, 0, LR_MUTATION)
+            state.lr = np.clip(state.lr + rng.normal(0.0, cfg.train.lr_sigma, n_cells),
+                               cfg.train.lr_min, cfg.train.lr_max) if cfg.train.lr_sigma > 0 else state.lr
+            state.generation = gen + 1
+            # record
+            m = measure(problem, state.encoders, state.decoders)
+            seconds = time.perf_counter() - t0
+            state.wall_seconds += seconds
+            row = record(gen, m, state, seconds, p, int(variation.pruned.sum()),
+                         {"selection_loss_best": float(enc_fitness[:, 0].min())})
+            for obs in observers:
+                obs.on_generation(row, state)
+    finally:
+        engine.close()
+    return state
+
+
+def final_losses(problem: Problem, state: RunState) -> dict[str, np.ndarray]:
+    """Each centre pair's loss on train, validation and test."""
+    loss = problem.config.model.loss
+    out = {}
+    for name, split in (("train", problem.train), ("validation", problem.validation), ("test", problem.test)):
+        with torch.no_grad():
+            out[name] = centre_losses(state.encoders, state.decoders, split, loss).cpu().numpy()
+    return out
+

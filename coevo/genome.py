@@ -1,0 +1,170 @@
+"""Genomes: encoders and decoders as plain arrays with masks, and their DEAP individual classes.
+
+A network is a list of Linear layers, each a weight (out x in, as in ``torch.nn.Linear``), a
+bias, and a boolean mask for each. A population stores many networks of one shape as flat
+rows of a (cells x parameters) tensor; a :class:`Layout` says where each layer lives in a row,
+so the same bytes serve batched training (as stacked views) and operators (as per-network
+numpy views). Nothing here is a live ``nn.Module``: genomes pickle, copy and ship cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from deap import base, creator
+
+Activation = Literal["relu", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    fan_in: int
+    fan_out: int
+    activation: Activation
+
+    @property
+    def size(self) -> int:
+        return self.fan_out * self.fan_in + self.fan_out
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Shapes of a stack of Linear layers and where each one sits in a flat parameter row."""
+
+    layers: tuple[LayerSpec, ...]
+    offsets: tuple[int, ...] = field(init=False)
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        offsets, at = [], 0
+        for spec in self.layers:
+            offsets.append(at)
+            at += spec.size
+        object.__setattr__(self, "offsets", tuple(offsets))
+        object.__setattr__(self, "size", at)
+
+    def __add__(self, other: "Layout") -> "Layout":
+        return Layout(self.layers + other.layers)
+
+    def split(self, flat: torch.Tensor | np.ndarray) -> list[tuple]:
+        """(weight, bias) views of each layer; ``flat`` is (..., size), views are (..., out, in) and (..., out)."""
+        views = []
+        for spec, at in zip(self.layers, self.offsets):
+            n_w = spec.fan_out * spec.fan_in
+            lead = flat.shape[:-1]
+            weight = flat[..., at : at + n_w].reshape(*lead, spec.fan_out, spec.fan_in)
+            bias = flat[..., at + n_w : at + spec.size]
+            views.append((weight, bias))
+        return views
+
+
+def autoencoder_layouts(n_dims: int, hidden: Sequence[int], latent: int) -> tuple[Layout, Layout]:
+    """Encoder D -> hidden... -> latent (ReLU after each) and its mirror decoder (Sigmoid output)."""
+    widths = [n_dims, *hidden, latent]
+    encoder = Layout(tuple(LayerSpec(a, b, "relu") for a, b in zip(widths[:-1], widths[1:])))
+    back = widths[::-1]
+    decoder = Layout(
+        tuple(
+            LayerSpec(a, b, "sigmoid" if i == len(back) - 2 else "relu")
+            for i, (a, b) in enumerate(zip(back[:-1], back[1:]))
+        )
+    )
+    return encoder, decoder
+
+
+@dataclass
+class Layer:
+    """One Linear layer of one network. Operators change the masks and nothing else."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    weight_mask: np.ndarray
+    bias_mask: np.ndarray
+
+    @property
+    def alive(self) -> int:
+        return int(self.weight_mask.sum() + self.bias_mask.sum())
+
+    @property
+    def total(self) -> int:
+        return int(self.weight_mask.size + self.bias_mask.size)
+
+    def alive_neurons(self) -> np.ndarray:
+        """Boolean per output neuron: does any of its incoming weights or its bias survive?"""
+        return self.weight_mask.any(axis=1) | self.bias_mask
+
+
+class Network:
+    """An encoder or decoder: a list of :class:`Layer`. Base class of the DEAP individuals."""
+
+    role = "network"
+
+    def __init__(self, layers: list[Layer], cell: int = -1) -> None:
+        self.layers = layers
+        self.cell = cell
+
+    def kept_fraction(self) -> float:
+        """Alive entries / all entries, counted from the masks."""
+        return sum(l.alive for l in self.layers) / sum(l.total for l in self.layers)
+
+    def __repr__(self) -> str:
+        shapes = " -> ".join(str(l.weight.shape[1]) for l in self.layers) + f" -> {self.layers[-1].weight.shape[0]}"
+        return f"{type(self).__name__}(cell={self.cell}, {shapes}, kept={self.kept_fraction():.3f})"
+
+
+def _define_deap_classes() -> None:
+    """DEAP classes: encoders and decoders minimise their loss-based fitness."""
+    if not hasattr(creator, "LossFitness"):
+        creator.create("LossFitness", base.Fitness, weights=(-1.0,))
+    if not hasattr(creator, "Encoder"):
+        creator.create("Encoder", Network, fitness=creator.LossFitness, role="encoder")
+    if not hasattr(creator, "Decoder"):
+        creator.create("Decoder", Network, fitness=creator.LossFitness, role="decoder")
+
+
+_define_deap_classes()
+Encoder: type[Network] = creator.Encoder
+Decoder: type[Network] = creator.Decoder
+
+
+def init_params(layout: Layout, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` rows initialised like ``torch.nn.Linear``: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    rows = np.empty((count, layout.size), dtype=np.float32)
+    for spec, (weight, bias) in zip(layout.layers, layout.split(rows)):
+        bound = 1.0 / np.sqrt(spec.fan_in)
+        weight[...] = rng.uniform(-bound, bound, size=weight.shape)
+        bias[...] = rng.uniform(-bound, bound, size=bias.shape)
+    return rows
+
+
+def state_dict(layout: Layout, params: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One network as ``torch.nn.Sequential``-style names ('0.weight', '2.bias', ...) plus
+    ``NAME + '_mask'`` for every parameter (see :func:`to_module`)."""
+    out: dict[str, torch.Tensor] = {}
+    for i, ((w, b), (wm, bm)) in enumerate(zip(layout.split(params.cpu()), layout.split(mask.cpu()))):
+        out[f"{2 * i}.weight"] = w.clone()
+        out[f"{2 * i}.bias"] = b.clone()
+        out[f"{2 * i}.weight_mask"] = wm.clone()
+        out[f"{2 * i}.bias_mask"] = bm.clone()
+    return out
+
+
+def to_module(state: dict[str, torch.Tensor], output: Activation = "relu") -> torch.nn.Sequential:
+    """Rebuild a plain ``nn.Sequential`` of Linear layers from a saved network.
+
+    Hidden layers use ReLU; ``output`` is the last activation ('sigmoid' for a decoder). The
+    masks are not needed at inference: pruned entries are stored as exact zeros.
+    """
+    n_layers = len([k for k in state if k.endswith(".weight")])
+    modules: list[torch.nn.Module] = []
+    for i in range(n_layers):
+        w = state[f"{2 * i}.weight"]
+        modules.append(torch.nn.Linear(w.shape[1], w.shape[0]))
+        last = i == n_layers - 1
+        modules.append(torch.nn.Sigmoid() if last and output == "sigmoid" else torch.nn.ReLU())
+    seq = torch.nn.Sequential(*modules)
+    seq.load_state_dict({k: v for k, v in state.items() if not k.endswith("_mask")})
+    return seq

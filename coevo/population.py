@@ -1,0 +1,121 @@
+"""Stacked populations: N networks of one layout as (N, parameters) tensors.
+
+A :class:`Stack` keeps, for every network, its parameters, its boolean mask and its Adam
+moments and step count: optimizer state travels with the genome (SPEC section 4, step 5),
+so a copied neighbour keeps training where it left off. One row per network means a gather
+``stack[idx]`` copies whole genomes and batched kernels see one contiguous buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from coevo.errors import OperatorError
+from coevo.genome import Layer, Layout, Network
+
+
+@dataclass
+class Stack:
+    layout: Layout
+    params: torch.Tensor  # (N, P) float32
+    mask: torch.Tensor  # (N, P) bool
+    exp_avg: torch.Tensor  # (N, P) float32, Adam first moment
+    exp_avg_sq: torch.Tensor  # (N, P) float32, Adam second moment
+    steps: torch.Tensor  # (N,) float64, Adam step count
+
+    @classmethod
+    def fresh(cls, layout: Layout, params: np.ndarray, device: str = "cpu") -> "Stack":
+        """Unpruned networks with zero optimizer state."""
+        p = torch.as_tensor(params, device=device).contiguous()
+        return cls(
+            layout,
+            p,
+            torch.ones_like(p, dtype=torch.bool),
+            torch.zeros_like(p),
+            torch.zeros_like(p),
+            torch.zeros(p.shape[0], dtype=torch.float64, device=device),
+        )
+
+    def __len__(self) -> int:
+        return int(self.params.shape[0])
+
+    def __getitem__(self, index: torch.Tensor | np.ndarray | slice) -> "Stack":
+        """Copies of the selected networks (whole genomes, optimizer state included)."""
+        if isinstance(index, np.ndarray):
+            index = torch.as_tensor(index, device=self.params.device)
+        pick = (lambda t: t[index].clone()) if isinstance(index, slice) else (lambda t: t[index])
+        return Stack(self.layout, pick(self.params), pick(self.mask), pick(self.exp_avg),
+                     pick(self.exp_avg_sq), pick(self.steps))
+
+    @staticmethod
+    def join(first: "Stack", second: "Stack") -> "Stack":
+        """Concatenate two stacks of N networks row-wise into N pairs (e.g. encoder + decoder)."""
+        return Stack(
+            first.layout + second.layout,
+            torch.cat([first.params, second.params], dim=1),
+            torch.cat([first.mask, second.mask], dim=1),
+            torch.cat([first.exp_avg, second.exp_avg], dim=1),
+            torch.cat([first.exp_avg_sq, second.exp_avg_sq], dim=1),
+            first.steps.clone(),
+        )
+
+    def part(self, layout: Layout, start: int) -> "Stack":
+        """The columns of one half of a joined stack, as a stack of its own (copies)."""
+        cols = slice(start, start + layout.size)
+        return Stack(layout, self.params[:, cols].clone(), self.mask[:, cols].clone(),
+                     self.exp_avg[:, cols].clone(), self.exp_avg_sq[:, cols].clone(), self.steps.clone())
+
+    def apply_masks(self) -> None:
+        """Pruned entries are exactly zero, in the weights and in the optimizer moments."""
+        self.params.mul_(self.mask)
+        self.exp_avg.mul_(self.mask)
+        self.exp_avg_sq.mul_(self.mask)
+
+    def kept_fraction(self) -> torch.Tensor:
+        """(N,) alive entries / all entries."""
+        return self.mask.float().mean(dim=1)
+
+    # -- per-network views for operators ------------------------------------------------
+    def network(self, k: int, cls: type[Network] = Network, start: int = 0, layout: Layout | None = None) -> Network:
+        """Network ``k`` (or the part of it at column ``start`` with ``layout``) as numpy arrays.
+
+        Masks are writable copies; weights are read-only copies: an operator changes masks only.
+        """
+        layout = layout or self.layout
+        cols = slice(start, start + layout.size)
+        params = self.params[k, cols].detach().cpu().numpy().copy()
+        params.flags.writeable = False
+        mask = self.mask[k, cols].cpu().numpy().copy()
+        layers = [
+            Layer(w, b, wm, bm)
+            for (w, b), (wm, bm) in zip(layout.split(params), layout.split(mask))
+        ]
+        return cls(layers, cell=k)
+
+    def store_masks(self, k: int, net: Network, operator: str, start: int = 0, layout: Layout | None = None) -> None:
+        """Write an operator's masks back after checking the contract; errors name the operator."""
+        layout = layout or self.layout
+        if not isinstance(net, Network) or len(net.layers) != len(layout.layers):
+            raise OperatorError(f"pruning operator {operator!r} must return the network it was given "
+                                f"(got {type(net).__name__})")
+        cols = slice(start, start + layout.size)
+        old = self.mask[k, cols].cpu().numpy()
+        new = np.empty_like(old)
+        for i, (spec, layer, (wm, bm)) in enumerate(zip(layout.layers, net.layers, layout.split(new))):
+            for name, got, want in (("weight_mask", layer.weight_mask, wm), ("bias_mask", layer.bias_mask, bm)):
+                if not isinstance(got, np.ndarray) or got.dtype != np.bool_ or got.shape != want.shape:
+                    desc = f"{getattr(got, 'dtype', type(got).__name__)} {getattr(got, 'shape', '')}"
+                    raise OperatorError(
+                        f"pruning operator {operator!r} left layer {i} {name} as {desc}; "
+                        f"it must stay a numpy bool array of shape {want.shape}"
+                    )
+                want[...] = got
+        if np.any(new & ~old):
+            raise OperatorError(f"pruning operator {operator!r} revived pruned entries; masks may only go from True to False")
+        for i, (wm, bm) in enumerate(layout.split(new)):
+            if not (wm.any(axis=1) | bm).any():
+                raise OperatorError(f"pruning operator {operator!r} removed the last alive neuron of layer {i}")
+        self.mask[k, cols] = torch.as_tensor(new, device=self.mask.device)

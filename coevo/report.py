@@ -1,0 +1,91 @@
+"""Figures and summaries of a run directory (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from coevo.errors import UserError  # noqa: E402
+
+
+def read_logbook(run_dir: Path) -> dict[str, np.ndarray]:
+    """``logbook.csv`` as columns of floats."""
+    path = Path(run_dir) / "logbook.csv"
+    if not path.exists():
+        raise UserError(f"{run_dir} is not a coevo run directory: {path.name} is missing")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise UserError(f"{path} has no generations yet")
+    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """Write loss, kept-fraction and learning-rate figures to ``run_dir/plots``."""
+    run_dir = Path(run_dir)
+    log = read_logbook(run_dir)
+    out = run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    g = log["generation"]
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.fill_between(g, log["train_loss_min"], log["train_loss_max"], alpha=0.25, label="train, cells min-max")
+    ax.plot(g, log["train_loss_median"], label="train, median cell")
+    ax.plot(g, log["validation_loss_best"], label="validation, best cell")
+    ax.set(xlabel="generation", ylabel="loss", title="Loss of the cells' centre pairs")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out / "loss.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(g, log["kept_encoder"], label="encoders (mean over cells)")
+    ax.plot(g, log["kept_decoder"], label="decoders (mean over cells)")
+    ax.plot(g, log["kept_best"], "--", label="best pair")
+    ax.set(xlabel="generation", ylabel="kept fraction", title="Alive weights / all weights", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out / "kept.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.fill_between(g, log["lr_min"], log["lr_max"], alpha=0.25, label="cells min-max")
+    ax.plot(g, log["lr_median"], label="median")
+    ax.set(xlabel="generation", ylabel="learning rate", title="Learning rates")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out / "learning_rate.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def read_summary(run_dir: Path) -> dict:
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        raise UserError(f"{run_dir} has no summary.json (the run did not finish; try `coevo resume {run_dir}`)")
+    return json.loads(path.read_text())
+
+
+def format_summary(summary: dict) -> str:
+    keys = ["mode", "operator", "schedule", "generations", "seed", "test_loss", "validation_loss", "train_loss",
+            "kept_fraction", "kept_fraction_encoder", "kept_fraction_decoder", "seconds_per_generation",
+            "wall_seconds"]
+    width = max(map(len, keys))
+    lines = []
+    for k in keys:
+        v = summary.get(k)
+        lines.append(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return "\n".join(lines)

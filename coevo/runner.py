@@ -1,0 +1,142 @@
+"""Runs as a user sees them: a run directory with config, logbook, checkpoints, summary, model
+and plots. Everything that can be refused is checked before the directory is created, so a
+refused run never creates or changes one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coevo import config as config_module
+from coevo import report
+from coevo.canonical import train_canonical
+from coevo.checkpoint import RunState, atomic_write_bytes, load_latest
+from coevo.config import Config
+from coevo.engines import make_engine
+from coevo.errors import UserError
+from coevo.evolve import coevolve, final_losses, make_toolbox, prune_probability
+from coevo.genome import state_dict
+from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, ProgressBar
+from coevo.problem import Problem, build
+
+SUMMARY_TIMING_KEYS = ("seconds_per_generation", "wall_seconds")
+
+
+def prepare(config: Config) -> Problem:
+    """Load data and resolve every plug-in: all user mistakes surface here, before any file is written."""
+    problem = build(config)
+    make_toolbox(config)
+    prune_probability(config, 0, 1)
+    if config.run.mode == "coevolution":
+        make_engine(config).close()
+    return problem
+
+
+def default_run_dir(config: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{config.run.mode}-{config.prune.operator.replace(':', '.')}-s{config.run.seed}"
+
+
+def start(config: Config, out: Path | None = None, quiet: bool = False) -> Path:
+    """Run a configuration from scratch into a new run directory; returns its path."""
+    t0 = time.perf_counter()
+    problem = prepare(config)
+    run_dir = Path(out) if out is not None else default_run_dir(config)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"run directory {run_dir} already exists and is not empty; "
+                        f"choose another --out, or continue it with `coevo resume {run_dir}`")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
+    state = _execute(problem, run_dir, None, None, quiet)
+    finish(problem, run_dir, state, time.perf_counter() - t0)
+    return run_dir
+
+
+def resume(run_dir: Path, generations: int | None = None, quiet: bool = False) -> Path:
+    """Continue a run from its newest good checkpoint (optionally to a new generation count)."""
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    config = config_module.load(run_dir / "config.toml")
+    if generations is not None:
+        config = config.replace(run__generations=generations)
+    problem = prepare(config)
+    state, rows, warnings = load_latest(run_dir, problem.enc_layout, problem.dec_layout, config.run.device)
+    for w in warnings:
+        print(f"coevo: {w}")
+    if state.generation > config.run.generations:
+        raise UserError(f"{run_dir} already ran {state.generation} generations; "
+                        f"--generations must be at least that")
+    if generations is not None:
+        atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
+    state = _execute(problem, run_dir, state, rows, quiet)
+    finish(problem, run_dir, state, time.perf_counter() - t0)
+    return run_dir
+
+
+def _execute(problem: Problem, run_dir: Path, state: RunState | None, rows: int | None, quiet: bool) -> RunState:
+    cfg = problem.config
+    csv_log = CsvLogbook(run_dir / "logbook.csv", keep_rows=rows)
+    observers = [csv_log, LogbookRecorder(), Checkpointer(run_dir, cfg.run.checkpoint_every, cfg.run.generations)]
+    bar = None if quiet else ProgressBar(cfg.run.generations, f"{cfg.run.mode} {cfg.prune.operator}")
+    if bar is not None:
+        observers.append(bar)
+    try:
+        if cfg.run.mode == "coevolution":
+            return coevolve(problem, observers, state, make_engine(cfg))
+        return train_canonical(problem, observers, state)
+    finally:
+        csv_log.close()
+        if bar is not None:
+            bar.close()
+
+
+def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float) -> dict:
+    """Write summary.json, best.pt (the pair with the lowest validation loss) and the plots."""
+    cfg = problem.config
+    losses = final_losses(problem, state)
+    best = int(np.argmin(losses["validation"]))
+    enc, dec = state.encoders, state.decoders
+    enc_alive, dec_alive = int(enc.mask[best].sum()), int(dec.mask[best].sum())
+    summary = {
+        "test_loss": float(losses["test"][best]),
+        "validation_loss": float(losses["validation"][best]),
+        "train_loss": float(losses["train"][best]),
+        "kept_fraction": (enc_alive + dec_alive) / (enc.layout.size + dec.layout.size),
+        "kept_fraction_encoder": enc_alive / enc.layout.size,
+        "kept_fraction_decoder": dec_alive / dec.layout.size,
+        "best_cell": best,
+        "test_loss_mean": float(losses["test"].mean()),
+        "train_loss_mean": float(losses["train"].mean()),
+        "test_loss_cells": [float(v) for v in losses["test"]],
+        "kept_fraction_mean": float(((enc.mask.sum(1) + dec.mask.sum(1)).double()
+                                     / (enc.layout.size + dec.layout.size)).mean()),
+        "generations": state.generation,
+        "seconds_per_generation": state.wall_seconds / max(state.generation, 1),
+        "wall_seconds": wall_seconds,
+        "seed": cfg.run.seed,
+        "mode": cfg.run.mode,
+        "operator": cfg.prune.operator,
+        "schedule": cfg.prune.schedule,
+        "loss": cfg.model.loss,
+        "cells": len(enc),
+        "parameters": enc.layout.size + dec.layout.size,
+    }
+    model = {"encoder": state_dict(enc.layout, enc.params[best], enc.mask[best]),
+             "decoder": state_dict(dec.layout, dec.params[best], dec.mask[best])}
+    tmp = run_dir / ".best.pt.tmp"
+    torch.save(model, tmp)
+    tmp.replace(run_dir / "best.pt")
+    atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    report.plot_run(run_dir)
+    return summary
+
+
+def config_of(run_dir: Path) -> Config:
+    return config_module.load(Path(run_dir) / "config.toml")
+

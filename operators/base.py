@@ -1,0 +1,56 @@
+"""The pruning-operator contract, its registry, and the context operators may read.
+
+An operator is a plain function (or an object with ``__call__``)::
+
+    def prune(net: Network, amount: float, rng: numpy.random.Generator, context: PruneContext) -> Network
+
+It changes ``layer.weight_mask`` / ``layer.bias_mask`` (numpy bool arrays, in place or by
+assigning new arrays of the same shape and dtype) and returns the net, or ``(net,)`` as DEAP
+mutations do. It may read the weights (read-only) and ``context``; it must not revive a pruned
+entry or remove the last alive neuron of a layer. coevo zeroes the pruned weights and their
+optimizer moments afterwards. Operators are in place: they mutate the network they are given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from coevo.config import PruneConfig
+from coevo.genome import Network
+from coevo.registry import Registry
+
+
+@dataclass
+class PruneContext:
+    """What an operator may look at besides the network: the generation, the prune settings,
+    and (lazily, only if asked) the layer activations of the pair on training rows."""
+
+    generation: int
+    settings: PruneConfig
+    record: Callable[[], dict[str, list[np.ndarray]]] = field(repr=False, default=lambda: {})
+    _cache: dict[str, list[np.ndarray]] | None = field(default=None, repr=False)
+
+    def activations(self, net: Network) -> list[np.ndarray]:
+        """Per layer of ``net``, its outputs (cases x neurons) on ``settings.cases`` training rows.
+
+        Computed on first use from the pair as it was before this mutation; free for operators
+        that never ask.
+        """
+        if self._cache is None:
+            self._cache = self.record()
+        role = getattr(net, "role", "network")
+        if role not in self._cache:
+            raise KeyError(f"no activations recorded for a {role!r}; known: {sorted(self._cache)}")
+        return self._cache[role]
+
+
+class PruneOperator(Protocol):
+    def __call__(self, net: Network, amount: float, rng: np.random.Generator,
+                 context: PruneContext) -> Network | tuple[Network]: ...
+
+
+registry: Registry[PruneOperator] = Registry("operator", "prune.operator", "coevo.operators")
+register = registry.register

@@ -1,0 +1,58 @@
+import re
+
+import numpy as np
+import pytest
+
+from coevo import config, data
+from coevo.errors import DataError
+
+
+def test_binary_clustering_matches_spec():
+    ds = data.binary_clustering(10, 2000, 100, 0.05, np.random.default_rng(0))
+    assert ds.train.shape == ds.validation.shape == ds.test.shape == (1000, 2000)
+    assert ds.train.dtype == np.float32
+    assert set(np.unique(ds.train)) <= {0.0, 1.0}
+    assert abs(ds.centroids.mean() - 0.75) < 0.01
+    flips = np.abs(ds.train - ds.centroids[ds.train_labels]).mean()
+    assert abs(flips - 0.05) < 0.005
+    # splits share centroids but draw their own noise (the test split is not repeated rows)
+    assert not np.array_equal(ds.train, ds.test)
+    assert len(np.unique(ds.test, axis=0)) == 1000
+    assert np.bincount(ds.test_labels).tolist() == [100] * 10
+
+
+def test_load_is_seeded():
+    cfg = config.DataConfig(n_dims=50, n_clusters=3, rows_per_cluster=5)
+    a, b, c = data.load(cfg, 1), data.load(cfg, 1), data.load(cfg, 2)
+    assert np.array_equal(a.train, b.train) and not np.array_equal(a.train, c.train)
+
+
+def test_user_files(tmp_path):
+    rows = np.random.default_rng(0).random((50, 7))
+    np.save(tmp_path / "x.npy", rows)
+    np.savetxt(tmp_path / "x.csv", rows, delimiter=",")
+    for name in ("x.npy", "x.csv"):
+        ds = data.load(config.DataConfig(source=str(tmp_path / name)), 0)
+        assert ds.train.shape[1] == 7 and ds.train.shape[0] + ds.validation.shape[0] + ds.test.shape[0] == 50
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (np.array([[0.1, np.nan], [0.2, 0.3], [0.1, 0.1]]), "NaN"),
+    (np.array([[0.1, 2.0], [0.2, 0.3], [0.1, 0.1]]), "outside [0, 1]"),
+    (np.array([0.1, 0.2, 0.3]), "2-D array"),
+])
+def test_bad_user_data(tmp_path, content, fragment):
+    np.save(tmp_path / "bad.npy", content)
+    with pytest.raises(DataError, match=re.escape(fragment)):
+        data.load(config.DataConfig(source=str(tmp_path / "bad.npy")), 0)
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        data.load(config.DataConfig(source=str(tmp_path / "nope.npy")), 0)
+    (tmp_path / "junk.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(DataError, match="cannot be read"):
+        data.load(config.DataConfig(source=str(tmp_path / "junk.npy")), 0)
+    (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="cannot be read"):
+        data.load(config.DataConfig(source=str(tmp_path / "junk.csv")), 0)
