@@ -6,6 +6,6 @@ through the ``coevo.operators`` entry-point group. See :mod:`operators.base` for
 """
 
 from operators.base import PruneContext, PruneOperator, register, registry
-from operators import no_pruning, random_pruning  # noqa: F401  (register the built-ins)
+from operators import conjunctive, no_pruning, random_pruning, variance  # noqa: F401  (register the built-ins)
 
 __all__ = ["PruneContext", "PruneOperator", "register", "registry"]

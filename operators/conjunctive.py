@@ -1,0 +1,40 @@
+"""CONJUNCTIVE (SPEC 6): lexicase-style, activation-guided pruning of whole neurons.
+
+For each layer, over the recorded training cases (``context.activations(net)``, drawn from the
+training split) taken in a random order drawn from ``rng``:
+
+1. the candidates start as the layer's alive neurons;
+2. while more than one candidate remains, take the next case: min-max normalise its activations
+   over the alive neurons and keep the candidates whose normalised value is below
+   ``prune.threshold`` (tau). A case that would leave no candidate, or on which every alive neuron
+   is alike, is skipped, as lexicase selection never empties its pool;
+3. the candidates left are pruned whole (incoming weight row and bias); if no case narrowed the
+   pool (tau = 0, or no informative case), nothing is pruned.
+
+``prune.amount`` caps the neurons pruned per layer at a fraction of the alive neurons, rounded
+stochastically (unbiased), and never all of them; when the filter leaves more candidates than
+that, the ones pruned are drawn uniformly among them (lexicase's random tie break). The case count
+is ``prune.cases``. In place: it changes the masks of the network it is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coevo.genome import Network
+from operators.base import PruneContext, register
+from operators.kernels import conjunctive_prune_layer
+
+
+@register("conjunctive")
+def conjunctive_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
+    """Lexicase filter over training cases: prune neurons that stay below prune.threshold (capped by amount)."""
+    threshold = float(context.settings.threshold)
+    for i, (layer, acts) in enumerate(zip(net.layers, context.activations(net), strict=True)):
+        if acts.ndim != 2 or acts.shape[1] != layer.weight_mask.shape[0]:
+            raise ValueError(f"activations of layer {i} have shape {acts.shape}; expected (cases, "
+                             f"{layer.weight_mask.shape[0]})")
+        acts = np.ascontiguousarray(acts, dtype=np.float64)
+        order = rng.permutation(acts.shape[0])
+        conjunctive_prune_layer(layer.weight_mask, layer.bias_mask, acts, order, threshold, amount, rng)
+    return net

@@ -1,0 +1,56 @@
+"""VARIANCE (SPEC 6): activation-guided pruning by the spread of each neuron's output.
+
+A neuron whose output barely changes over the training inputs carries little information. Each
+neuron is scored by the standard deviation of its output over the recorded training cases
+(``context.activations(net)``), min-max normalised over the layer's alive neurons to s in [0, 1].
+Every alive entry (incoming weight or bias) of a neuron gets the sampling weight
+
+    (1 - s) + EPSILON   for prune.variance_direction = "low" (the default), or
+    s + EPSILON         for "high" (the reference's scaling, which favours high-variance neurons),
+
+and a fraction ``amount`` of the layer's alive entries (an unbiased stochastic rounding) is drawn
+without replacement in proportion to those weights. EPSILON keeps every alive entry prunable. When
+all alive neurons have the same spread the draw is uniform, as RANDOM's. The last alive neuron of
+a layer is never cut. In place: it changes the masks of the network it is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coevo.genome import Network
+from operators.base import PruneContext, register
+from operators.kernels import weighted_prune_layer
+
+EPSILON = 0.01
+"""Weight floor: the least-favoured neuron is still drawn, EPSILON / (1 + EPSILON) as often as the most."""
+
+
+def neuron_weights(std: np.ndarray, alive: np.ndarray, direction: str = "low") -> np.ndarray:
+    """Per-neuron sampling weights from output standard deviations: low (or high) spread -> high weight.
+
+    The normalisation runs over the alive neurons only, so a pruned neuron's flat output does not
+    stretch the scale of the rest.
+    """
+    if direction not in ("low", "high"):
+        raise ValueError(f"variance direction must be 'low' or 'high', got {direction!r}")
+    std = np.asarray(std, dtype=np.float64)
+    score = np.full(std.shape, 0.5)
+    if alive.any():
+        lo, hi = std[alive].min(), std[alive].max()
+        if hi > lo:
+            score = np.clip((std - lo) / (hi - lo), 0.0, 1.0)
+    return (1.0 - score if direction == "low" else score) + EPSILON
+
+
+@register("variance")
+def variance_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
+    """Prune a fraction `amount` of alive entries, favouring low-variance neurons (prune.variance_direction)."""
+    direction = context.settings.variance_direction
+    for i, (layer, acts) in enumerate(zip(net.layers, context.activations(net), strict=True)):
+        if acts.ndim != 2 or acts.shape[1] != layer.weight_mask.shape[0]:
+            raise ValueError(f"activations of layer {i} have shape {acts.shape}; expected (cases, "
+                             f"{layer.weight_mask.shape[0]})")
+        weights = neuron_weights(acts.std(axis=0, dtype=np.float64), layer.alive_neurons(), direction)
+        weighted_prune_layer(layer.weight_mask, layer.bias_mask, weights, amount, rng)
+    return net

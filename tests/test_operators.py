@@ -1,0 +1,249 @@
+"""SPEC 6: VARIANCE and CONJUNCTIVE on hand-computed cases, `amount`, the last neuron, and lazy
+activations (RANDOM never records them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import operators
+from coevo.cli import main
+from coevo.config import PruneConfig
+from coevo.genome import Layer, Network
+from operators.base import PruneContext
+from operators.conjunctive import conjunctive_prune
+from operators.kernels import conjunctive_prune_layer, lexicase_filter, weighted_prune_layer
+from operators.random_pruning import random_prune
+from operators.variance import EPSILON, neuron_weights, variance_prune
+
+
+def layer(out: int, fan_in: int, bias: bool = True) -> Layer:
+    rng = np.random.default_rng(0)
+    return Layer(rng.normal(size=(out, fan_in)).astype(np.float32), np.zeros(out, np.float32),
+                 np.ones((out, fan_in), bool), np.full(out, bias))
+
+
+def context(acts: list[np.ndarray], **settings) -> PruneContext:
+    return PruneContext(0, PruneConfig(**settings), lambda: {"network": acts})
+
+
+def refuse() -> dict:
+    raise AssertionError("activations were recorded")
+
+
+# ---------------------------------------------------------------- CONJUNCTIVE
+
+# 6 neurons x 4 cases. Neuron 5 is pruned: it must neither be a candidate nor stretch the scale.
+# Normalised over the alive neurons 0-4, marked (< 0.1):
+#   case 0: [0, .05, 1, .02, .5]  (lo 0, hi 1)    -> {0, 1, 3}
+#   case 1: [0, 10, 2, .5, 8]     -> [0, 1, .2, .05, .8]  -> {0, 3}   (with neuron 5's -10: {0} only)
+#   case 2: all alike             -> skipped
+#   case 3: [0, 5, 9, .8, .5]     -> [0, .56, 1, .089, .056] -> {0, 3, 4}
+# In any order the intersection is {0, 3}.
+CRAFTED = np.array([
+    [0.0, 0.05, 1.0, 0.02, 0.5, 0.0],
+    [0.0, 10.0, 2.0, 0.5, 8.0, -10.0],
+    [1.0, 1.0, 1.0, 1.0, 1.0, 7.0],
+    [0.0, 5.0, 9.0, 0.8, 0.5, 0.0],
+])
+
+
+def crafted_net() -> Network:
+    lay = layer(6, 3)
+    lay.weight_mask[5] = False
+    lay.bias_mask[5] = False
+    lay.weight_mask[0, 1] = False  # a partly pruned neuron is still alive
+    return Network([lay])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_conjunctive_prunes_exactly_the_expected_neurons(seed):
+    net = crafted_net()
+    conjunctive_prune(net, 1.0, np.random.default_rng(seed), context([CRAFTED]))
+    lay = net.layers[0]
+    assert list(np.flatnonzero(~lay.alive_neurons())) == [0, 3, 5]
+    # whole neurons: incoming row and bias; nothing else touched
+    assert not lay.weight_mask[[0, 3]].any() and not lay.bias_mask[[0, 3]].any()
+    assert lay.weight_mask[[1, 2, 4]].all() and lay.bias_mask[[1, 2, 4]].all()
+
+
+def test_lexicase_filter_order_skip_and_stop_rules():
+    alive = np.array([True] * 5 + [False])
+    f = lambda order, tau=0.1: list(np.flatnonzero(lexicase_filter(CRAFTED, alive, np.array(order), tau)))
+    assert f([0, 1, 2, 3]) == [0, 3]
+    assert f([0]) == [0, 1, 3]
+    # case order matters: a case marking {1} narrows {0, 1, 3} to one neuron, and the filter stops
+    case_1_only = np.vstack([CRAFTED, [[3.0, 0.0, 5.0, 3.2, 9.0, 0.0]]])  # normalised: only neuron 1 < 0.1
+    g = lambda order: list(np.flatnonzero(lexicase_filter(case_1_only, alive, np.array(order), 0.1)))
+    assert g([0, 4, 1]) == [1]
+    # a case that would empty the pool is skipped: {0, 3} and {1} are disjoint
+    assert g([1, 4, 0]) == [0, 3]
+    # no case narrows the pool (tau = 0, or only constant cases): nothing survives, nothing is pruned
+    assert f([0, 1, 3], tau=0.0) == []
+    assert f([2]) == []
+    # the pruned neuron's -10 would have changed case 1: counted as alive, it alone is marked
+    all_alive = np.ones(6, bool)
+    assert list(np.flatnonzero(lexicase_filter(CRAFTED, all_alive, np.array([1]), 0.1))) == [5]
+
+
+def test_conjunctive_amount_caps_neurons_and_draws_among_survivors():
+    # 5 alive neurons, amount 0.2 -> cap exactly 1: one of the survivors {0, 3}, either one
+    chosen = set()
+    for seed in range(40):
+        net = crafted_net()
+        conjunctive_prune(net, 0.2, np.random.default_rng(seed), context([CRAFTED]))
+        dead = set(np.flatnonzero(~net.layers[0].alive_neurons())) - {5}
+        assert len(dead) == 1 and dead <= {0, 3}
+        chosen |= dead
+    assert chosen == {0, 3}
+    net = crafted_net()
+    conjunctive_prune(net, 0.0, np.random.default_rng(0), context([CRAFTED]))
+    assert net.layers[0].alive_neurons().sum() == 5
+
+
+def test_conjunctive_reads_the_case_count_and_threshold_from_config():
+    acts = np.tile(np.linspace(0.0, 1.0, 10), (3, 1))  # normalised values 0, .11, .22, ...
+    for tau, expected in ((0.1, 1), (0.3, 3), (0.0, 0)):
+        net = Network([layer(10, 4)])
+        conjunctive_prune(net, 1.0, np.random.default_rng(0), context([acts], threshold=tau))
+        assert (~net.layers[0].alive_neurons()).sum() == expected
+    assert PruneConfig().cases == 100 and PruneConfig().threshold == 0.1
+
+
+def test_conjunctive_never_prunes_every_alive_neuron():
+    acts = np.zeros((5, 4))
+    acts[:, 0] = 1.0  # neurons 1-3 are always marked: pruned at once, neuron 0 is left alone
+    net = Network([layer(4, 2)])
+    for seed in range(6):
+        conjunctive_prune(net, 1.0, np.random.default_rng(seed), context([acts]))
+        assert net.layers[0].alive_neurons().sum() >= 1
+    assert list(np.flatnonzero(net.layers[0].alive_neurons())) == [0]
+    # one alive neuron left: nothing to choose, nothing pruned
+    lay = layer(3, 2)
+    lay.weight_mask[1:] = False
+    lay.bias_mask[1:] = False
+    assert conjunctive_prune_layer(lay.weight_mask, lay.bias_mask, np.zeros((4, 3)), np.arange(4), 0.5, 1.0,
+                                   np.random.default_rng(0)) == 0
+    assert lay.alive_neurons().sum() == 1
+
+
+# ---------------------------------------------------------------- VARIANCE
+
+def test_variance_weights_are_hand_computed():
+    std = np.array([0.0, 1.0, 2.0, 3.0, 99.0])
+    alive = np.array([True, True, True, True, False])  # the pruned neuron does not stretch the scale
+    np.testing.assert_allclose(neuron_weights(std, alive, "low")[:4], [1 + EPSILON, 2 / 3 + EPSILON,
+                                                                       1 / 3 + EPSILON, EPSILON])
+    np.testing.assert_allclose(neuron_weights(std, alive, "high")[:4], [EPSILON, 1 / 3 + EPSILON,
+                                                                        2 / 3 + EPSILON, 1 + EPSILON])
+    np.testing.assert_allclose(neuron_weights(np.ones(3), np.ones(3, bool)), 0.5 + EPSILON)  # all alike
+
+
+def test_weighted_draw_follows_the_weights_exactly():
+    # 4 neurons x 1 weight, no bias, amount 1/4: exactly one entry pruned, with probability w / sum(w)
+    w = np.array([1.0, 2.0, 3.0, 4.0])
+    counts = np.zeros(4)
+    rng = np.random.default_rng(5)
+    for _ in range(20000):
+        wm, bm = np.ones((4, 1), bool), np.zeros(4, bool)
+        assert weighted_prune_layer(wm, bm, w, 0.25, rng) == 1
+        counts += ~wm[:, 0]
+    np.testing.assert_allclose(counts / 20000, w / w.sum(), atol=0.015)
+
+
+@pytest.mark.parametrize("direction", ["low", "high"])
+def test_variance_prunes_low_variance_neurons_more_often(direction):
+    rng = np.random.default_rng(0)
+    spread = np.array([0.0, 0.8, 1.6, 2.4, 3.2, 4.0])  # neuron j's output std
+    acts = rng.normal(size=(100, 6)) * spread
+    counts = np.zeros(6)
+    for seed in range(400):
+        net = Network([layer(6, 20)])
+        variance_prune(net, 0.1, np.random.default_rng(seed), context([acts], variance_direction=direction))
+        counts += (~net.layers[0].weight_mask).sum(axis=1) + ~net.layers[0].bias_mask
+    if direction == "high":
+        counts = counts[::-1]
+    assert np.all(np.diff(counts) < 0), counts  # strictly fewer pruned as the spread grows (or falls)
+    assert counts[0] > 20 * counts[-1]
+
+
+def test_variance_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="activations of layer 0"):
+        variance_prune(Network([layer(6, 2)]), 0.1, np.random.default_rng(0), context([np.zeros((3, 5))]))
+
+
+# ---------------------------------------------------------------- every operator
+
+GUIDED = {"variance": variance_prune, "conjunctive": conjunctive_prune, "random": random_prune}
+
+
+@pytest.mark.parametrize("name", sorted(GUIDED))
+@pytest.mark.parametrize("amount", [0.0, 0.05, 0.3])
+def test_amount_bounds_how_much_is_pruned(name, amount):
+    rng = np.random.default_rng(1)
+    shapes = [(30, 10), (10, 30), (40, 10)]
+    acts = [rng.random((50, out)) for out, _ in shapes]
+    for seed in range(10):
+        net = Network([layer(out, fan_in) for out, fan_in in shapes])
+        before = [(l.alive, l.alive_neurons().sum()) for l in net.layers]
+        GUIDED[name](net, amount, np.random.default_rng(seed), context(acts, threshold=0.5))
+        for l, (alive, neurons) in zip(net.layers, before):
+            if name == "conjunctive":  # amount caps whole neurons
+                assert neurons - l.alive_neurons().sum() <= np.ceil(amount * neurons)
+            else:
+                assert np.floor(amount * alive) <= alive - l.alive <= np.ceil(amount * alive)
+
+
+@pytest.mark.parametrize("name", sorted(GUIDED))
+def test_the_last_neuron_of_a_layer_survives(name):
+    rng = np.random.default_rng(2)
+    net = Network([layer(3, 2), layer(2, 3, bias=False)])
+    for seed in range(30):
+        acts = [rng.random((8, 3)), rng.random((8, 2))]
+        GUIDED[name](net, 1.0, np.random.default_rng(seed), context(acts, threshold=1.0))
+        assert all(l.alive_neurons().sum() >= 1 for l in net.layers)
+    assert all(l.alive_neurons().sum() == 1 for l in net.layers)  # amount 1 does go all the way down
+
+
+def test_builtins_are_registered():
+    assert {"none", "random", "variance", "conjunctive"} <= set(operators.registry.names())
+
+
+# ---------------------------------------------------------------- lazy activations
+
+def test_random_and_none_never_record_activations():
+    net = Network([layer(30, 10), layer(10, 30)])
+    ctx = PruneContext(0, PruneConfig(), refuse)
+    operators.registry.get("random")(net, 0.5, np.random.default_rng(0), ctx)
+    operators.registry.get("none")(net, 0.5, np.random.default_rng(0), ctx)
+    assert net.kept_fraction() < 1
+    with pytest.raises(AssertionError, match="recorded"):
+        variance_prune(net, 0.5, np.random.default_rng(0), ctx)
+
+
+def test_runs_record_activations_only_for_guided_operators(tmp_path, tiny_overrides, monkeypatch, capsys):
+    """End to end: count the recordings the real loop makes; RANDOM makes none."""
+    import coevo.cells
+
+    calls = []
+
+    @dataclasses.dataclass
+    class CountingContext(PruneContext):
+        def __post_init__(self) -> None:
+            record = self.record
+            self.record = lambda: calls.append(1) or record()
+
+    monkeypatch.setattr(coevo.cells, "PruneContext", CountingContext)
+    kept = {}
+    for name in ("random", "variance", "conjunctive"):
+        calls.clear()
+        out = tmp_path / name
+        args = [x for o in tiny_overrides + [f"prune.operator={name}", "prune.probability=1", "prune.amount=0.3"]
+                for x in ("--set", o)]
+        assert main(["run", "--quiet", "--out", str(out), *args]) == 0, capsys.readouterr().err
+        kept[name] = json.loads((out / "summary.json").read_text())["kept_fraction"]
+        assert len(calls) == (0 if name == "random" else 3 * 4), (name, len(calls))  # generations x cells, once each
+    assert all(k < 1 for k in kept.values()), kept
