@@ -19,52 +19,78 @@ EPS = 1e-8
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _adam_kernel(p, g, m, v, mask, step_size, inv_sqrt_bc2, beta1, beta2, one_minus_beta1, one_minus_beta2, eps):  # pragma: no cover - jitted
+def _adam_kernel(p, g, seg_offset, seg_size, m, v, mask, step_size, inv_sqrt_bc2,
+                 beta1, beta2, one_minus_beta1, one_minus_beta2, eps):  # pragma: no cover - jitted
+    """p, m, v, mask are (N, P); g is flat and segment-major: segment t (one weight or bias
+    tensor, columns seg_offset[t]:+seg_size[t] of a row) holds N contiguous rows, so batched
+    matmuls write gradients straight into it."""
     # 1 - beta is passed in, computed in float64: in float32, 1 - 0.999 is off by 1e-5 relative.
     # Serial and branch-free: with numpy's error model the inner loop vectorises; measured
     # faster than a parallel (prange) version on 2 cores.
-    n, size = p.shape
+    n = p.shape[0]
     for k in range(n):
         s = step_size[k]
         c = inv_sqrt_bc2[k]
-        for j in range(size):
-            keep = np.float32(mask[k, j])
-            gj = g[k, j] * keep
-            mj = beta1 * m[k, j] + one_minus_beta1 * gj
-            vj = beta2 * v[k, j] + one_minus_beta2 * gj * gj
-            m[k, j] = mj
-            v[k, j] = vj
-            p[k, j] = (p[k, j] - s * mj / (np.sqrt(vj) * c + eps)) * keep
+        for t in range(seg_offset.size):
+            col = seg_offset[t]
+            size = seg_size[t]
+            base = n * col + k * size
+            for j in range(size):
+                keep = np.float32(mask[k, col + j])
+                gj = g[base + j] * keep
+                mj = beta1 * m[k, col + j] + one_minus_beta1 * gj
+                vj = beta2 * v[k, col + j] + one_minus_beta2 * gj * gj
+                m[k, col + j] = mj
+                v[k, col + j] = vj
+                p[k, col + j] = (p[k, col + j] - s * mj / (np.sqrt(vj) * c + eps)) * keep
 
 
-def _bias_terms(steps: torch.Tensor, lr: torch.Tensor, beta1: float, beta2: float) -> tuple[torch.Tensor, torch.Tensor]:
-    bc1 = 1.0 - beta1**steps
-    bc2 = 1.0 - beta2**steps
-    return (lr.to(torch.float64) / bc1), 1.0 / torch.sqrt(bc2)
+class StackedAdam:
+    """Adam on every row of a :class:`~coevo.population.Stack`, each row with its own learning rate.
+
+    The moments and step counts live in the stack (they travel with the genomes); this object
+    only caches the views and constants of one training pass, so a step is one kernel call.
+    """
+
+    def __init__(self, stack, lr: np.ndarray, beta1: float, beta2: float) -> None:
+        self.stack = stack
+        self.lr = np.asarray(lr, dtype=np.float64)
+        self.beta1, self.beta2 = beta1, beta2
+        self.on_cpu = stack.params.device.type == "cpu"
+        if self.on_cpu:
+            self.views = tuple(t.numpy() for t in (stack.params, stack.exp_avg, stack.exp_avg_sq, stack.mask))
+            self.seg_offset, self.seg_size = stack.layout.segments()
+            self.steps = stack.steps.numpy()  # shares memory: increments land in the stack
+            self.constants = tuple(np.float32(c) for c in (beta1, beta2, 1.0 - beta1, 1.0 - beta2, EPS))
+
+    def reset(self) -> None:
+        """Forget the moments (the reference's fresh optimizer per mini-batch)."""
+        self.stack.exp_avg.zero_()
+        self.stack.exp_avg_sq.zero_()
+        self.stack.steps.zero_()
+
+    def step(self, grads: torch.Tensor) -> None:
+        """One in-place step from the gradient ``grads``, flat in segment-major order
+        (see :meth:`~coevo.genome.Layout.split_segment_major`)."""
+        if not self.on_cpu:
+            self.stack.steps += 1
+            step_size, inv_sqrt_bc2 = bias_terms(self.stack.steps.cpu().numpy(), self.lr, self.beta1, self.beta2)
+            dev = self.stack.params.device
+            grads = self.stack.layout.segment_major_to_rows(grads, len(self.stack))
+            adam_step_reference(self.stack.params, grads, self.stack.exp_avg, self.stack.exp_avg_sq, self.stack.mask,
+                                torch.as_tensor(step_size, device=dev), torch.as_tensor(inv_sqrt_bc2, device=dev),
+                                self.beta1, self.beta2)
+            return
+        self.steps += 1
+        step_size, inv_sqrt_bc2 = bias_terms(self.steps, self.lr, self.beta1, self.beta2)
+        p, m, v, mask = self.views
+        _adam_kernel(p, grads.numpy(), self.seg_offset, self.seg_size, m, v, mask, step_size.astype(np.float32),
+                     inv_sqrt_bc2.astype(np.float32), *self.constants)
 
 
-def adam_step(
-    params: torch.Tensor,
-    grads: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    mask: torch.Tensor,
-    steps: torch.Tensor,
-    lr: torch.Tensor,
-    beta1: float,
-    beta2: float,
-) -> None:
-    """One in-place Adam step on (N, P) tensors; ``steps`` (N,) is incremented; ``lr`` is (N,)."""
-    steps += 1
-    step_size, inv_sqrt_bc2 = _bias_terms(steps, lr, beta1, beta2)
-    if params.device.type == "cpu":
-        _adam_kernel(
-            params.numpy(), grads.numpy(), exp_avg.numpy(), exp_avg_sq.numpy(), mask.numpy(),
-            step_size.to(torch.float32).numpy(), inv_sqrt_bc2.to(torch.float32).numpy(),
-            np.float32(beta1), np.float32(beta2), np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(EPS),
-        )
-        return
-    adam_step_reference(params, grads, exp_avg, exp_avg_sq, mask, step_size, inv_sqrt_bc2, beta1, beta2)
+def bias_terms(steps: np.ndarray, lr: np.ndarray, beta1: float, beta2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row step size lr / (1 - beta1^t) and 1 / sqrt(1 - beta2^t), in float64."""
+    return lr / (1.0 - beta1**steps), 1.0 / np.sqrt(1.0 - beta2**steps)
 
 
 def adam_step_reference(params, grads, exp_avg, exp_avg_sq, mask, step_size, inv_sqrt_bc2, beta1, beta2) -> None:

@@ -13,7 +13,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from coevo.adam import adam_step
+from coevo.adam import StackedAdam
 from coevo.genome import Layout
 from coevo.population import Stack
 
@@ -59,30 +59,26 @@ def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, loss: Loss) 
 
 
 def _output_grad(output: torch.Tensor, target: torch.Tensor, loss: Loss, last_activation: str) -> torch.Tensor:
-    """d(mean loss)/d(pre-activation of the last layer)."""
+    """d(mean loss of each network)/d(pre-activation of the last layer), in few tensor ops."""
     scale = 1.0 / (output.shape[-1] * output.shape[-2])
-    diff = output - target
     if loss == "bce" and last_activation == "sigmoid":
-        return diff.mul_(scale)  # the sigmoid's derivative cancels BCE's denominator
+        return torch.sub(output, target).mul_(scale)  # the sigmoid's derivative cancels BCE's denominator
     if loss == "l1":
-        grad = diff.sign_().mul_(scale)
+        grad = torch.sub(output, target).sign_()
     elif loss == "mse":
-        grad = diff.mul_(2 * scale)
+        grad = torch.sub(output, target).mul_(2.0)
     else:
         o = output.clamp(1e-7, 1 - 1e-7)
-        grad = diff.div_(o * (1 - o)).mul_(scale)
-    return _through_activation(grad, output, last_activation)
-
-
-def _through_activation(grad: torch.Tensor, out: torch.Tensor, activation: str) -> torch.Tensor:
-    if activation == "relu":
-        return grad.mul_(out > 0)
-    return grad.mul_(out * (1 - out))
+        grad = torch.sub(output, target).div_(o * (1 - o))
+    if last_activation == "relu":
+        return torch.ops.aten.threshold_backward(grad, output, 0.0).mul_(scale)
+    return grad.mul_(torch.addcmul(output, output, output, value=-1.0).mul_(scale))  # sigmoid' = o - o^2
 
 
 def backward(layout: Layout, param_views: list, grad_views: list, acts: Sequence[torch.Tensor],
              target: torch.Tensor, loss: Loss) -> None:
-    """Write d(loss of each network)/d(params) into the (N, out, in) / (N, out) ``grad_views``."""
+    """Write d(loss of each network)/d(params) into the contiguous (N, out, in) / (N, out)
+    ``grad_views``. 3-D activations (N, B, features) only."""
     delta = _output_grad(acts[-1], target, loss, layout.layers[-1].activation)
     for i in range(len(layout.layers) - 1, -1, -1):
         gw, gb = grad_views[i]
@@ -90,43 +86,47 @@ def backward(layout: Layout, param_views: list, grad_views: list, acts: Sequence
         torch.sum(delta, dim=1, out=gb)
         if i > 0:
             delta = torch.bmm(delta, param_views[i][0])
-            _through_activation(delta, acts[i], layout.layers[i - 1].activation)
+            if layout.layers[i - 1].activation == "relu":
+                delta = torch.ops.aten.threshold_backward(delta, acts[i], 0.0)
+            else:
+                delta.mul_(torch.addcmul(acts[i], acts[i], acts[i], value=-1.0))
+
+
+def _train_forward(layout: Layout, views: list, x: torch.Tensor) -> list[torch.Tensor]:
+    """3-D forward for training: one fused matmul-plus-bias and one in-place activation per layer."""
+    acts = [x]
+    for spec, (w, b) in zip(layout.layers, views):
+        h = torch.baddbmm(b.unsqueeze(1), acts[-1], w.transpose(1, 2))
+        acts.append(h.clamp_min_(0.0) if spec.activation == "relu" else h.sigmoid_())
+    return acts
 
 
 def train_epoch(
     pairs: Stack,
-    enc_layout: Layout,
     data: torch.Tensor,
     orders: torch.Tensor,
-    lr: torch.Tensor,
+    lr: np.ndarray,
     batch_size: int,
     loss: Loss,
     beta1: float,
     beta2: float,
     fresh_optimizer_each_batch: bool = False,
-) -> torch.Tensor:
-    """One pass over ``data`` for every pair in ``pairs`` (N pairs, encoder columns first).
-
-    ``orders`` (N, n) holds each pair's own row order; ``lr`` (N,) its learning rate. Trains in
-    place and returns each pair's mean mini-batch loss (N,).
-    """
-    n_rows = orders.shape[1]
-    grads = torch.zeros_like(pairs.params)
-    param_views, grad_views = pairs.layout.split(pairs.params), pairs.layout.split(grads)
-    total = torch.zeros(len(pairs), dtype=torch.float64, device=pairs.params.device)
-    n_batches = 0
-    for start in range(0, n_rows, batch_size):
-        x = data[orders[:, start : start + batch_size]]  # (N, B, D)
-        acts = _forward(pairs.layout, param_views, x)
-        total += reconstruction_loss(acts[-1], x, loss)
-        n_batches += 1
+) -> None:
+    """One pass over ``data`` for every network in ``pairs`` (N autoencoders, encoder columns
+    first), in place. ``orders`` (N, n) holds each network's own row order; ``lr`` (N,) its
+    learning rate. All N networks take their mini-batch steps together."""
+    n = len(pairs)
+    grads = torch.zeros(n * pairs.layout.size, dtype=pairs.params.dtype, device=pairs.params.device)
+    param_views = pairs.layout.split(pairs.params)
+    grad_views = pairs.layout.split_segment_major(grads, n)
+    optimizer = StackedAdam(pairs, lr, beta1, beta2)
+    for rows in orders.split(batch_size, dim=1):
+        x = data[rows]  # (N, B, D)
+        acts = _train_forward(pairs.layout, param_views, x)
         backward(pairs.layout, param_views, grad_views, acts, x, loss)
         if fresh_optimizer_each_batch:
-            pairs.exp_avg.zero_()
-            pairs.exp_avg_sq.zero_()
-            pairs.steps.zero_()
-        adam_step(pairs.params, grads, pairs.exp_avg, pairs.exp_avg_sq, pairs.mask, pairs.steps, lr, beta1, beta2)
-    return total / max(n_batches, 1)
+            optimizer.reset()
+        optimizer.step(grads)
 
 
 def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: Loss,

@@ -61,7 +61,6 @@ class Variation:
     cells: np.ndarray
     encoders: Stack
     decoders: Stack
-    train_loss: np.ndarray  # mean mini-batch loss of the training pass
     pruned: np.ndarray  # bool: was this cell's pair mutated
 
 
@@ -77,10 +76,9 @@ def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, l
     n_rows = shared.train.shape[0]
     orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows)
                        for k in cells])
-    train_loss = batched.train_epoch(
-        pairs, enc.layout, shared.train, torch.as_tensor(orders, device=device),
-        torch.as_tensor(lr, dtype=torch.float64, device=device), cfg.train.batch_size, cfg.model.loss,
-        cfg.train.beta1, cfg.train.beta2, cfg.train.fresh_optimizer_each_batch,
+    batched.train_epoch(
+        pairs, shared.train, torch.as_tensor(orders, device=device), lr, cfg.train.batch_size,
+        cfg.model.loss, cfg.train.beta1, cfg.train.beta2, cfg.train.fresh_optimizer_each_batch,
     )
     pruned = np.zeros(len(cells), dtype=bool)
     if prune_probability > 0 and operator_name != "none":
@@ -92,8 +90,7 @@ def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, l
                              derive_rng(cfg.run.seed, generation, int(k), CASES))
         if pruned.any():
             pairs.apply_masks()
-    return Variation(cells, pairs.part(enc.layout, 0), pairs.part(dec.layout, enc.layout.size),
-                     train_loss.cpu().numpy(), pruned)
+    return Variation(cells, pairs.part(enc.layout, 0), pairs.part(dec.layout, enc.layout.size), pruned)
 
 
 def _mutate_pair(pairs: Stack, i: int, enc_layout: Layout, dec_layout: Layout, rng: np.random.Generator,

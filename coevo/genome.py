@@ -60,6 +60,34 @@ class Layout:
             views.append((weight, bias))
         return views
 
+    def segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Column offset and size of every parameter tensor (weight, bias, weight, ...) in a row."""
+        offsets, sizes = [], []
+        for spec, at in zip(self.layers, self.offsets):
+            offsets += [at, at + spec.fan_out * spec.fan_in]
+            sizes += [spec.fan_out * spec.fan_in, spec.fan_out]
+        return np.array(offsets, dtype=np.int64), np.array(sizes, dtype=np.int64)
+
+    def split_segment_major(self, flat: torch.Tensor, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, bias) views of a flat buffer of ``count`` networks stored segment-major:
+        each parameter tensor of all networks is contiguous ((count, out, in), then (count, out)),
+        so batched matmuls can write into it without a copy."""
+        views = []
+        for spec, at in zip(self.layers, self.offsets):
+            n_w = spec.fan_out * spec.fan_in
+            weight = flat[count * at : count * (at + n_w)].view(count, spec.fan_out, spec.fan_in)
+            bias = flat[count * (at + n_w) : count * (at + spec.size)].view(count, spec.fan_out)
+            views.append((weight, bias))
+        return views
+
+    def segment_major_to_rows(self, flat: torch.Tensor, count: int) -> torch.Tensor:
+        """The same values as a (count, size) row-major tensor."""
+        rows = flat.new_empty(count, self.size)
+        for (w, b), (rw, rb) in zip(self.split_segment_major(flat, count), self.split(rows)):
+            rw.copy_(w)
+            rb.copy_(b)
+        return rows
+
 
 def autoencoder_layouts(n_dims: int, hidden: Sequence[int], latent: int) -> tuple[Layout, Layout]:
     """Encoder D -> hidden... -> latent (ReLU after each) and its mirror decoder (Sigmoid output)."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from coevo import batched
-from coevo.adam import adam_step, adam_step_reference, _bias_terms
+from coevo.adam import StackedAdam, adam_step_reference, bias_terms
 from coevo.genome import autoencoder_layouts, init_params
 from coevo.population import Stack
 
@@ -23,9 +23,11 @@ def test_backward_matches_autograd(loss):
     enc, dec, e, d = _pairs()
     pairs = Stack.join(e, d)
     x = torch.rand(3, 5, 12)
-    grads = torch.zeros_like(pairs.params)
+    flat = torch.zeros(pairs.params.numel())
     acts = batched.forward(pairs.layout, pairs.params, x)
-    batched.backward(pairs.layout, pairs.layout.split(pairs.params), pairs.layout.split(grads), acts, x, loss)
+    batched.backward(pairs.layout, pairs.layout.split(pairs.params), pairs.layout.split_segment_major(flat, 3),
+                     acts, x, loss)
+    grads = pairs.layout.segment_major_to_rows(flat, 3)
 
     p = pairs.params.clone().requires_grad_(True)
     out = batched.forward(pairs.layout, p, x)[-1]
@@ -60,36 +62,44 @@ def test_centre_losses_chunking_changes_nothing():
     assert torch.allclose(whole, chunked)
 
 
+def _stack(n=4, seed=0):
+    enc, _ = autoencoder_layouts(7, [5], 3)
+    rng = np.random.default_rng(seed)
+    stack = Stack.fresh(enc, init_params(enc, n, rng))
+    stack.mask &= torch.as_tensor(rng.random(stack.mask.shape) > 0.3)
+    stack.apply_masks()
+    return stack
+
+
 def test_numba_adam_equals_torch_chain():
     torch.manual_seed(0)
-    n, size = 4, 57
-    p = torch.randn(n, size)
-    g = torch.randn(n, size)
-    mask = torch.rand(n, size) > 0.3
-    p.mul_(mask)
-    m, v = torch.zeros(n, size), torch.zeros(n, size)
-    lr = torch.tensor([1e-3, 1e-2, 1e-4, 0.5], dtype=torch.float64)
-    p2, m2, v2 = p.clone(), m.clone(), v.clone()
-    steps, steps2 = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    a, b = _stack(), _stack()
+    lr = np.array([1e-3, 1e-2, 1e-4, 0.5])
+    opt = StackedAdam(a, lr, 0.5, 0.999)
     for _ in range(5):
-        adam_step(p, g, m, v, mask, steps, lr, 0.5, 0.999)
-        steps2 += 1
-        size_, inv = _bias_terms(steps2, lr, 0.5, 0.999)
-        adam_step_reference(p2, g, m2, v2, mask, size_, inv, 0.5, 0.999)
-    assert torch.allclose(p, p2, atol=1e-5) and torch.allclose(m, m2) and torch.allclose(v, v2), (p - p2).abs().max()
-    assert torch.all(p[~mask] == 0) and torch.all(m[~mask] == 0) and torch.all(v[~mask] == 0)
+        flat = torch.randn(a.params.numel())
+        opt.step(flat)
+        b.steps += 1
+        size, inv = bias_terms(b.steps.numpy(), lr, 0.5, 0.999)
+        adam_step_reference(b.params, a.layout.segment_major_to_rows(flat, 4), b.exp_avg, b.exp_avg_sq, b.mask,
+                            torch.as_tensor(size), torch.as_tensor(inv), 0.5, 0.999)
+    assert torch.allclose(a.params, b.params, atol=1e-5), (a.params - b.params).abs().max()
+    assert torch.allclose(a.exp_avg, b.exp_avg) and torch.allclose(a.exp_avg_sq, b.exp_avg_sq)
+    pruned = ~a.mask
+    assert torch.all(a.params[pruned] == 0) and torch.all(a.exp_avg[pruned] == 0) and torch.all(a.exp_avg_sq[pruned] == 0)
+    assert torch.equal(a.steps, torch.full((4,), 5.0, dtype=torch.float64))
 
 
 def test_adam_matches_torch_optim_for_one_network():
     torch.manual_seed(1)
-    w = torch.randn(1, 10)
-    grads = [torch.randn(1, 10) for _ in range(4)]
-    ref = w.clone().requires_grad_(True)
-    opt = torch.optim.Adam([ref], lr=1e-2, betas=(0.5, 0.999))
-    m, v, steps = torch.zeros(1, 10), torch.zeros(1, 10), torch.zeros(1, dtype=torch.float64)
-    mask = torch.ones(1, 10, dtype=torch.bool)
-    for g in grads:
-        ref.grad = g.clone()
-        opt.step()
-        adam_step(w, g, m, v, mask, steps, torch.tensor([1e-2], dtype=torch.float64), 0.5, 0.999)
-    assert torch.allclose(w, ref.detach(), atol=1e-6)
+    stack = _stack(n=1)
+    stack.mask[:] = True
+    ref = stack.params.clone().requires_grad_(True)
+    opt_ref = torch.optim.Adam([ref], lr=1e-2, betas=(0.5, 0.999))
+    opt = StackedAdam(stack, np.array([1e-2]), 0.5, 0.999)
+    for _ in range(4):
+        flat = torch.randn(stack.params.numel())
+        ref.grad = stack.layout.segment_major_to_rows(flat, 1)
+        opt_ref.step()
+        opt.step(flat)
+    assert torch.allclose(stack.params, ref.detach(), atol=1e-6)

@@ -19,15 +19,15 @@ def test_pruned_entries_stay_zero_through_training():
     pairs.apply_masks()
     pruned = ~pairs.mask.clone()
     data = torch.rand(40, 16)
-    lr = torch.full((3,), 0.05, dtype=torch.float64)
+    lr = np.full(3, 0.05)
     for epoch in range(5):
         orders = torch.as_tensor(np.stack([rng.permutation(40) for _ in range(3)]))
-        batched.train_epoch(pairs, enc, data, orders, lr, 4, "l1", 0.5, 0.999)
+        batched.train_epoch(pairs, data, orders, lr, 4, "l1", 0.5, 0.999)
     assert torch.all(pairs.params[pruned] == 0)
     assert torch.all(pairs.exp_avg[pruned] == 0) and torch.all(pairs.exp_avg_sq[pruned] == 0)
     assert torch.any(pairs.params[~pruned] != 0)  # and the rest did train
     # fresh optimizer each batch (the reference's behaviour) keeps them zero too
-    batched.train_epoch(pairs, enc, data, orders, lr, 4, "mse", 0.5, 0.999, fresh_optimizer_each_batch=True)
+    batched.train_epoch(pairs, data, orders, lr, 4, "mse", 0.5, 0.999, fresh_optimizer_each_batch=True)
     assert torch.all(pairs.params[pruned] == 0)
 
 
