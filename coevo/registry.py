@@ -7,6 +7,7 @@ Refuses name collisions; an unknown name fails with the list of known ones.
 from __future__ import annotations
 
 import importlib
+import inspect
 from importlib import metadata
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -62,16 +63,37 @@ class Registry(Generic[T]):
             yield name, self._items[name]
 
     def get(self, name: str) -> T:
-        """Resolve a registered name, or import 'package.module:attribute'."""
+        """Resolve a registered name, or import 'package.module:attribute'.
+
+        A class (registered, imported or from an entry point) stands for "a small class with one
+        method": it is instantiated with no arguments, once per call, and its instance is returned.
+        """
         if ":" in name:
-            return self._import(name)
+            return self._instantiate(name, self._import(name))
         self._load_entry_points()
         if name not in self._items:
             raise ConfigError(
                 f"{self.config_key} = {name!r} is unknown; known {self.kind}s: {', '.join(self.names())} "
                 f"(or give an import path 'module:function')"
             )
-        return self._items[name]
+        item = self._items[name]
+        load_error = getattr(item, "load_error", None)
+        if load_error is not None:
+            raise ConfigError(f"{self.config_key} = {name!r}: {load_error}")
+        return self._instantiate(name, item)
+
+    def _instantiate(self, name: str, item: T) -> T:
+        if not inspect.isclass(item):
+            return item
+        try:
+            instance = item()
+        except Exception as exc:
+            raise ConfigError(f"{self.config_key} = {name!r}: class {item.__qualname__} must be constructible "
+                              f"with no arguments ({type(exc).__name__}: {exc})") from None
+        if not callable(instance):
+            raise ConfigError(f"{self.config_key} = {name!r}: instances of class {item.__qualname__} are not "
+                              f"callable; give it a __call__ method")
+        return instance
 
     def _import(self, path: str) -> T:
         module_name, _, attr = path.partition(":")
@@ -93,10 +115,13 @@ def _describe(item: Callable) -> str:
 
 
 def _broken(kind: str, name: str, value: str, exc: Exception) -> Callable:
+    message = f"{kind} {name!r} from entry point {value!r} failed to load: {exc}"
+
     def fail(*_args, **_kwargs):
-        raise ConfigError(f"{kind} {name!r} from entry point {value!r} failed to load: {exc}")
+        raise ConfigError(message)
 
     fail.__doc__ = f"(broken plug-in: {exc})"
+    fail.load_error = message  # type: ignore[attr-defined]  (get() refuses it by name, before a run starts)
     return fail
 
 
