@@ -130,21 +130,36 @@ def train_epoch(
 
 
 def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: Loss,
-                  max_elements: int = 1 << 24) -> torch.Tensor:
+                  max_elements: int = 1 << 22) -> torch.Tensor:
     """Loss of each cell's own pair (encoder k with decoder k) on all rows of ``data``: (N,).
 
-    Cells are processed in chunks so the widest activation stays under ``max_elements``.
+    Rows go through in chunks, every cell at once, so the (cells x rows x features) output stays
+    under ``max_elements`` and in cache; the first layer of all encoders is one matrix product.
     """
-    n, rows, width = len(enc), data.shape[0], data.shape[1]
-    widest = max(width, *(s.fan_out for s in enc.layout.layers))
-    chunk = max(1, max_elements // max(1, rows * widest))
-    out = torch.empty(n, dtype=torch.float64, device=enc.params.device)
+    n, width = len(enc), data.shape[1]
+    widest = max(width, *(s.fan_out for s in enc.layout.layers + dec.layout.layers))
+    rows_per_chunk = max(8, max_elements // (n * widest))
+    first = enc.layout.layers[0]
+    enc_views, dec_views = enc.layout.split(enc.params), dec.layout.split(dec.params)
+    w0 = enc_views[0][0].reshape(n * first.fan_out, first.fan_in)
+    total = torch.zeros(n, dtype=torch.float64, device=enc.params.device)
     with torch.no_grad():
-        for start in range(0, n, chunk):
-            sl = slice(start, start + chunk)
-            recon = pair_forward(enc.layout, dec.layout, enc.params[sl], dec.params[sl], data)
-            out[sl] = reconstruction_loss(recon, data, loss).double()
-    return out
+        for x in data.split(rows_per_chunk):
+            h = (x @ w0.T).view(x.shape[0], n, first.fan_out).transpose(0, 1)  # (N, rows, out)
+            h = _activate(h + enc_views[0][1].unsqueeze(1), first.activation)
+            z = _forward(Layout(enc.layout.layers[1:]), enc_views[1:], h)[-1]
+            recon = _forward(dec.layout, dec_views, z)[-1]
+            total += _loss_sum(recon, x, loss)
+    return total / (data.shape[0] * width)
+
+
+def _loss_sum(output: torch.Tensor, target: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """Sum of the per-element loss over the last two dimensions, in place on ``output``."""
+    if loss == "l1":
+        return output.sub_(target).abs_().sum(dim=(-2, -1), dtype=torch.float64)
+    if loss == "mse":
+        return output.sub_(target).square_().sum(dim=(-2, -1), dtype=torch.float64)
+    return reconstruction_loss(output, target, loss).double() * (output.shape[-1] * output.shape[-2])
 
 
 def pair_losses(enc: Stack, dec: Stack, neighbours: torch.Tensor, batches: torch.Tensor, loss: Loss) -> torch.Tensor:

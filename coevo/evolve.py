@@ -92,12 +92,16 @@ def select_parents(neighbours: np.ndarray, enc_fitness: np.ndarray, dec_fitness:
 class Measures:
     train: np.ndarray  # loss of each cell's centre pair on the training split
     validation: np.ndarray
+    seconds: float  # time spent measuring (logging cost, not part of the algorithm)
 
 
 def measure(problem: Problem, enc: Stack, dec: Stack) -> Measures:
+    """Every centre pair's loss on the whole training and validation splits, for the logbook."""
+    t0 = time.perf_counter()
     loss = problem.config.model.loss
-    return Measures(centre_losses(enc, dec, problem.train, loss).cpu().numpy(),
-                    centre_losses(enc, dec, problem.validation, loss).cpu().numpy())
+    train = centre_losses(enc, dec, problem.train, loss).cpu().numpy()
+    validation = centre_losses(enc, dec, problem.validation, loss).cpu().numpy()
+    return Measures(train, validation, time.perf_counter() - t0)
 
 
 def record(generation: int, m: Measures, state: RunState, seconds: float, prune_p: float, pruned: int,
@@ -123,6 +127,7 @@ def record(generation: int, m: Measures, state: RunState, seconds: float, prune_
     row["prune_probability"] = prune_p
     row["pruned_cells"] = pruned
     row["seconds"] = seconds
+    row["measure_seconds"] = m.seconds
     row["wall_seconds"] = state.wall_seconds
     if extra:
         row.update(extra)

@@ -62,6 +62,14 @@ class Stack:
             first.steps.clone(),
         )
 
+    @staticmethod
+    def concat(stacks: list["Stack"]) -> "Stack":
+        """Stacks of one layout, one after the other (row-wise)."""
+        if len(stacks) == 1:
+            return stacks[0]
+        return Stack(stacks[0].layout, *(torch.cat([getattr(s, f) for s in stacks])
+                                         for f in ("params", "mask", "exp_avg", "exp_avg_sq", "steps")))
+
     def part(self, layout: Layout, start: int) -> "Stack":
         """The columns of one half of a joined stack, as a stack of its own (copies)."""
         cols = slice(start, start + layout.size)

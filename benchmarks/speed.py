@@ -1,0 +1,157 @@
+"""Seconds per generation of coevo against a plain per-module implementation, measured in one run.
+
+    .venv/bin/python benchmarks/speed.py            # full: paper setting + scaling (~5 min)
+    .venv/bin/python benchmarks/speed.py --quick    # fewer generations, no D = 4000
+
+Prints a table and writes ``benchmarks/results/speed.json``. Every configuration runs in its own
+fresh process (spawn), so peak memory (max RSS) is per configuration and one run's caches do
+not help another. Figures are medians over generations after the first (which compiles the
+Numba kernels). The machine is shared and noisy: read ratios, not absolute seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import multiprocessing as mp
+import platform
+import pstats
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+SCALING = {
+    "ring10_D1000": [],
+    "torus10x10_moore_D1000": ["grid.topology=torus", "grid.shape=[10, 10]", "grid.neighbourhood=moore"],
+    "ring10_D4000": ["data.n_dims=4000"],
+}
+
+
+def _coevo(overrides: list[str], generations: int, threads: int, profile: bool) -> dict:
+    """Run coevo for a few generations in this (fresh) process; per-generation timings."""
+    import torch
+
+    from coevo import config
+    from coevo.evolve import coevolve
+    from coevo.observers import LogbookRecorder
+    from coevo.problem import build
+
+    torch.set_num_threads(threads)
+    cfg = config.load(None, overrides + [f"run.generations={generations}", "run.checkpoint_every=0"])
+    problem = build(cfg)
+    rec = LogbookRecorder()
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    coevolve(problem, [rec])
+    if profiler:
+        profiler.disable()
+    seconds = rec.logbook.select("seconds")[1:]
+    measure = rec.logbook.select("measure_seconds")[1:]
+    out = {
+        "seconds_per_generation": statistics.median(seconds),
+        "measure_seconds": statistics.median(measure),
+        "generation_without_logging": statistics.median(s - m for s, m in zip(seconds, measure)),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if profiler:
+        stats = pstats.Stats(profiler)
+        total = sum(v[2] for v in stats.stats.values())  # total internal time
+        def share(name: str) -> float:
+            return sum(v[2] for k, v in stats.stats.items() if k[2] == name) / total
+        out["share_adam_kernel"] = share("_adam_kernel")
+        out["share_mask_kernels"] = share("random_prune_layer") + share("random_prune")
+        top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
+        out["profile_top"] = [{"function": f"{k[0].split('/')[-1]}:{k[2]}", "share": round(v[2] / total, 4)}
+                              for k, v in top]
+    return out
+
+
+def _plain(overrides: list[str], generations: int, threads: int) -> dict:
+    """The plain per-module generation on the same problem and start."""
+    import numpy as np
+    import torch
+
+    from benchmarks.plain import from_stack, plain_generation
+    from coevo import config, topology
+    from coevo.evolve import make_toolbox, prune_probability
+    from coevo.problem import build
+
+    torch.set_num_threads(threads)
+    cfg = config.load(None, overrides + [f"run.generations={max(generations, 2)}"])
+    problem = build(cfg)
+    neighbours = topology.neighbourhoods(cfg.grid)
+    enc, dec = problem.fresh_stacks(neighbours.shape[0])
+    encoders, decoders = from_stack(enc), from_stack(dec)
+    lr = np.full(neighbours.shape[0], cfg.train.learning_rate)
+    toolbox = make_toolbox(cfg)
+    times = []
+    for gen in range(generations):
+        t0 = time.perf_counter()
+        random.seed(f"{cfg.run.seed}:{gen}")
+        encoders, decoders = plain_generation(encoders, decoders, lr, neighbours, problem.train, cfg, gen,
+                                              prune_probability(cfg, gen, neighbours.shape[1]), toolbox)
+        times.append(time.perf_counter() - t0)
+    return {"seconds_per_generation": statistics.median(times),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _in_fresh_process(fn, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer generations, skip D = 4000")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in each process (default 1)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed.json")
+    args = parser.parse_args()
+    gens = 4 if args.quick else 8
+    plain_gens = 1 if args.quick else 2
+
+    t_start = time.time()
+    results: dict = {"machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
+                     "threads": args.threads, "generations_timed": gens - 1}
+    print(f"paper setting (10-cell ring, D = 1000, batch 5, random pruning + exponential), threads={args.threads}")
+    coevo = _in_fresh_process(_coevo, [], gens, args.threads, True)
+    plain = _in_fresh_process(_plain, [], plain_gens, args.threads)
+    results["paper"] = {"coevo": coevo, "plain": plain,
+                        "speedup": plain["seconds_per_generation"] / coevo["seconds_per_generation"],
+                        "speedup_without_logging": plain["seconds_per_generation"] / coevo["generation_without_logging"]}
+    print(f"  plain per-module   {plain['seconds_per_generation']:8.3f} s/gen")
+    print(f"  coevo              {coevo['seconds_per_generation']:8.3f} s/gen  "
+          f"(of which logbook evaluation {coevo['measure_seconds']:.3f} s)")
+    print(f"  speed-up           {results['paper']['speedup']:8.1f}x  "
+          f"({results['paper']['speedup_without_logging']:.1f}x without the logbook evaluation)")
+    print(f"  Adam kernel share  {coevo['share_adam_kernel']:8.1%}   mask kernels share {coevo['share_mask_kernels']:.2%}")
+
+    print("scaling (coevo, s/gen, ratio to the 10-cell ring, peak RSS):")
+    scaling = {}
+    base = coevo["seconds_per_generation"]
+    for name, overrides in SCALING.items():
+        if args.quick and "D4000" in name:
+            continue
+        r = coevo if not overrides else _in_fresh_process(_coevo, overrides, gens, args.threads, False)
+        r = {k: v for k, v in r.items() if k != "profile_top"}
+        r["ratio_to_ring10"] = r["seconds_per_generation"] / base
+        scaling[name] = r
+        print(f"  {name:<24} {r['seconds_per_generation']:8.3f} s/gen  x{r['ratio_to_ring10']:5.2f}  "
+              f"{r['peak_rss_mib']:7.0f} MiB")
+    results["scaling"] = scaling
+    results["wall_seconds"] = time.time() - t_start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    main()
