@@ -19,6 +19,13 @@ def stochastic_count(amount, alive, rng):  # pragma: no cover - jitted
 
 
 @numba.njit(cache=True)
+def uniform_index(m, rng):  # pragma: no cover - jitted
+    """A uniform integer in [0, m): ``rng.random()`` scaled, about ten times cheaper than
+    ``rng.integers`` inside Numba (bias below 2**-53 * m)."""
+    return int(rng.random() * m)
+
+
+@numba.njit(cache=True)
 def random_prune_layer(weight_mask, bias_mask, amount, rng):  # pragma: no cover - jitted
     """Prune a fraction ``amount`` of the alive entries of one layer, uniformly without
     replacement, keeping at least one alive neuron. Returns the number pruned."""
@@ -35,25 +42,18 @@ def random_prune_layer(weight_mask, bias_mask, amount, rng):  # pragma: no cover
         if bias_mask[j]:
             alive_idx[alive] = n_w + j
             alive += 1
-    n = stochastic_count(amount, alive, rng)
+    # pruning every alive entry would cut the layer: the last one drawn is spared
+    n = min(stochastic_count(amount, alive, rng), alive - 1)
     # partial Fisher-Yates: the first n slots become a uniform sample without replacement
     for i in range(n):
-        j = i + rng.integers(0, alive - i)
-        alive_idx[i], alive_idx[j] = alive_idx[j], alive_idx[i]
-    # how many alive entries each neuron would keep
-    keep = np.zeros(out, dtype=np.int64)
-    for t in range(n, alive):
-        idx = alive_idx[t]
-        keep[idx // fan_in if idx < n_w else idx - n_w] += 1
-    if n > 0 and keep.max() == 0:
-        n -= 1  # the draw would cut the layer: spare the last sampled entry
-    for t in range(n):
-        idx = alive_idx[t]
+        j = i + uniform_index(alive - i, rng)
+        idx = alive_idx[j]
+        alive_idx[j] = alive_idx[i]
         if idx < n_w:
             flat_w[idx] = False
         else:
             bias_mask[idx - n_w] = False
-    return n
+    return max(n, 0)
 
 
 @numba.njit(cache=True)
@@ -62,44 +62,81 @@ def weighted_prune_layer(weight_mask, bias_mask, neuron_weight, amount, rng):  #
     entry drawn with probability proportional to its neuron's ``neuron_weight`` (> 0), keeping at
     least one alive neuron. Returns the number pruned.
 
-    Efraimidis-Spirakis sampling: every alive entry gets the key Exp(1) / weight and the ``n``
-    smallest keys are pruned, which is a weighted draw without replacement in one pass.
+    Sequential weighted draws, in two steps: a neuron with probability weight x its alive
+    entries (a Fenwick tree over neurons, O(log out) per draw), then one of its alive entries
+    uniformly. The result has the law of a per-entry weighted draw without replacement, at the
+    cost of a uniform one: O(entries) to scan, O(n log out) to draw.
     """
     out, fan_in = weight_mask.shape
     n_w = out * fan_in
     flat_w = weight_mask.reshape(n_w)
-    alive_idx = np.empty(n_w + out, dtype=np.int64)
+    per = fan_in + 1
+    slots = np.empty(out * per, dtype=np.int64)  # neuron j's alive entries: slots[j*per : j*per + count[j]]
+    count = np.zeros(out, dtype=np.int64)
     alive = 0
-    for i in range(n_w):
-        if flat_w[i]:
-            alive_idx[alive] = i
-            alive += 1
     for j in range(out):
+        c = 0
+        for i in range(j * fan_in, (j + 1) * fan_in):
+            if flat_w[i]:
+                slots[j * per + c] = i
+                c += 1
         if bias_mask[j]:
-            alive_idx[alive] = n_w + j
-            alive += 1
-    n = stochastic_count(amount, alive, rng)
-    if n == 0:
+            slots[j * per + c] = n_w + j
+            c += 1
+        count[j] = c
+        alive += c
+    # pruning every alive entry would cut the layer: the last one drawn is spared
+    n = min(stochastic_count(amount, alive, rng), alive - 1)
+    if n <= 0:
         return 0
-    keys = np.empty(alive, dtype=np.float64)
-    for t in range(alive):
-        idx = alive_idx[t]
-        neuron = idx // fan_in if idx < n_w else idx - n_w
-        keys[t] = -np.log(1.0 - rng.random()) / neuron_weight[neuron]
-    order = np.argsort(keys)  # smallest keys first: the weighted sample is order[:n]
-    keep = np.zeros(out, dtype=np.int64)
-    for t in range(n, alive):
-        idx = alive_idx[order[t]]
-        keep[idx // fan_in if idx < n_w else idx - n_w] += 1
-    if keep.max() == 0:
-        n -= 1  # the draw would cut the layer: spare the last sampled entry
-    for t in range(n):
-        idx = alive_idx[order[t]]
+    mass = np.empty(out, dtype=np.float64)
+    tree = np.zeros(out + 1, dtype=np.float64)  # Fenwick tree of mass, 1-based
+    for j in range(out):
+        mass[j] = neuron_weight[j] * count[j]
+        tree[j + 1] = mass[j]
+    for k in range(1, out + 1):
+        parent = k + (k & -k)
+        if parent <= out:
+            tree[parent] += tree[k]
+    top = 1
+    while top * 2 <= out:
+        top *= 2
+    total = mass.sum()
+    done = 0
+    while done < n:
+        if not total > 0.0:
+            break  # no weight left (zero or NaN weights): stop rather than loop
+        u = rng.random() * total
+        pos = 0
+        step = top
+        while step > 0:  # largest pos with prefix(pos) <= u: neuron pos (0-based) holds u
+            nxt = pos + step
+            if nxt <= out and tree[nxt] <= u:
+                pos = nxt
+                u -= tree[nxt]
+            step //= 2
+        if pos >= out or count[pos] == 0:
+            total = mass.sum()  # rounding landed past the last mass: resynchronise, draw again
+            continue
+        j = pos
+        slot = j * per + uniform_index(count[j], rng)
+        idx = slots[slot]
+        count[j] -= 1
+        slots[slot] = slots[j * per + count[j]]
         if idx < n_w:
             flat_w[idx] = False
         else:
             bias_mask[idx - n_w] = False
-    return n
+        new_mass = neuron_weight[j] * count[j]
+        delta = new_mass - mass[j]
+        mass[j] = new_mass
+        total += delta
+        k = j + 1
+        while k <= out:
+            tree[k] += delta
+            k += k & -k
+        done += 1
+    return done
 
 
 @numba.njit(cache=True)
@@ -180,7 +217,7 @@ def conjunctive_prune_layer(weight_mask, bias_mask, acts, order, threshold, amou
     if n < m:
         # partial Fisher-Yates: a uniform choice of n of the m survivors
         for i in range(n):
-            j = i + rng.integers(0, m - i)
+            j = i + uniform_index(m - i, rng)
             idx[i], idx[j] = idx[j], idx[i]
     for t in range(n):
         j = idx[t]
