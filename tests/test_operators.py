@@ -234,16 +234,23 @@ def test_runs_record_activations_only_for_guided_operators(tmp_path, tiny_overri
     class CountingContext(PruneContext):
         def __post_init__(self) -> None:
             record = self.record
-            self.record = lambda: calls.append(1) or record()
+
+            def counted() -> dict:
+                calls.append(record())
+                return calls[-1]
+
+            self.record = counted
 
     monkeypatch.setattr(coevo.cells, "PruneContext", CountingContext)
     kept = {}
     for name in ("random", "variance", "conjunctive"):
         calls.clear()
         out = tmp_path / name
-        args = [x for o in tiny_overrides + [f"prune.operator={name}", "prune.probability=1", "prune.amount=0.3"]
-                for x in ("--set", o)]
+        overrides = [f"prune.operator={name}", "prune.probability=1", "prune.amount=0.3", "prune.cases=7"]
+        args = [x for o in tiny_overrides + overrides for x in ("--set", o)]
         assert main(["run", "--quiet", "--out", str(out), *args]) == 0, capsys.readouterr().err
         kept[name] = json.loads((out / "summary.json").read_text())["kept_fraction"]
         assert len(calls) == (0 if name == "random" else 3 * 4), (name, len(calls))  # generations x cells, once each
+        for acts in calls:  # prune.cases rows, every layer of both networks (widths 8, 3 | 8, 40)
+            assert [a.shape for a in acts["encoder"] + acts["decoder"]] == [(7, 8), (7, 3), (7, 8), (7, 40)]
     assert all(k < 1 for k in kept.values()), kept
