@@ -1,8 +1,11 @@
 """Run state and checkpoints: everything needed to continue a run exactly.
 
-Random draws inside a generation come from generators derived from (seed, generation, cell),
-so the state needs no per-cell generator; python's ``random`` (DEAP's selection) is re-seeded
-every generation and its state is stored anyway. Writes are atomic: a temporary file in the
+Random draws inside a generation come from generators derived from (seed, generation, cell,
+purpose), so the state needs no per-cell generator, and Numba kernels are handed such a
+generator rather than using Numba's own global one. Python's ``random`` (DEAP's selection) is
+re-seeded every generation. The global states of python's ``random``, numpy's legacy generator
+and torch are stored and restored anyway, so that a user's operator or observer that reaches
+for them continues as if the run had never stopped. Writes are atomic: a temporary file in the
 same directory, fsync, then a rename. Each file carries a SHA-256 of its payload, so a
 truncated or corrupted checkpoint is detected and the previous good one is used.
 """
@@ -68,6 +71,8 @@ def save(run_dir: Path, state: RunState, logbook_rows: int) -> Path:
         "wall_seconds": state.wall_seconds,
         "logbook_rows": logbook_rows,
         "python_random": random.getstate(),
+        "numpy_random": np.random.get_state(),
+        "torch_random": torch.get_rng_state(),
     }, buf)
     payload = buf.getvalue()
     digest = hashlib.sha256(payload).hexdigest().encode()
@@ -75,6 +80,9 @@ def save(run_dir: Path, state: RunState, logbook_rows: int) -> Path:
     atomic_write_bytes(path, digest + b"\n" + payload)
     for old in sorted(folder.glob("gen_*.pt"))[:-KEEP]:
         old.unlink()
+    for stale in folder.glob(".gen_*.pt.tmp*"):  # left by a process killed while writing
+        if not stale.name.endswith(f".tmp{os.getpid()}"):
+            stale.unlink(missing_ok=True)
     return path
 
 
@@ -97,9 +105,13 @@ def load_latest(run_dir: Path, enc_layout: Layout, dec_layout: Layout, device: s
         try:
             d = _read(path)
         except Exception as exc:  # any unreadable checkpoint: fall back to an older one
-            warnings.append(f"skipping checkpoint {path.name}: {exc}")
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            warnings.append(f"skipping checkpoint {path.name}: {reason}")
             continue
         random.setstate(d["python_random"])
+        if "numpy_random" in d:  # absent from checkpoints written before they were stored
+            np.random.set_state(d["numpy_random"])
+            torch.set_rng_state(d["torch_random"])
         state = RunState(int(d["generation"]), _stack_from(d["encoders"], enc_layout, device),
                          _stack_from(d["decoders"], dec_layout, device), d["lr"].numpy().copy(),
                          float(d["wall_seconds"]))
