@@ -34,13 +34,14 @@ def plot_run(run_dir: Path) -> list[Path]:
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     g = log["generation"]
+    loss_name = _loss_name(run_dir)
     paths = []
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.fill_between(g, log["train_loss_min"], log["train_loss_max"], alpha=0.25, label="train, cells min-max")
     ax.plot(g, log["train_loss_median"], label="train, median cell")
     ax.plot(g, log["validation_loss_best"], label="validation, best cell")
-    ax.set(xlabel="generation", ylabel="loss", title="Loss of the cells' centre pairs")
+    ax.set(xlabel="generation", ylabel=f"{loss_name} loss", title="Loss of the cells' centre pairs")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -63,6 +64,16 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax.legend()
     paths.append(_save(fig, out / "learning_rate.png"))
     return paths
+
+
+def _loss_name(run_dir: Path) -> str:
+    """The run's loss (from config.toml) for axis labels; 'reconstruction' if unknown."""
+    try:
+        import tomllib
+
+        return tomllib.loads((run_dir / "config.toml").read_text())["model"]["loss"].upper()
+    except (OSError, KeyError, ValueError):
+        return "reconstruction"
 
 
 def _save(fig, path: Path) -> Path:
