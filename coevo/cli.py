@@ -31,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", type=Path)
 
     sub.add_parser("operators", help="list pruning operators and schedules")
+
+    bench = sub.add_parser("bench", help="sweep operators x schedules x modes with trials; rows, report, plots")
+    bench.add_argument("spec", nargs="?", type=Path, help="sweep spec (TOML); or use --preset")
+    bench.add_argument("--preset", help="a spec shipped with coevo: quick (minutes), paper (SPEC 8, long)")
+    bench.add_argument("--out", type=Path, help="bench directory (default: bench-runs/<name>); re-running resumes it")
+    bench.add_argument("--jobs", type=int, help="trials run at once (default: one per core)")
+    bench.add_argument("--report", type=Path, metavar="DIR", help="only rebuild DIR's report from its rows")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -73,6 +81,22 @@ def _run(args: argparse.Namespace) -> int:
             for name, item in items:
                 print(f"  {name:<{width}}  {summary(item)}")
         return 0
+    if args.command == "bench":
+        from coevo import bench, bench_spec
+
+        if args.report is not None:
+            if args.spec is not None or args.preset is not None:
+                raise UserError("--report DIR rebuilds an existing report; give it no spec and no --preset")
+            print(f"report: {bench.rebuild_report(args.report)}")
+            return 0
+        spec = bench_spec.load(args.spec, args.preset)
+        try:
+            outcome = bench.run(spec, args.out or bench.default_out(spec), args.jobs, args.quiet)
+        except KeyboardInterrupt:
+            print("coevo: interrupted; finished trials are kept, re-run the same command to continue", file=sys.stderr)
+            return 130
+        print(bench.format_outcome(outcome))
+        return 1 if outcome.failed else 0
     raise AssertionError(args.command)
 
 

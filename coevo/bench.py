@@ -1,0 +1,278 @@
+"""``coevo bench``: run every trial of a sweep spec into one directory, resumably.
+
+Layout of a bench directory::
+
+    spec.toml                       the resolved spec (a directory holds one sweep)
+    rows.jsonl                      one JSON row per finished trial, appended and flushed
+    trials/<combination>/seed-<n>/  each trial's run directory (coevo.runner)
+    report.md, figures/*.png        written by coevo.bench_report
+
+A row is written only once its trial has finished, so re-running the same command skips
+finished trials, reads the summary of a trial that finished just before a crash, resumes one
+that has checkpoints and reruns one that has neither.
+
+Trials run through a :class:`TrialExecutor`. :class:`LocalExecutor` uses processes on this
+machine; a Ray executor (one task per trial, same :func:`execute_trial`) is the seam for sweeps
+bigger than one machine. Workers receive plain config dicts and paths, never live objects.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import tomllib
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+from coevo import bench_report
+from coevo import config as config_module
+from coevo.bench_spec import Spec, Trial, parse
+from coevo.errors import UserError
+
+SPEC_FILE = "spec.toml"
+
+ROW_FIELDS = ("test_loss", "validation_loss", "train_loss", "train_loss_mean", "test_loss_mean", "kept_fraction",
+              "kept_fraction_encoder", "kept_fraction_decoder", "kept_fraction_mean", "generations",
+              "seconds_per_generation", "wall_seconds", "loss")
+"""Copied from each trial's summary.json into its row."""
+
+
+def execute_trial(config: dict[str, dict[str, Any]], run_dir: str) -> dict:
+    """Run one trial to its summary (in a worker). A finished run directory is read, one with
+    checkpoints resumed, anything else left by a crash removed and run again."""
+    from coevo import runner
+    from coevo.checkpoint import CHECKPOINT_DIR
+
+    path = Path(run_dir)
+    summary = path / "summary.json"
+    if not summary.exists() and any((path / CHECKPOINT_DIR).glob("gen_*.pt")):
+        try:
+            runner.resume(path, quiet=True)
+        except UserError:  # every checkpoint damaged: start over below
+            pass
+    if not summary.exists():
+        if path.exists():
+            shutil.rmtree(path)
+        runner.start(config_module.from_dict(config), path, quiet=True)
+    return json.loads(summary.read_text())
+
+
+class TrialExecutor(Protocol):
+    """Where trials run. ``run`` yields each trial with its summary, or the exception it raised,
+    as trials finish (in any order)."""
+
+    def run(self, trials: Sequence[Trial], out: Path) -> Iterator[tuple[Trial, dict | BaseException]]: ...
+
+
+@dataclass
+class LocalExecutor:
+    """Trials in ``jobs`` processes on this machine (spawned: fork after OpenMP hangs);
+    ``jobs = 1`` runs them one after another in this process."""
+
+    jobs: int
+    task: Callable[[dict, str], dict] = execute_trial
+
+    def run(self, trials: Sequence[Trial], out: Path) -> Iterator[tuple[Trial, dict | BaseException]]:
+        if self.jobs == 1:
+            for trial in trials:
+                try:
+                    yield trial, self.task(trial.config(), str(out / trial.run_dir))
+                except Exception as exc:  # a failed trial must not stop the sweep
+                    yield trial, exc
+            return
+        pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            pending: dict[Future, Trial] = {pool.submit(self.task, t.config(), str(out / t.run_dir)): t
+                                            for t in trials}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    trial = pending.pop(future)
+                    exc = future.exception()
+                    yield trial, exc if exc is not None else future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_jobs(spec: Spec) -> int:
+    """As many trials at once as there are cores for one trial's torch threads."""
+    return max(1, cores() // max(1, spec.base["run"]["threads"]))
+
+
+def default_out(spec: Spec) -> Path:
+    """Fixed per spec name, so that re-running the same command resumes."""
+    return Path("bench-runs") / spec.name
+
+
+@dataclass
+class Outcome:
+    out: Path
+    total: int
+    skipped: int
+    ran: int = 0
+    failed: list[tuple[Trial, BaseException]] = field(default_factory=list)
+    report: Path | None = None
+
+
+def prepare(spec: Spec, out: Path) -> list[Trial]:
+    """Claim ``out`` for this spec and return the trials still to run. Refuses, before writing
+    anything, a directory that holds a different sweep; a larger ``trials`` extends a sweep."""
+    out = Path(out)
+    spec_path = out / SPEC_FILE
+    if spec_path.exists():
+        previous = parse(spec_path.read_text(), source=str(spec_path), resolve=False)
+        if previous.identity() != spec.identity():
+            where = _first_difference(previous.identity(), spec.identity())
+            raise UserError(f"{out} holds a different sweep ({SPEC_FILE} differs at {where}); "
+                            f"use another --out, or the same spec (only trials may grow and baseline change)")
+        if spec.trials < previous.trials:
+            raise UserError(f"{out} has trials = {previous.trials}; a re-run may add trials, not drop them "
+                            f"(got trials = {spec.trials})")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not a bench directory (no {SPEC_FILE}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(spec_path, spec.dumps())
+    done = {(r["combination"], r["seed"]) for r in read_rows_repairing(out / bench_report.ROWS)}
+    return [t for t in spec.expand() if t.key not in done]
+
+
+def run(spec: Spec, out: Path, jobs: int | None = None, quiet: bool = False,
+        executor: TrialExecutor | None = None) -> Outcome:
+    """Run every unfinished trial of ``spec`` into ``out``, then write the report."""
+    out = Path(out)
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    todo = prepare(spec, out)
+    total = len(spec.expand())
+    outcome = Outcome(out, total, skipped=total - len(todo))
+    jobs = min(jobs or default_jobs(spec), max(1, len(todo)))
+    if jobs > 1:
+        todo = [_with_threads(t, max(1, cores() // jobs)) for t in todo]
+    executor = executor or LocalExecutor(jobs)
+    if not quiet:
+        print(f"bench {spec.name}: {total} trials ({len(spec.combinations)} combinations x {spec.trials}), "
+              f"{outcome.skipped} done, {len(todo)} to run on {jobs} worker{'s' * (jobs > 1)}; {out}")
+    bar = None
+    if not quiet and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=outcome.skipped, unit="trial", desc=f"bench {spec.name}", dynamic_ncols=True)
+    results = executor.run(todo, out)
+    try:
+        with open(out / bench_report.ROWS, "a") as rows:
+            for trial, result in results:
+                if isinstance(result, BaseException):
+                    outcome.failed.append((trial, result))
+                else:
+                    rows.write(json.dumps(make_row(trial, result)) + "\n")
+                    rows.flush()
+                    os.fsync(rows.fileno())
+                    outcome.ran += 1
+                if bar is not None:
+                    bar.set_postfix_str(f"{trial.combination.mode} {trial.combination.label} seed {trial.seed}",
+                                        refresh=False)
+                    bar.update(1)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:  # stop the workers now, also on Ctrl-C
+            close()
+        if bar is not None:
+            bar.close()
+    if bench_report.read_rows(out / bench_report.ROWS):
+        outcome.report = bench_report.write_report(out, spec.baseline, spec.name)
+    return outcome
+
+
+def rebuild_report(out: Path) -> Path:
+    """Rewrite a bench directory's report from its rows (and its spec's baseline)."""
+    out = Path(out)
+    if not out.is_dir():
+        raise UserError(f"--report {out}: no such bench directory")
+    spec = read_spec(out)
+    return bench_report.write_report(out, spec.baseline if spec else None, spec.name if spec else None)
+
+
+def format_outcome(outcome: Outcome) -> str:
+    """The closing lines of ``coevo bench``."""
+    lines = [f"bench: {outcome.ran} trials run, {outcome.skipped} already done, {len(outcome.failed)} failed "
+             f"(of {outcome.total}); rows: {outcome.out / bench_report.ROWS}"]
+    if outcome.report is not None:
+        lines.append(f"report: {outcome.report}")
+    for trial, exc in outcome.failed[:5]:
+        lines.append(f"failed: {trial.run_dir} ({type(exc).__name__}: {exc})")
+    if outcome.failed:
+        lines.append("re-run the same command to retry the failed trials")
+    return "\n".join(lines)
+
+
+def make_row(trial: Trial, summary: dict) -> dict:
+    """One row of rows.jsonl: the combination, the seed, the final numbers, the run directory."""
+    c = trial.combination
+    row: dict[str, Any] = {"combination": c.id, "label": c.label, "combination_index": c.index,
+                           "mode": c.mode, "operator": c.settings["prune.operator"],
+                           "schedule": c.settings["prune.schedule"], "settings": c.settings,
+                           "trial": trial.index, "seed": trial.seed}
+    row.update({k: summary.get(k) for k in ROW_FIELDS})
+    row["run_dir"] = trial.run_dir.as_posix()
+    return row
+
+
+def read_rows_repairing(path: Path) -> list[dict]:
+    """The rows, after cutting off a last line left half-written by a crash (it is rerun)."""
+    if path.exists():
+        text = path.read_bytes()
+        if text and not text.endswith(b"\n"):
+            cut = text.rfind(b"\n") + 1
+            with open(path, "r+b") as fh:
+                fh.truncate(cut)
+    return bench_report.read_rows(path)
+
+
+def _with_threads(trial: Trial, threads: int) -> Trial:
+    """Cap torch's threads when trials share the cores (unless the spec set run.threads)."""
+    if trial.combination.config["run"]["threads"]:
+        return trial
+    config = {s: dict(v) for s, v in trial.combination.config.items()}
+    config["run"]["threads"] = threads
+    return replace(trial, combination=replace(trial.combination, config=config))
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{where}[{i}]")
+    return f"{where}: {a!r} there, {b!r} here"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def read_spec(out: Path) -> Spec | None:
+    """The spec a bench directory was run with, if it has one."""
+    path = Path(out) / SPEC_FILE
+    if not path.exists():
+        return None
+    try:
+        return parse(path.read_text(), source=str(path), resolve=False)
+    except (tomllib.TOMLDecodeError, UserError) as exc:
+        raise UserError(f"{path} cannot be read: {exc}") from None

@@ -1,0 +1,356 @@
+"""Sweep specs for ``coevo bench``: parse, validate, expand into trials.
+
+A spec is a TOML file (or a preset shipped in :mod:`coevo.presets`)::
+
+    name = "mine"
+    trials = 5                  # trials per combination; trial i runs with run.seed = seed_start + i
+    seed_start = 1
+    generations = 50            # the budget (optional; else base.run.generations)
+    baseline = { operator = "none" }   # each combination is tested against this one of its mode
+
+    [base.data]                 # config sections applied to every trial
+    n_dims = 200
+
+    [sweep]                     # optional axes, crossed with every listed combination
+    "train.learning_rate" = [1e-5, 1e-4]
+
+    [[combination]]             # optional list; mode / operator / schedule, or any section.key
+    mode = "coevolution"
+    operator = "random"
+    schedule = "exponential"
+    prune.probability = 0.5
+
+Combinations are the listed ``[[combination]]`` tables (or one empty table) crossed with every
+``[sweep]`` axis. Every combination's config is built and its operator and schedule resolved
+here, so a bad spec fails with one line naming the key before any trial runs or any file is
+written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from coevo import config as config_module
+from coevo.config import Config, _toml_value
+from coevo.errors import ConfigError, UserError
+
+SHORTHANDS = {"mode": "run.mode", "operator": "prune.operator", "schedule": "prune.schedule"}
+"""Spec keys that name the three axes of a benchmark without their config section."""
+
+AXES = ("run.mode", "prune.operator", "prune.schedule")
+"""Every combination is described by these, whether or not the spec varies them."""
+
+TOP_KEYS = ("name", "trials", "seed_start", "generations", "baseline", "base", "sweep", "combination")
+SECTIONS = tuple(config_module.to_dict(Config()))
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One cell of the sweep: a config minus the seed."""
+
+    index: int
+    """Position in the spec (ties in the report are broken by it)."""
+    id: str
+    """Directory-safe and unique: ``trials/<id>/seed-<n>``."""
+    label: str
+    """Short human name for tables and figures, unique within its mode."""
+    settings: dict[str, Any]
+    """mode, operator, schedule and every key the sweep varies, as ``section.key`` -> value."""
+    overrides: dict[str, Any]
+    """What the spec sets for this combination on top of [base] (the label shows these)."""
+    config: dict[str, dict[str, Any]] = field(repr=False)
+    """The full resolved config (``run.seed`` is replaced per trial)."""
+
+    @property
+    def mode(self) -> str:
+        return self.settings["run.mode"]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run: a combination with its own seed. Plain data, cheap to ship to a worker."""
+
+    combination: Combination
+    index: int
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.combination.id, self.seed)
+
+    @property
+    def run_dir(self) -> Path:
+        """Relative to the bench directory."""
+        return Path("trials") / self.combination.id / f"seed-{self.seed}"
+
+    def config(self) -> dict[str, dict[str, Any]]:
+        cfg = {section: dict(values) for section, values in self.combination.config.items()}
+        cfg["run"]["seed"] = self.seed
+        return cfg
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    trials: int
+    seed_start: int
+    base: dict[str, dict[str, Any]]
+    """The full resolved base config (defaults, then [base], then ``generations``)."""
+    sweep: dict[str, list[Any]]
+    listed: tuple[dict[str, Any], ...]
+    baseline: dict[str, Any]
+    combinations: tuple[Combination, ...]
+
+    def expand(self) -> list[Trial]:
+        """Every trial, combination-major, seeds ``seed_start ... seed_start + trials - 1``."""
+        return [Trial(c, i, self.seed_start + i) for c in self.combinations for i in range(self.trials)]
+
+    def identity(self) -> dict[str, Any]:
+        """What fixes the trials' results; a bench directory holds one identity. ``trials`` may
+        grow and ``baseline`` change without touching finished trials, so they are left out."""
+        return {"seed_start": self.seed_start, "base": self.base, "sweep": self.sweep, "combination": list(self.listed)}
+
+    def dumps(self) -> str:
+        """The resolved spec as TOML; :func:`parse` reads it back to an equal spec."""
+        lines = [f"# coevo bench spec, resolved: every config key of [base] is written out",
+                 f"name = {_toml_value(self.name)}", f"trials = {self.trials}", f"seed_start = {self.seed_start}",
+                 f"baseline = {_inline(self.baseline)}", ""]
+        for section, values in self.base.items():
+            lines.append(f"[base.{section}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+            lines.append("")
+        if self.sweep:
+            lines.append("[sweep]")
+            lines += [f"{key} = {_toml_value(values)}" for key, values in self.sweep.items()]
+            lines.append("")
+        for table in self.listed:
+            lines.append("[[combination]]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _inline(flat: dict[str, Any]) -> str:
+    return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in flat.items()) + " }"
+
+
+def presets() -> list[str]:
+    """Names of the presets shipped with coevo."""
+    return sorted(p.name[:-5] for p in resources.files("coevo.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def load(path: str | Path | None = None, preset: str | None = None) -> Spec:
+    """Read and validate a spec file or a shipped preset (exactly one of the two)."""
+    if (path is None) == (preset is None):
+        raise UserError("give a spec file or --preset NAME (one of the two)")
+    if preset is not None:
+        if preset not in presets():
+            raise UserError(f"--preset {preset!r} is unknown; presets: {', '.join(presets())}")
+        text = resources.files("coevo.presets").joinpath(f"{preset}.toml").read_text()
+        return parse(text, default_name=preset, source=f"preset {preset!r}")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"spec file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"spec file {path} cannot be read: {exc}") from None
+    return parse(text, default_name=path.stem, source=f"spec file {path}")
+
+
+def parse(text: str, default_name: str = "bench", source: str = "spec", resolve: bool = True) -> Spec:
+    """Parse and validate spec text; every error is one line naming the key. ``resolve`` also
+    loads each combination's operator, schedule and user data (skip it to only read a spec)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source} is not valid TOML: {exc}") from None
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"spec key {key!r} is unknown; spec keys: {', '.join(TOP_KEYS)}")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"spec key name must be a non-empty string, got {name!r}")
+    trials = _integer(raw, "trials", None, minimum=1)
+    seed_start = _integer(raw, "seed_start", 1, minimum=0)
+    base = _base(raw)
+    sweep = _sweep(raw.get("sweep", {}))
+    listed = _listed(raw.get("combination", []))
+    combinations = _combinations(base, sweep, listed)
+    baseline = _flatten("baseline", raw.get("baseline", {"operator": "none"}))
+    _check_baseline(baseline, combinations)
+    checked_data: list[dict] = []
+    for combination in combinations if resolve else ():
+        _resolve(combination, check_data=combination.config["data"] not in checked_data)
+        checked_data.append(combination.config["data"])
+    return Spec(name, trials, seed_start, base, sweep, tuple(listed), baseline, tuple(combinations))
+
+
+def _integer(raw: dict, key: str, default: int | None, minimum: int) -> int:
+    if key not in raw and default is not None:
+        return default
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"spec key {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _base(raw: dict) -> dict[str, dict[str, Any]]:
+    base = raw.get("base", {})
+    if not isinstance(base, dict):
+        raise ConfigError(f"spec key base must be a table of config sections, got {base!r}")
+    merged = config_module.to_dict(Config())
+    for section, values in base.items():
+        if section not in merged or not isinstance(values, dict):
+            raise ConfigError(f"base.{section} is not a config section; sections: {', '.join(SECTIONS)}")
+        merged[section].update(values)
+    if "generations" in raw:
+        if "generations" in base.get("run", {}):
+            raise ConfigError("set the budget once: spec key generations or base.run.generations, not both")
+        merged["run"]["generations"] = raw["generations"]
+    try:
+        return config_module.to_dict(config_module.from_dict(merged))
+    except ConfigError as exc:
+        raise ConfigError(f"base: {exc}") from None
+
+
+def _flatten(where: str, table: Any) -> dict[str, Any]:
+    """``{mode = .., prune = {probability = ..}, "train.lr" = ..}`` -> ``{"run.mode": .., "prune.probability": ..}``."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, got {table!r}")
+    flat: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:
+        if key in flat:
+            raise ConfigError(f"{where}: {key} is given twice")
+        flat[key] = value
+
+    for key, value in table.items():
+        if key in SHORTHANDS:
+            put(SHORTHANDS[key], value)
+        elif key in SECTIONS and isinstance(value, dict):
+            for name, item in value.items():
+                put(f"{key}.{name}", item)
+        elif "." in key and key.split(".", 1)[0] in SECTIONS:
+            put(key, value)
+        else:
+            raise ConfigError(f"{where}: key {key!r} is unknown; use mode, operator, schedule or a config "
+                              f"section.key (e.g. prune.probability)")
+    return flat
+
+
+def _sweep(table: Any) -> dict[str, list[Any]]:
+    sweep = _flatten("sweep", table)
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.{key} must be a non-empty list of values, got {values!r}")
+    return sweep
+
+
+def _listed(tables: Any) -> list[dict[str, Any]]:
+    if not isinstance(tables, list):
+        raise ConfigError("combination must be an array of tables: write each as [[combination]]")
+    return [_flatten(f"combination {i + 1}", table) for i, table in enumerate(tables)]
+
+
+def _set(cfg: dict[str, dict[str, Any]], key: str, value: Any) -> None:
+    section, name = key.split(".", 1)
+    cfg[section][name] = value
+
+
+def _combinations(base: dict, sweep: dict[str, list], listed: list[dict[str, Any]]) -> list[Combination]:
+    axes = list(sweep)
+    raw: list[tuple[str, dict[str, Any]]] = []
+    for i, table in enumerate(listed or [{}]):
+        for values in itertools.product(*(sweep[a] for a in axes)):
+            overrides = {**table, **dict(zip(axes, values))}
+            where = f"combination {i + 1}" if listed else "sweep"
+            if axes:
+                where += " with " + ", ".join(f"{a}={v!r}" for a, v in zip(axes, values))
+            raw.append((where, overrides))
+    varied = sorted({k for _, overrides in raw for k in overrides} - set(AXES))
+    configs = []
+    for where, overrides in raw:  # every config first: a bad key fails here, named
+        cfg = {section: dict(values) for section, values in base.items()}
+        for key, value in overrides.items():
+            _set(cfg, key, value)
+        try:
+            configs.append(config_module.to_dict(config_module.from_dict(cfg)))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    built: list[tuple[str, dict, dict, dict]] = []
+    for (where, overrides), cfg in zip(raw, configs):
+        settings = {key: cfg[key.split(".")[0]][key.split(".", 1)[1]] for key in (*AXES, *varied)}
+        built.append((where, cfg, settings, overrides))
+    ids: dict[str, str] = {}
+    combinations = []
+    labels = _labels([(s, o) for _, _, s, o in built])
+    for index, ((where, cfg, settings, overrides), label) in enumerate(zip(built, labels)):
+        cid = _identifier(settings, varied)
+        if cid in ids:
+            raise ConfigError(f"{where} repeats {ids[cid]} (both are {cid})")
+        ids[cid] = where
+        combinations.append(Combination(index, cid, label, settings, overrides, cfg))
+    return combinations
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return "x".join(_short(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _identifier(settings: dict[str, Any], varied: list[str]) -> str:
+    parts = [_short(settings[k]) for k in AXES] + [f"{k}={_short(settings[k])}" for k in varied]
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
+
+
+def _labels(combos: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """'random + exponential (prune.probability=0.5)': operator and schedule, then the other keys
+    the spec sets; plain 'none' (no schedule) where that stays unique in its mode."""
+
+    def extras(overrides: dict[str, Any]) -> str:
+        keys = [k for k in overrides if k not in AXES]
+        return " (" + ", ".join(f"{k}={_short(overrides[k])}" for k in keys) + ")" if keys else ""
+
+    long = [f"{s['prune.operator']} + {s['prune.schedule']}{extras(o)}" for s, o in combos]
+    short = [f"none{extras(o)}" if s["prune.operator"] == "none" else lab for (s, o), lab in zip(combos, long)]
+    keys = [(s["run.mode"], lab) for (s, _), lab in zip(combos, short)]
+    return [lab if keys.count(k) == 1 else full for k, lab, full in zip(keys, short, long)]
+
+
+def _check_baseline(baseline: dict[str, Any], combinations: list[Combination]) -> None:
+    for key in baseline:
+        if key not in combinations[0].settings:
+            known = ", ".join(combinations[0].settings)
+            raise ConfigError(f"baseline key {key} does not vary in this sweep; name one that does: {known}")
+    if not any(matches(c.settings, baseline) for c in combinations):
+        raise ConfigError(f"baseline {_inline(baseline)} matches no combination of the sweep")
+
+
+def matches(settings: dict[str, Any], baseline: dict[str, Any]) -> bool:
+    """Whether a combination's settings are those the baseline names."""
+    return all(settings.get(k) == v for k, v in baseline.items())
+
+
+def _resolve(combination: Combination, check_data: bool) -> None:
+    """Resolve the operator, schedule and user data of a combination, as a run would."""
+    from coevo import data
+    from coevo.evolve import make_toolbox, prune_probability
+
+    cfg = config_module.from_dict(combination.config)
+    try:
+        make_toolbox(cfg)
+        prune_probability(cfg, 0, 1)
+        if check_data and cfg.data.source != "binary_clustering":
+            data.load(cfg.data, cfg.run.seed)
+    except UserError as exc:
+        raise type(exc)(f"combination {combination.label} ({cfg.run.mode}): {exc}") from None

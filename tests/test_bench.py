@@ -1,0 +1,250 @@
+"""`coevo bench`: spec validation, a tiny sweep end to end, resuming, statistics and ranking."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from coevo import bench, bench_report, bench_spec, runner
+from coevo.cli import main
+
+TINY_SPEC = """
+name = "tiny"
+trials = 2
+generations = 2
+
+[base.run]
+checkpoint_every = 1
+[base.data]
+n_dims = 40
+n_clusters = 3
+rows_per_cluster = 10
+[base.model]
+hidden = [8]
+latent = 3
+[base.grid]
+cells = 4
+[base.train]
+learning_rate = 0.001
+[base.prune]
+schedule = "fixed"
+
+[[combination]]
+operator = "none"
+
+[[combination]]
+operator = "random"
+"""
+
+
+def write_spec(tmp_path: Path, text: str = TINY_SPEC, name: str = "tiny.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def bench_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(["bench", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def rows_of(out: Path) -> list[dict]:
+    return bench_report.read_rows(out / bench_report.ROWS)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count the trials that start from scratch or resume, still running them."""
+    calls = {"start": [], "resume": []}
+    start, resume = runner.start, runner.resume
+
+    def counting_start(config, out=None, quiet=False):
+        calls["start"].append(Path(out))
+        return start(config, out, quiet)
+
+    def counting_resume(run_dir, generations=None, quiet=False):
+        calls["resume"].append(Path(run_dir))
+        return resume(run_dir, generations, quiet)
+
+    monkeypatch.setattr(runner, "start", counting_start)
+    monkeypatch.setattr(runner, "resume", counting_resume)
+    return calls
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda s: s.replace('name = "tiny"', 'name = "tiny"\ntrails = 3'), "spec key 'trails' is unknown"),
+    (lambda s: s.replace('operator = "random"', 'operator = "magic"'), "prune.operator = 'magic' is unknown"),
+    (lambda s: s.replace("trials = 2", "trials = 0"), "spec key trials must be an integer >= 1, got 0"),
+    (lambda s: s.replace('operator = "random"', 'operator = "random"\nprune.probabilty = 0.2'),
+     "combination 2: unknown key prune.probabilty"),
+    (lambda s: s.replace("n_dims = 40", "n_dimz = 40"), "base: unknown key data.n_dimz"),
+    (lambda s: s.replace('name = "tiny"', 'name = "tiny"\nbaseline = { prune.amount = 0.1 }'),
+     "baseline key prune.amount does not vary"),
+    (lambda s: s.replace('name = "tiny"', 'name = "tiny"\nbaseline = { operator = "variance" }'),
+     "matches no combination"),
+    (lambda s: s + '\n[[combination]]\noperator = "none"\n', "combination 3 repeats combination 1"),
+    (lambda s: s + '\n[sweep]\n"train.batch_size" = 5\n', "sweep.train.batch_size must be a non-empty list"),
+])
+def test_bad_specs_exit_2_and_write_nothing(tmp_path, capsys, edit, fragment):
+    spec = write_spec(tmp_path, edit(TINY_SPEC))
+    out = tmp_path / "out"
+    code, _, err = bench_cli([str(spec), "--out", str(out), "--jobs", "1", "--quiet"], capsys)
+    assert code == 2
+    assert err.startswith("coevo: error: ") and err.count("\n") == 1
+    assert fragment in err
+    assert not out.exists()
+
+
+def test_preset_and_spec_are_exclusive_and_presets_parse(tmp_path, capsys):
+    code, _, err = bench_cli([str(write_spec(tmp_path)), "--preset", "quick"], capsys)
+    assert code == 2 and "one of the two" in err
+    code, _, err = bench_cli(["--preset", "nope"], capsys)
+    assert code == 2 and "quick" in err and "paper" in err
+    paper = bench_spec.load(preset="paper")
+    assert (paper.trials, paper.base["run"]["generations"]) == (30, 400)
+    assert len(paper.combinations) == 8 and {c.mode for c in paper.combinations} == {"coevolution", "canonical"}
+    quick = bench_spec.load(preset="quick")
+    assert {c.settings["prune.operator"] for c in quick.combinations} == {"none", "random", "variance", "conjunctive"}
+
+
+def test_spec_round_trips_through_its_resolved_toml():
+    spec = bench_spec.parse(TINY_SPEC + '\n[sweep]\n"train.learning_rate" = [0.001, 0.01]\n')
+    assert len(spec.combinations) == 4 and len(spec.expand()) == 8
+    again = bench_spec.parse(spec.dumps())
+    assert again.identity() == spec.identity()
+    assert [c.id for c in again.combinations] == [c.id for c in spec.combinations]
+    assert [t.seed for t in spec.expand()[:2]] == [1, 2]
+    labels = [c.label for c in spec.combinations]
+    assert labels[0] == "none (train.learning_rate=0.001)" and labels[3] == "random + fixed (train.learning_rate=0.01)"
+
+
+def test_tiny_sweep_end_to_end_then_resume_skips_and_reruns_crashed(tmp_path, capsys, counted):
+    spec = write_spec(tmp_path)
+    out = tmp_path / "out"
+    code, stdout, _ = bench_cli([str(spec), "--out", str(out), "--jobs", "1", "--quiet"], capsys)
+    assert code == 0, stdout
+    rows = rows_of(out)
+    assert len(rows) == 4 and len(counted["start"]) == 4
+    assert {(r["operator"], r["seed"]) for r in rows} == {("none", 1), ("none", 2), ("random", 1), ("random", 2)}
+    for row in rows:
+        for key in ("combination", "mode", "schedule", "test_loss", "validation_loss", "train_loss",
+                    "kept_fraction", "kept_fraction_encoder", "kept_fraction_decoder", "wall_seconds"):
+            assert row[key] is not None
+        summary = json.loads((out / row["run_dir"] / "summary.json").read_text())
+        assert summary["seed"] == row["seed"] and summary["test_loss"] == row["test_loss"]
+        assert summary["generations"] == 2
+    assert {r["kept_fraction"] for r in rows if r["operator"] == "none"} == {1.0}
+    report = (out / "report.md").read_text()
+    assert "## coevolution" in report and "Mann-Whitney U" in report and "Holm" in report
+    assert "| 1 |" in report and "baseline" in report
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert figures >= {"box_test_loss.png", "box_kept.png", "curves_coevolution.png", "pareto.png"}
+    assert (out / "spec.toml").exists()
+
+    # the same command again runs nothing
+    counted["start"].clear()
+    code, stdout, _ = bench_cli([str(spec), "--out", str(out), "--jobs", "1", "--quiet"], capsys)
+    assert code == 0 and "0 trials run, 4 already done" in stdout
+    assert counted["start"] == [] and counted["resume"] == [] and len(rows_of(out)) == 4
+
+    # a crash: one trial died before its first checkpoint, another after some, and the last row
+    # was cut off half-written
+    lines = (out / bench_report.ROWS).read_text().splitlines()
+    keep, lost = lines[:1], [json.loads(x) for x in lines[1:]]
+    (out / bench_report.ROWS).write_text("\n".join(keep) + "\n" + lines[1][:30])
+    fresh, resumed, finished = (out / r["run_dir"] for r in lost)
+    for path in (fresh / "summary.json", resumed / "summary.json", *fresh.glob("checkpoints/*")):
+        path.unlink()
+    code, stdout, _ = bench_cli([str(spec), "--out", str(out), "--jobs", "1", "--quiet"], capsys)
+    assert code == 0 and "3 trials run, 1 already done" in stdout
+    assert counted["start"] == [fresh] and counted["resume"] == [resumed]  # `finished` only needed its row
+    rows = rows_of(out)
+    assert sorted((r["combination"], r["seed"]) for r in rows) == sorted(
+        (r["combination"], r["seed"]) for r in [json.loads(keep[0]), *lost])
+    assert (fresh / "summary.json").exists() and finished.exists()
+
+
+def test_a_different_spec_is_refused_and_more_trials_extend(tmp_path, capsys, counted):
+    out = tmp_path / "out"
+    one = TINY_SPEC.replace("trials = 2", "trials = 1").replace("generations = 2", "generations = 1")
+    assert bench_cli([str(write_spec(tmp_path, one)), "--out", str(out), "--jobs", "1", "--quiet"], capsys)[0] == 0
+    before = (out / "spec.toml").read_text()
+    code, _, err = bench_cli([str(write_spec(tmp_path, one.replace("cells = 4", "cells = 5"))), "--out", str(out)],
+                             capsys)
+    assert code == 2 and "differs at base.grid.cells: 4 there, 5 here" in err
+    assert (out / "spec.toml").read_text() == before and len(rows_of(out)) == 2
+    counted["start"].clear()
+    more = one.replace("trials = 1", "trials = 2")
+    assert bench_cli([str(write_spec(tmp_path, more)), "--out", str(out), "--jobs", "1", "--quiet"], capsys)[0] == 0
+    assert sorted(p.name for p in counted["start"]) == ["seed-2", "seed-2"] and len(rows_of(out)) == 4
+    code, stdout, _ = bench_cli(["--report", str(out)], capsys)
+    assert code == 0 and "report.md" in stdout
+
+
+def test_holm_matches_a_hand_computed_example():
+    # sorted: 0.005 x4 = 0.02; 0.01 x3 = 0.03; 0.03 x2 = 0.06; 0.04 x1 = 0.04 -> monotone 0.06
+    assert holm_close(bench_report.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    assert holm_close(bench_report.holm([0.5, math.nan, 0.4]), [0.8, math.nan, 0.8])
+    assert bench_report.holm([0.9, 0.8]) == [1.0, 1.0]
+
+
+def holm_close(got: list[float], want: list[float]) -> bool:
+    return all((math.isnan(a) and math.isnan(b)) or a == pytest.approx(b) for a, b in zip(got, want, strict=True))
+
+
+def synthetic_rows() -> list[dict]:
+    def rows(index: int, operator: str, losses: list[float], kept: float, mode: str = "coevolution") -> list[dict]:
+        return [{"combination": f"{mode}-{operator}", "label": operator, "mode": mode, "combination_index": index,
+                 "settings": {"run.mode": mode, "prune.operator": operator, "prune.schedule": "fixed"},
+                 "seed": seed, "trial": seed - 1, "test_loss": loss, "kept_fraction": kept, "train_loss_mean": loss,
+                 "generations": 10, "loss": "l1", "run_dir": f"trials/{mode}-{operator}/seed-{seed}"}
+                for seed, loss in enumerate(losses, 1)]
+
+    return (rows(0, "none", [0.30, 0.31, 0.32, 0.33], 1.0) + rows(1, "random", [0.10, 0.11, 0.12, 0.13], 0.8)
+            + rows(2, "variance", [0.31, 0.32, 0.33, 0.34], 0.9) + rows(3, "conjunctive", [0.31, 0.32, 0.33, 0.34], 0.7)
+            + rows(4, "none", [0.5, 0.6], 1.0, mode="canonical"))
+
+
+def test_report_ranks_and_tests_against_the_baseline(tmp_path):
+    by_mode = bench_report.summarize(synthetic_rows(), {"prune.operator": "none"})
+    coevo = by_mode["coevolution"]
+    # rank by median test loss; conjunctive and variance tie on loss, the smaller kept fraction wins
+    assert [g.label for g in coevo] == ["random", "none", "conjunctive", "variance"]
+    random_ = coevo[0]
+    assert random_.baseline is coevo[1] and coevo[1].is_baseline
+    assert random_.p == pytest.approx(2 / math.comb(8, 4))  # fully separated: the exact minimum
+    ps = [g.p for g in coevo if not g.is_baseline]
+    assert [g.p_holm for g in coevo if not g.is_baseline] == pytest.approx(bench_report.holm(ps))
+    assert by_mode["canonical"][0].is_baseline
+
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / bench_report.ROWS).write_text("".join(json.dumps(r) + "\n" for r in synthetic_rows()))
+    text = bench_report.write_report(out).read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [line.split(" | ")[1] for line in table] == ["random", "none", "conjunctive", "variance", "none"]
+    assert "0.1150 [0.1075–0.1225]" in table[0] and "| baseline |" in table[1]
+    assert "no curves" in text  # rows only: the run directories are not there
+    assert (out / "figures" / "pareto.png").exists()
+
+
+def test_pareto_front():
+    assert sorted(bench_report.pareto_front([(0.1, 0.9), (0.2, 0.5), (0.3, 0.6), (0.15, 0.95), (0.4, 0.4)])) == [0, 1, 4]
+
+
+def _echo_trial(config: dict, run_dir: str) -> dict:
+    if config["run"]["seed"] == 2:
+        raise RuntimeError("trial failed")
+    return {"test_loss": config["run"]["seed"] / 10, "run_dir": run_dir}
+
+
+def test_local_executor_runs_trials_in_spawned_processes(tmp_path):
+    spec = bench_spec.parse(TINY_SPEC.replace("trials = 2", "trials = 3"))
+    trials = [t for t in spec.expand() if t.combination.settings["prune.operator"] == "none"]
+    results = dict((t.seed, r) for t, r in bench.LocalExecutor(jobs=2, task=_echo_trial).run(trials, tmp_path))
+    assert results[1]["test_loss"] == 0.1 and results[3]["run_dir"].endswith("seed-3")
+    assert isinstance(results[2], RuntimeError)
