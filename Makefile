@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
+# Extras installed with coevo: the test suite and Ray (the ray engine and its tests).
+# `make EXTRAS=test ...` leaves Ray out; the Ray tests are then skipped.
+EXTRAS ?= test,ray
 
 .PHONY: install demo test bench clean
 
@@ -13,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
 	$(BIN)/python -c "import numba, numpy, torch; print('numpy', numpy.__version__, 'numba', numba.__version__, 'torch', torch.__version__)"
 	touch $(STAMP)
 

@@ -53,11 +53,17 @@ def assert_same_run(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray with 2 CPUs for the whole module; engines use it and leave it running."""
+    """One local Ray with 2 CPUs for the whole module; engines use it and leave it running.
+    A generation that waits more than 120 s for its workers fails the test instead of hanging CI."""
     ray = pytest.importorskip("ray")
+    from coevo.engines import ray_engine
+
+    timeout = ray_engine.TIMEOUT_S
+    ray_engine.TIMEOUT_S = 120.0
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield ray
     ray.shutdown()
+    ray_engine.TIMEOUT_S = timeout
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +103,7 @@ def test_uneven_shards_of_a_torus_match_the_local_engine(local_ray, tiny_config)
     mutate = make_toolbox(cfg).mutate
     parents = np.array([4, 0, 8, 3, 4, 2, 6, 7, 1])
     lr = np.linspace(1e-3, 2e-3, 9)
-    local, remote = LocalEngine(), RayEngine("", 4, timeout_s=120)
+    local, remote = LocalEngine(), RayEngine("", 4)
     local.start(CellData(problem.train, cfg), neighbours)
     remote.start(CellData(problem.train, cfg), neighbours)
     try:

@@ -35,6 +35,7 @@ from coevo.population import Stack
 
 FIELDS = ("params", "mask", "exp_avg", "exp_avg_sq", "steps")
 BUILTIN_PACKAGES = ("coevo", "operators")
+TIMEOUT_S = 3600.0  # default bound on one generation's wait for the workers (tests lower it)
 
 
 def stack_arrays(stack: Stack, rows: np.ndarray, fields: tuple[str, ...] = FIELDS) -> dict[str, np.ndarray]:
@@ -124,11 +125,11 @@ class RayEngine:
     """
 
     def __init__(self, address: str = "", workers: int = 2, *, retries: int = 3,
-                 timeout_s: float | None = 3600.0) -> None:
+                 timeout_s: float | None = None) -> None:
         self.address = address
         self.workers = workers
         self.retries = retries
-        self.timeout_s = timeout_s
+        self.timeout_s = TIMEOUT_S if timeout_s is None else timeout_s
         self.actors: list[Any] = []
         self.shards: list[np.ndarray] = []
         self._owns_ray = False
