@@ -181,8 +181,9 @@ def run(spec: Spec, out: Path, jobs: int | None = None, quiet: bool = False,
                     os.fsync(rows.fileno())
                     outcome.ran += 1
                 if bar is not None:
-                    bar.set_postfix_str(f"{trial.combination.mode} {trial.combination.label} seed {trial.seed}",
-                                        refresh=False)
+                    left = total - bar.n - 1
+                    bar.set_postfix_str(f"{left} left; last: {trial.combination.mode} {trial.combination.label} "
+                                        f"seed {trial.seed}", refresh=False)
                     bar.update(1)
     finally:
         close = getattr(results, "close", None)

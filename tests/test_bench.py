@@ -248,3 +248,18 @@ def test_local_executor_runs_trials_in_spawned_processes(tmp_path):
     results = dict((t.seed, r) for t, r in bench.LocalExecutor(jobs=2, task=_echo_trial).run(trials, tmp_path))
     assert results[1]["test_loss"] == 0.1 and results[3]["run_dir"].endswith("seed-3")
     assert isinstance(results[2], RuntimeError)
+
+
+def test_a_failed_trial_writes_no_row_and_is_reported(tmp_path):
+    def fake(config: dict, run_dir: str) -> dict:
+        if config["run"]["seed"] == 2:
+            raise RuntimeError("diverged")
+        return {"test_loss": 0.2, "validation_loss": 0.2, "train_loss": 0.2, "kept_fraction": 1.0, "loss": "l1"}
+
+    spec = bench_spec.parse(TINY_SPEC)
+    outcome = bench.run(spec, tmp_path / "out", quiet=True, executor=bench.LocalExecutor(1, task=fake))
+    assert outcome.ran == 2 and [t.seed for t, _ in outcome.failed] == [2, 2]
+    assert {r["seed"] for r in rows_of(tmp_path / "out")} == {1}
+    text = bench.format_outcome(outcome)
+    assert "2 failed" in text and "RuntimeError: diverged" in text and "re-run" in text
+    assert outcome.report is not None and outcome.report.exists()
