@@ -28,5 +28,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/speed.py
+
 clean:
 	rm -rf $(VENV) runs

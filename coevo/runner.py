@@ -132,8 +132,9 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
     tmp = run_dir / ".best.pt.tmp"
     torch.save(model, tmp)
     tmp.replace(run_dir / "best.pt")
-    atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     report.plot_run(run_dir)
+    # summary.json last: its presence means the run directory is complete
+    atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
 
