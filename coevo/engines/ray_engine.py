@@ -141,7 +141,14 @@ class RayEngine:
         threads = config.run.threads or 1
         self.shards = [s for s in np.array_split(np.arange(neighbours.shape[0]), self.workers) if len(s)]
         self._connect(len(self.shards) * threads)
-        self.neighbours = neighbours
+        # what each shard evaluates never changes: its sub-populations' cells (the shard and its
+        # halo) and the neighbour table rewritten as rows of that selection
+        self.halos = [np.unique(neighbours[shard]) for shard in self.shards]
+        self.tables = []
+        for shard, halo in zip(self.shards, self.halos):
+            table = np.full_like(neighbours, -1)
+            table[shard] = _local_view(halo, neighbours[shard])
+            self.tables.append(table)
         self.device = shared.train.device
         cpus = float(ray.cluster_resources().get("CPU", 0))
         if cpus <= 0:
@@ -181,14 +188,10 @@ class RayEngine:
     # -- one generation ----------------------------------------------------------------
     def evaluate(self, enc: Stack, dec: Stack, generation: int) -> torch.Tensor:
         calls = []
-        for actor, shard in zip(self.actors, self.shards):
-            table = self.neighbours[shard]
-            needed = np.unique(table)
-            local = np.full_like(self.neighbours, -1)
-            local[shard] = _local_view(needed, table)
+        for actor, halo, table in zip(self.actors, self.halos, self.tables):
             calls.append(actor.evaluate.remote(self._train, enc.layout, dec.layout,
-                                               stack_arrays(enc, needed, ("params",)),
-                                               stack_arrays(dec, needed, ("params",)), local, generation))
+                                               stack_arrays(enc, halo, ("params",)),
+                                               stack_arrays(dec, halo, ("params",)), table, generation))
         return torch.as_tensor(np.concatenate(self._gather(calls)), device=self.device)
 
     def vary(self, enc: Stack, dec: Stack, parents: np.ndarray, lr: np.ndarray, prune_probability: float,
