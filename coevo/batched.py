@@ -156,21 +156,30 @@ def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: Loss,
 def _loss_sum(output: torch.Tensor, target: torch.Tensor, loss: Loss) -> torch.Tensor:
     """Sum of the per-element loss over the last two dimensions, in place on ``output``."""
     if loss == "l1":
-        return output.sub_(target).abs_().sum(dim=(-2, -1), dtype=torch.float64)
+        return output.sub_(target).abs_().sum(dim=(-2, -1)).double()
     if loss == "mse":
-        return output.sub_(target).square_().sum(dim=(-2, -1), dtype=torch.float64)
+        return output.sub_(target).square_().sum(dim=(-2, -1)).double()
     return reconstruction_loss(output, target, loss).double() * (output.shape[-1] * output.shape[-2])
 
 
 def pair_losses(enc: Stack, dec: Stack, neighbours: torch.Tensor, batches: torch.Tensor, loss: Loss) -> torch.Tensor:
     """The loss matrix of every cell: L[k, i, j] = loss of encoder neighbours[k, i] with decoder
-    neighbours[k, j] on cell k's mini-batch ``batches[k]`` (N, B, D). Returns (N, s, s)."""
+    neighbours[k, j] on cell k's mini-batch ``batches[k]`` (N, B, D). Returns (N, s, s).
+
+    Inputs are broadcast against the weights, never the weights against the inputs: each
+    decoder sees the latent codes of all s encoders stacked as one (s * B)-row batch.
+    """
+    n, s = neighbours.shape
+    rows = batches.shape[1]
     with torch.no_grad():
         e = enc.params[neighbours]  # (N, s, Pe)
         d = dec.params[neighbours]  # (N, s, Pd)
-        z = forward(enc.layout, e, batches.unsqueeze(1))[-1]  # (N, s, B, latent)
-        recon = forward(dec.layout, d.unsqueeze(1), z.unsqueeze(2))[-1]  # (N, s, s, B, D)
-        return reconstruction_loss(recon, batches[:, None, None], loss)
+        z = forward(enc.layout, e, batches.unsqueeze(1))[-1]  # (N, s_i, B, latent)
+        z = z.reshape(n, 1, s * rows, z.shape[-1])  # every encoder's codes, one batch per cell
+        recon = forward(dec.layout, d, z)[-1]  # (N, s_j, s_i * B, D)
+        target = batches.repeat(1, s, 1).unsqueeze(1)  # (N, 1, s_i * B, D)
+        per_row = reconstruction_loss(recon.unsqueeze(-2), target.unsqueeze(-2), loss)  # (N, s_j, s_i * B)
+        return per_row.view(n, s, s, rows).mean(dim=-1).transpose(1, 2).contiguous()
 
 
 def as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
