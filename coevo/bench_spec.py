@@ -155,12 +155,7 @@ def load(path: str | Path | None = None, preset: str | None = None) -> Spec:
         text = resources.files("coevo.presets").joinpath(f"{preset}.toml").read_text()
         return parse(text, default_name=preset, source=f"preset {preset!r}")
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"spec file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"spec file {path} cannot be read: {exc}") from None
+    text = config_module.read_text(path, "spec file")
     return parse(text, default_name=path.stem, source=f"spec file {path}")
 
 

@@ -321,17 +321,22 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return parts[0], parts[1], value
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """A user's text file, or a one-line ConfigError naming ``what`` it was meant to be."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
+
+
 def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Load defaults <- TOML file <- overrides, then validate."""
     raw: dict[str, Any] = to_dict(Config())
     if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+        text = read_text(path, "config file")
         try:
             file_values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -14,19 +14,9 @@ import pytest
 
 from coevo.cli import main
 from coevo.runner import SUMMARY_TIMING_KEYS
+from conftest import TINY
 
-SIX_CELLS = [
-    "run.generations=3",
-    "run.checkpoint_every=1",
-    "data.n_dims=40",
-    "data.n_clusters=3",
-    "data.rows_per_cluster=10",
-    "model.hidden=[8]",
-    "model.latent=3",
-    "grid.cells=6",
-    "train.learning_rate=0.001",
-    "prune.schedule=fixed",
-]
+SIX_CELLS = TINY + ["grid.cells=6"]  # later overrides win
 RAY = ["run.engine=ray", "run.ray_workers=2"]
 
 

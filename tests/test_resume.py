@@ -20,6 +20,7 @@ import torch
 from coevo import checkpoint
 from coevo.cli import main
 from coevo.runner import SUMMARY_TIMING_KEYS
+from conftest import TINY
 
 # Slow enough per generation (~0.1 s on one thread) that a kill lands mid-run, small enough
 # that the whole file runs in seconds. One torch thread: fast and steady on a loaded machine.
@@ -93,18 +94,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     assert logged_generations(killed) == list(range(30))
 
 
-TINY_RESUME = [
-    "run.generations=4",
-    "run.checkpoint_every=1",
-    "data.n_dims=40",
-    "data.n_clusters=3",
-    "data.rows_per_cluster=10",
-    "model.hidden=[8]",
-    "model.latent=3",
-    "grid.cells=4",
-    "train.learning_rate=0.001",
-    "prune.schedule=fixed",
-]
+TINY_RESUME = TINY + ["run.generations=4"]  # later overrides win
 
 
 @pytest.fixture
