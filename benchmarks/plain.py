@@ -95,23 +95,8 @@ def plain_generation(encoders: list[PlainNet], decoders: list[PlainNet], lr: np.
     for k, parent in enumerate(parents):
         # train a copy of the selected pair with torch's Adam, masks applied by hand
         enc, dec = copy.deepcopy(encoders[parent]), copy.deepcopy(decoders[parent])
-        params = list(enc.module.parameters()) + list(dec.module.parameters())
-        masks = enc.masks + dec.masks
-        opt = torch.optim.Adam(params, lr=float(lr[k]), betas=(config.train.beta1, config.train.beta2))
-        for p, m, v in zip(params, enc.exp_avg + dec.exp_avg, enc.exp_avg_sq + dec.exp_avg_sq):
-            opt.state[p] = {"step": torch.tensor(enc.step), "exp_avg": m, "exp_avg_sq": v}
-        order = derive_rng(seed, generation, k, TRAIN_ORDER).permutation(n_rows)
-        for start in range(0, n_rows, config.train.batch_size):
-            x = train[order[start : start + config.train.batch_size]]
-            opt.zero_grad()
-            _loss(dec.module(enc.module(x)), x, config.model.loss).backward()
-            for p, mask in zip(params, masks):
-                p.grad.mul_(mask)
-            opt.step()
-            with torch.no_grad():
-                for p, mask in zip(params, masks):
-                    p.mul_(mask)
-        enc.step = dec.step = float(opt.state[params[0]]["step"])
+        plain_train_pair(enc, dec, float(lr[k]), derive_rng(seed, generation, k, TRAIN_ORDER).permutation(n_rows),
+                         train, config)
         # mutate: with probability p, prune both networks with the configured operator
         rng = derive_rng(seed, generation, k, PRUNE)
         if prune_probability > 0 and config.prune.operator != "none" and rng.random() < prune_probability:
@@ -130,3 +115,24 @@ def plain_generation(encoders: list[PlainNet], decoders: list[PlainNet], lr: np.
         new_enc.append(enc)
         new_dec.append(dec)
     return new_enc, new_dec
+
+
+def plain_train_pair(enc: PlainNet, dec: PlainNet, lr: float, order: np.ndarray, train: torch.Tensor,
+                     config: Config) -> None:
+    """One pass over the data for one pair with torch's Adam, masks applied by hand (in place)."""
+    params = list(enc.module.parameters()) + list(dec.module.parameters())
+    masks = enc.masks + dec.masks
+    opt = torch.optim.Adam(params, lr=lr, betas=(config.train.beta1, config.train.beta2))
+    for p, m, v in zip(params, enc.exp_avg + dec.exp_avg, enc.exp_avg_sq + dec.exp_avg_sq):
+        opt.state[p] = {"step": torch.tensor(enc.step), "exp_avg": m, "exp_avg_sq": v}
+    for start in range(0, len(order), config.train.batch_size):
+        x = train[order[start : start + config.train.batch_size]]
+        opt.zero_grad()
+        _loss(dec.module(enc.module(x)), x, config.model.loss).backward()
+        for p, mask in zip(params, masks):
+            p.grad.mul_(mask)
+        opt.step()
+        with torch.no_grad():
+            for p, mask in zip(params, masks):
+                p.mul_(mask)
+    enc.step = dec.step = float(opt.state[params[0]]["step"])
