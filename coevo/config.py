@@ -37,6 +37,8 @@ class RunConfig:
     """Number of Ray workers (grid shards) for the ray engine."""
     threads: int = 0
     """Torch intra-op threads (0 = leave torch's default)."""
+    save_centres: bool = False
+    """Also save every cell's centre pair (the ensemble) to centres.pt."""
 
 
 @dataclass(frozen=True)

@@ -129,13 +129,21 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
     }
     model = {"encoder": state_dict(enc.layout, enc.params[best], enc.mask[best]),
              "decoder": state_dict(dec.layout, dec.params[best], dec.mask[best])}
-    tmp = run_dir / ".best.pt.tmp"
-    torch.save(model, tmp)
-    tmp.replace(run_dir / "best.pt")
+    _save_atomic(model, run_dir / "best.pt")
+    if cfg.run.save_centres:
+        _save_atomic({"encoders": [state_dict(enc.layout, enc.params[k], enc.mask[k]) for k in range(len(enc))],
+                      "decoders": [state_dict(dec.layout, dec.params[k], dec.mask[k]) for k in range(len(dec))],
+                      "validation_loss": torch.as_tensor(losses["validation"])}, run_dir / "centres.pt")
     report.plot_run(run_dir)
     # summary.json last: its presence means the run directory is complete
     atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
 
 
 def config_of(run_dir: Path) -> Config:

@@ -174,3 +174,15 @@ def test_operators_lists_builtins(capsys):
     assert code == 0
     for name in ("random", "none", "fixed", "exponential", "final_n", "prune_after", "population"):
         assert f"  {name} " in out or f"  {name}\n" in out
+
+
+def test_save_centres_writes_the_ensemble(tmp_path, tiny_overrides, capsys):
+    out = tmp_path / "run"
+    assert run_cli(["run", "--quiet", "--out", str(out), *sets(tiny_overrides + ["run.save_centres=true"])],
+                   capsys)[0] == 0
+    centres = torch.load(out / "centres.pt", weights_only=True)
+    assert len(centres["encoders"]) == len(centres["decoders"]) == 4
+    best = json.loads((out / "summary.json").read_text())["best_cell"]
+    model = torch.load(out / "best.pt", weights_only=True)
+    assert torch.equal(centres["encoders"][best]["0.weight"], model["encoder"]["0.weight"])
+    assert int(torch.argmin(centres["validation_loss"])) == best
