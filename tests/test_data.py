@@ -56,3 +56,19 @@ def test_missing_and_unreadable_files(tmp_path):
     (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="cannot be read"):
         data.load(config.DataConfig(source=str(tmp_path / "junk.csv")), 0)
+
+
+def test_digits_ship_with_scikit_learn_and_train(tmp_path):
+    pytest.importorskip("sklearn")
+    ds = data.load(config.DataConfig(source="digits"), 0)
+    assert ds.n_dims == 64 and 0.0 <= ds.train.min() and ds.train.max() <= 1.0
+    assert ds.train.shape[0] + ds.validation.shape[0] + ds.test.shape[0] == 1797
+    assert set(np.unique(ds.train_labels)) == set(range(10))
+
+    from coevo.cli import main
+
+    out = tmp_path / "digits"
+    args = ["run", "--quiet", "--out", str(out), "--set", "data.source=digits", "--set", "run.generations=2",
+            "--set", "grid.cells=3", "--set", "model.hidden=[16]", "--set", "train.learning_rate=0.001"]
+    assert main(args) == 0
+    assert (out / "summary.json").exists()
