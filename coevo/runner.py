@@ -5,6 +5,7 @@ refused run never creates or changes one.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import datetime
@@ -141,9 +142,9 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def config_of(run_dir: Path) -> Config:
