@@ -103,3 +103,21 @@ def test_adam_matches_torch_optim_for_one_network():
         opt_ref.step()
         opt.step(flat)
     assert torch.allclose(stack.params, ref.detach(), atol=1e-6)
+
+
+def test_parallel_adam_kernel_equals_serial_exactly():
+    from coevo.adam import _adam_kernel, _adam_kernel_parallel
+
+    a, b = _stack(n=6, seed=3), _stack(n=6, seed=3)
+    off, size = a.layout.segments()
+    rng = np.random.default_rng(0)
+    consts = tuple(np.float32(c) for c in (0.5, 0.999, 0.5, 1 - 0.999, 1e-8))
+    step = rng.uniform(1e-4, 1e-2, 6).astype(np.float32)
+    inv = rng.uniform(1, 30, 6).astype(np.float32)
+    for _ in range(3):
+        g = rng.standard_normal(a.params.numel()).astype(np.float32)
+        for stack, kernel in ((a, _adam_kernel), (b, _adam_kernel_parallel)):
+            kernel(stack.params.numpy(), g, off, size, stack.exp_avg.numpy(), stack.exp_avg_sq.numpy(),
+                   stack.mask.numpy(), step, inv, *consts)
+    assert torch.equal(a.params, b.params) and torch.equal(a.exp_avg, b.exp_avg)
+    assert torch.equal(a.exp_avg_sq, b.exp_avg_sq)
