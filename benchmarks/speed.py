@@ -65,7 +65,7 @@ def _coevo(overrides: list[str], generations: int, threads: int, profile: bool) 
         total = sum(v[2] for v in stats.stats.values())  # total internal time
         def share(name: str) -> float:
             return sum(v[2] for k, v in stats.stats.items() if k[2] == name) / total
-        out["share_adam_kernel"] = share("_adam_kernel")
+        out["share_adam_kernel"] = share("_adam_kernel") + share("_adam_kernel_parallel")
         out["share_mask_kernels"] = share("random_prune_layer") + share("random_prune")
         top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
         out["profile_top"] = [{"function": f"{k[0].split('/')[-1]}:{k[2]}", "share": round(v[2] / total, 4)}
