@@ -121,7 +121,7 @@ def train_epoch(
     grad_views = pairs.layout.split_segment_major(grads, n)
     optimizer = StackedAdam(pairs, lr, beta1, beta2)
     for rows in orders.split(batch_size, dim=1):
-        x = data[rows]  # (N, B, D)
+        x = torch.index_select(data, 0, rows.reshape(-1)).view(n, -1, data.shape[1])  # (N, B, D)
         acts = _train_forward(pairs.layout, param_views, x)
         backward(pairs.layout, param_views, grad_views, acts, x, loss)
         if fresh_optimizer_each_batch:
