@@ -118,7 +118,7 @@ class Spec:
 
     def dumps(self) -> str:
         """The resolved spec as TOML; :func:`parse` reads it back to an equal spec."""
-        lines = [f"# coevo bench spec, resolved: every config key of [base] is written out",
+        lines = ["# coevo bench spec, resolved: every config key of [base] is written out",
                  f"name = {_toml_value(self.name)}", f"trials = {self.trials}", f"seed_start = {self.seed_start}",
                  f"baseline = {_inline(self.baseline)}", ""]
         for section, values in self.base.items():

@@ -17,7 +17,7 @@ import torch
 from coevo import batched
 from coevo.config import Config
 from coevo.errors import OperatorError, UserError
-from coevo.genome import Decoder, Encoder, Layout, Network
+from coevo.genome import Decoder, Encoder, Layout
 from coevo.population import Stack
 from operators.base import PruneContext
 

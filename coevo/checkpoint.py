@@ -24,7 +24,7 @@ import torch
 
 from coevo.errors import UserError
 from coevo.genome import Layout
-from coevo.population import Stack
+from coevo.population import FIELDS, Stack
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 3
@@ -40,12 +40,11 @@ class RunState:
 
 
 def _stack_dict(stack: Stack) -> dict[str, torch.Tensor]:
-    return {"params": stack.params.cpu(), "mask": stack.mask.cpu(), "exp_avg": stack.exp_avg.cpu(),
-            "exp_avg_sq": stack.exp_avg_sq.cpu(), "steps": stack.steps.cpu()}
+    return {f: getattr(stack, f).cpu() for f in FIELDS}
 
 
 def _stack_from(d: dict[str, torch.Tensor], layout: Layout, device: str) -> Stack:
-    return Stack(layout, *(d[k].to(device) for k in ("params", "mask", "exp_avg", "exp_avg_sq", "steps")))
+    return Stack(layout, *(d[f].to(device) for f in FIELDS))
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 from deap import base, tools
 
 from coevo import schedules, topology
@@ -187,7 +186,6 @@ def final_losses(problem: Problem, state: RunState) -> dict[str, np.ndarray]:
     loss = problem.config.model.loss
     out = {}
     for name, split in (("train", problem.train), ("validation", problem.validation), ("test", problem.test)):
-        with torch.no_grad():
-            out[name] = centre_losses(state.encoders, state.decoders, split, loss).cpu().numpy()
+        out[name] = centre_losses(state.encoders, state.decoders, split, loss).cpu().numpy()
     return out
 

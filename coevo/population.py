@@ -17,6 +17,10 @@ from coevo.errors import OperatorError
 from coevo.genome import Layer, Layout, Network
 
 
+FIELDS = ("params", "mask", "exp_avg", "exp_avg_sq", "steps")
+"""Every per-network field of a stack, in constructor order: a genome is all of them."""
+
+
 @dataclass
 class Stack:
     layout: Layout
@@ -42,13 +46,15 @@ class Stack:
     def __len__(self) -> int:
         return int(self.params.shape[0])
 
+    def map(self, fn, layout: Layout | None = None) -> "Stack":
+        """A new stack whose every field is ``fn(field)``."""
+        return Stack(layout or self.layout, *(fn(getattr(self, f)) for f in FIELDS))
+
     def __getitem__(self, index: torch.Tensor | np.ndarray | slice) -> "Stack":
         """Copies of the selected networks (whole genomes, optimizer state included)."""
         if isinstance(index, np.ndarray):
             index = torch.as_tensor(index, device=self.params.device)
-        pick = (lambda t: t[index].clone()) if isinstance(index, slice) else (lambda t: t[index])
-        return Stack(self.layout, pick(self.params), pick(self.mask), pick(self.exp_avg),
-                     pick(self.exp_avg_sq), pick(self.steps))
+        return self.map((lambda t: t[index].clone()) if isinstance(index, slice) else (lambda t: t[index]))
 
     @staticmethod
     def join(first: "Stack", second: "Stack") -> "Stack":
@@ -67,8 +73,7 @@ class Stack:
         """Stacks of one layout, one after the other (row-wise)."""
         if len(stacks) == 1:
             return stacks[0]
-        return Stack(stacks[0].layout, *(torch.cat([getattr(s, f) for s in stacks])
-                                         for f in ("params", "mask", "exp_avg", "exp_avg_sq", "steps")))
+        return Stack(stacks[0].layout, *(torch.cat([getattr(s, f) for s in stacks]) for f in FIELDS))
 
     def part(self, layout: Layout, start: int) -> "Stack":
         """The columns of one half of a joined stack, as a stack of its own (copies)."""

@@ -31,9 +31,8 @@ from coevo.cells import CellData, Variation, evaluate_cells, vary_cells
 from coevo.config import Config
 from coevo.errors import UserError
 from coevo.genome import Layout
-from coevo.population import Stack
+from coevo.population import FIELDS, Stack
 
-FIELDS = ("params", "mask", "exp_avg", "exp_avg_sq", "steps")
 BUILTIN_PACKAGES = ("coevo", "operators")
 TIMEOUT_S = 3600.0  # default bound on one generation's wait for the workers (tests lower it)
 
