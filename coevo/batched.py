@@ -13,6 +13,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
+from coevo import cpu_epoch
 from coevo.adam import StackedAdam
 from coevo.genome import Layout
 from coevo.population import Stack
@@ -111,22 +112,46 @@ def train_epoch(
     beta1: float,
     beta2: float,
     fresh_optimizer_each_batch: bool = False,
-) -> None:
+) -> np.ndarray:
     """One pass over ``data`` for every network in ``pairs`` (N autoencoders, encoder columns
     first), in place. ``orders`` (N, n) holds each network's own row order; ``lr`` (N,) its
-    learning rate. All N networks take their mini-batch steps together."""
+    learning rate. Returns each network's training loss over the epoch: the mean over rows of
+    the loss of each mini-batch before its step, as training loops report it. On the CPU a Numba kernel trains network by network
+    (:mod:`coevo.cpu_epoch`); elsewhere all N networks step together in torch ops."""
+    if pairs.params.device.type == "cpu":
+        return cpu_epoch.train_epoch(pairs, data, orders.numpy(), lr, batch_size, loss, beta1, beta2,
+                                     fresh_optimizer_each_batch)
+    return train_epoch_torch(pairs, data, orders, lr, batch_size, loss, beta1, beta2, fresh_optimizer_each_batch)
+
+
+def train_epoch_torch(
+    pairs: Stack,
+    data: torch.Tensor,
+    orders: torch.Tensor,
+    lr: np.ndarray,
+    batch_size: int,
+    loss: Loss,
+    beta1: float,
+    beta2: float,
+    fresh_optimizer_each_batch: bool = False,
+) -> np.ndarray:
+    """:func:`train_epoch` in torch ops, any device: all N networks take each mini-batch step
+    together (batched matmuls, then one fused Adam kernel on the CPU)."""
     n = len(pairs)
     grads = torch.zeros(n * pairs.layout.size, dtype=pairs.params.dtype, device=pairs.params.device)
     param_views = pairs.layout.split(pairs.params)
     grad_views = pairs.layout.split_segment_major(grads, n)
     optimizer = StackedAdam(pairs, lr, beta1, beta2)
+    loss_sum = torch.zeros(n, dtype=torch.float64, device=pairs.params.device)
     for rows in orders.split(batch_size, dim=1):
         x = torch.index_select(data, 0, rows.reshape(-1)).view(n, -1, data.shape[1])  # (N, B, D)
         acts = _train_forward(pairs.layout, param_views, x)
+        loss_sum += reconstruction_loss(acts[-1], x, loss).double() * rows.shape[1]
         backward(pairs.layout, param_views, grad_views, acts, x, loss)
         if fresh_optimizer_each_batch:
             optimizer.reset()
         optimizer.step(grads)
+    return (loss_sum / orders.shape[1]).cpu().numpy()
 
 
 def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: Loss,

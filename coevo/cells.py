@@ -65,6 +65,7 @@ class Variation:
     encoders: Stack
     decoders: Stack
     pruned: np.ndarray  # bool: was this cell's pair mutated
+    train_loss: np.ndarray  # each cell's training loss over its epoch (before pruning)
 
 
 # Cells train in groups whose parameters, moments, masks and gradients fit in the last-level
@@ -94,17 +95,17 @@ def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, l
     device = enc.params.device
     n_rows = shared.train.shape[0]
     pruned = np.zeros(len(cells), dtype=bool)
-    new_enc, new_dec = [], []
+    new_enc, new_dec, train_loss = [], [], []
     per_cell = BYTES_PER_TRAINED_PARAMETER * (enc.layout.size + dec.layout.size)
     for group in cell_groups(len(cells), per_cell, CACHE_BUDGET_BYTES, device):
         pick = torch.as_tensor(parents[group], device=device)
         pairs = Stack.join(enc[pick], dec[pick])
         orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows)
                            for k in cells[group]])
-        batched.train_epoch(
+        train_loss.append(batched.train_epoch(
             pairs, shared.train, torch.as_tensor(orders, device=device), lr[group], cfg.train.batch_size,
             cfg.model.loss, cfg.train.beta1, cfg.train.beta2, cfg.train.fresh_optimizer_each_batch,
-        )
+        ))
         if prune_probability > 0 and operator_name != "none":
             for i, k in enumerate(cells[group]):
                 rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
@@ -116,7 +117,7 @@ def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, l
                 pairs.apply_masks()
         new_enc.append(pairs.part(enc.layout, 0))
         new_dec.append(pairs.part(dec.layout, enc.layout.size))
-    return Variation(cells, Stack.concat(new_enc), Stack.concat(new_dec), pruned)
+    return Variation(cells, Stack.concat(new_enc), Stack.concat(new_dec), pruned, np.concatenate(train_loss))
 
 
 def _mutate_pair(pairs: Stack, i: int, enc_layout: Layout, dec_layout: Layout, rng: np.random.Generator,

@@ -89,18 +89,17 @@ def select_parents(neighbours: np.ndarray, enc_fitness: np.ndarray, dec_fitness:
 
 @dataclass
 class Measures:
-    train: np.ndarray  # loss of each cell's centre pair on the training split
-    validation: np.ndarray
+    train: np.ndarray  # each cell's training loss over the epoch that made its centre
+    validation: np.ndarray  # each centre pair's loss on the whole validation split
     seconds: float  # time spent measuring (logging cost, not part of the algorithm)
 
 
-def measure(problem: Problem, enc: Stack, dec: Stack) -> Measures:
-    """Every centre pair's loss on the whole training and validation splits, for the logbook."""
+def measure(problem: Problem, enc: Stack, dec: Stack, train_loss: np.ndarray) -> Measures:
+    """The logbook's losses. Training loss is what the epoch saw (free, as training loops report
+    it); validation loss is each new centre, after pruning, on the whole validation split."""
     t0 = time.perf_counter()
-    loss = problem.config.model.loss
-    train = centre_losses(enc, dec, problem.train, loss).cpu().numpy()
-    validation = centre_losses(enc, dec, problem.validation, loss).cpu().numpy()
-    return Measures(train, validation, time.perf_counter() - t0)
+    validation = centre_losses(enc, dec, problem.validation, problem.config.model.loss).cpu().numpy()
+    return Measures(np.asarray(train_loss, dtype=np.float64), validation, time.perf_counter() - t0)
 
 
 def record(generation: int, m: Measures, state: RunState, seconds: float, prune_p: float, pruned: int,
@@ -117,6 +116,8 @@ def record(generation: int, m: Measures, state: RunState, seconds: float, prune_
     row.update({f"train_loss_{k}": float(v) for k, v in stats.compile(m.train).items()})
     row["train_loss_mean"] = float(np.mean(m.train))
     row["validation_loss_best"] = float(m.validation[best])
+    row["validation_loss_median"] = float(np.median(m.validation))
+    row["validation_loss_max"] = float(np.max(m.validation))
     row["best_cell"] = best
     row["kept_encoder"] = float(kept_enc.mean())
     row["kept_decoder"] = float(kept_dec.mean())
@@ -169,7 +170,7 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
                                cfg.train.lr_min, cfg.train.lr_max) if cfg.train.lr_sigma > 0 else state.lr
             state.generation = gen + 1
             # record
-            m = measure(problem, state.encoders, state.decoders)
+            m = measure(problem, state.encoders, state.decoders, variation.train_loss)
             seconds = time.perf_counter() - t0
             state.wall_seconds += seconds
             row = record(gen, m, state, seconds, p, int(variation.pruned.sum()),

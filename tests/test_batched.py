@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from coevo import batched
-from coevo.adam import StackedAdam, adam_step_reference, bias_terms
+from coevo.adam import StackedAdam
 from coevo.genome import autoencoder_layouts, init_params
 from coevo.population import Stack
 
@@ -71,25 +71,6 @@ def _stack(n=4, seed=0):
     return stack
 
 
-def test_numba_adam_equals_torch_chain():
-    torch.manual_seed(0)
-    a, b = _stack(), _stack()
-    lr = np.array([1e-3, 1e-2, 1e-4, 0.5])
-    opt = StackedAdam(a, lr, 0.5, 0.999)
-    for _ in range(5):
-        flat = torch.randn(a.params.numel())
-        opt.step(flat)
-        b.steps += 1
-        size, inv = bias_terms(b.steps.numpy(), lr, 0.5, 0.999)
-        adam_step_reference(b.params, a.layout.segment_major_to_rows(flat, 4), b.exp_avg, b.exp_avg_sq, b.mask,
-                            torch.as_tensor(size), torch.as_tensor(inv), 0.5, 0.999)
-    assert torch.allclose(a.params, b.params, atol=1e-5), (a.params - b.params).abs().max()
-    assert torch.allclose(a.exp_avg, b.exp_avg) and torch.allclose(a.exp_avg_sq, b.exp_avg_sq)
-    pruned = ~a.mask
-    assert torch.all(a.params[pruned] == 0) and torch.all(a.exp_avg[pruned] == 0) and torch.all(a.exp_avg_sq[pruned] == 0)
-    assert torch.equal(a.steps, torch.full((4,), 5.0, dtype=torch.float64))
-
-
 def test_adam_matches_torch_optim_for_one_network():
     torch.manual_seed(1)
     stack = _stack(n=1)
@@ -103,21 +84,3 @@ def test_adam_matches_torch_optim_for_one_network():
         opt_ref.step()
         opt.step(flat)
     assert torch.allclose(stack.params, ref.detach(), atol=1e-6)
-
-
-def test_parallel_adam_kernel_equals_serial_exactly():
-    from coevo.adam import _adam_kernel, _adam_kernel_parallel
-
-    a, b = _stack(n=6, seed=3), _stack(n=6, seed=3)
-    off, size = a.layout.segments()
-    rng = np.random.default_rng(0)
-    consts = tuple(np.float32(c) for c in (0.5, 0.999, 0.5, 1 - 0.999, 1e-8))
-    step = rng.uniform(1e-4, 1e-2, 6).astype(np.float32)
-    inv = rng.uniform(1, 30, 6).astype(np.float32)
-    for _ in range(3):
-        g = rng.standard_normal(a.params.numel()).astype(np.float32)
-        for stack, kernel in ((a, _adam_kernel), (b, _adam_kernel_parallel)):
-            kernel(stack.params.numpy(), g, off, size, stack.exp_avg.numpy(), stack.exp_avg_sq.numpy(),
-                   stack.mask.numpy(), step, inv, *consts)
-    assert torch.equal(a.params, b.params) and torch.equal(a.exp_avg, b.exp_avg)
-    assert torch.equal(a.exp_avg_sq, b.exp_avg_sq)

@@ -1,6 +1,7 @@
 """SPEC 3: a pruned entry is exactly zero and stays zero through any amount of training."""
 
 import numpy as np
+import pytest
 import torch
 
 from coevo import batched
@@ -9,7 +10,8 @@ from coevo.population import Stack
 from operators.kernels import random_prune_layer
 
 
-def test_pruned_entries_stay_zero_through_training():
+@pytest.mark.parametrize("train_epoch", [batched.train_epoch, batched.train_epoch_torch], ids=["cpu", "torch"])
+def test_pruned_entries_stay_zero_through_training(train_epoch):
     enc, dec = autoencoder_layouts(16, [8], 4)
     rng = np.random.default_rng(0)
     e = Stack.fresh(enc, init_params(enc, 3, rng))
@@ -22,12 +24,12 @@ def test_pruned_entries_stay_zero_through_training():
     lr = np.full(3, 0.05)
     for epoch in range(5):
         orders = torch.as_tensor(np.stack([rng.permutation(40) for _ in range(3)]))
-        batched.train_epoch(pairs, data, orders, lr, 4, "l1", 0.5, 0.999)
+        train_epoch(pairs, data, orders, lr, 4, "l1", 0.5, 0.999)
     assert torch.all(pairs.params[pruned] == 0)
     assert torch.all(pairs.exp_avg[pruned] == 0) and torch.all(pairs.exp_avg_sq[pruned] == 0)
     assert torch.any(pairs.params[~pruned] != 0)  # and the rest did train
     # fresh optimizer each batch (the reference's behaviour) keeps them zero too
-    batched.train_epoch(pairs, data, orders, lr, 4, "mse", 0.5, 0.999, fresh_optimizer_each_batch=True)
+    train_epoch(pairs, data, orders, lr, 4, "mse", 0.5, 0.999, fresh_optimizer_each_batch=True)
     assert torch.all(pairs.params[pruned] == 0)
 
 
