@@ -13,7 +13,6 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from coevo import cpu_epoch
 from coevo.adam import StackedAdam
 from coevo.genome import Layout
 from coevo.population import Stack
@@ -114,29 +113,10 @@ def train_epoch(
     fresh_optimizer_each_batch: bool = False,
 ) -> np.ndarray:
     """One pass over ``data`` for every network in ``pairs`` (N autoencoders, encoder columns
-    first), in place. ``orders`` (N, n) holds each network's own row order; ``lr`` (N,) its
-    learning rate. Returns each network's training loss over the epoch: the mean over rows of
-    the loss of each mini-batch before its step, as training loops report it. On the CPU a Numba kernel trains network by network
-    (:mod:`coevo.cpu_epoch`); elsewhere all N networks step together in torch ops."""
-    if pairs.params.device.type == "cpu":
-        return cpu_epoch.train_epoch(pairs, data, orders.numpy(), lr, batch_size, loss, beta1, beta2,
-                                     fresh_optimizer_each_batch)
-    return train_epoch_torch(pairs, data, orders, lr, batch_size, loss, beta1, beta2, fresh_optimizer_each_batch)
-
-
-def train_epoch_torch(
-    pairs: Stack,
-    data: torch.Tensor,
-    orders: torch.Tensor,
-    lr: np.ndarray,
-    batch_size: int,
-    loss: Loss,
-    beta1: float,
-    beta2: float,
-    fresh_optimizer_each_batch: bool = False,
-) -> np.ndarray:
-    """:func:`train_epoch` in torch ops, any device: all N networks take each mini-batch step
-    together (batched matmuls, then one fused Adam kernel on the CPU)."""
+    first), in place; all N networks take each mini-batch step together. ``orders`` (N, n) holds
+    each network's own row order; ``lr`` (N,) its learning rate. Returns each network's training
+    loss over the epoch: the mean over rows of each mini-batch's loss before its step, as training
+    loops report it. Any device; the CPU runs :func:`coevo.cpu_kernels.train_pairs` instead."""
     n = len(pairs)
     grads = torch.zeros(n * pairs.layout.size, dtype=pairs.params.dtype, device=pairs.params.device)
     param_views = pairs.layout.split(pairs.params)
@@ -152,6 +132,17 @@ def train_epoch_torch(
             optimizer.reset()
         optimizer.step(grads)
     return (loss_sum / orders.shape[1]).cpu().numpy()
+
+
+def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: torch.Tensor,
+                lr: np.ndarray, batch_size: int, loss: Loss, beta1: float, beta2: float,
+                fresh_optimizer_each_batch: bool = False) -> tuple[Stack, Stack, np.ndarray]:
+    """Copies of the pairs ``parents`` trained for one epoch (see :func:`train_epoch`): new
+    encoder and decoder stacks and each pair's training loss."""
+    pick = torch.as_tensor(parents, device=enc.params.device)
+    pairs = Stack.join(enc[pick], dec[pick])
+    train_loss = train_epoch(pairs, data, orders, lr, batch_size, loss, beta1, beta2, fresh_optimizer_each_batch)
+    return pairs.part(enc.layout, 0), pairs.part(dec.layout, enc.layout.size), train_loss
 
 
 def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: Loss,

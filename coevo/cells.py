@@ -14,10 +14,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from coevo import batched
+from coevo import batched, cpu_kernels
 from coevo.config import Config
 from coevo.errors import OperatorError, UserError
-from coevo.genome import Decoder, Encoder, Layout
+from coevo.genome import Decoder, Encoder
 from coevo.population import Stack
 from operators.base import PruneContext
 
@@ -50,11 +50,17 @@ def evaluate_cells(enc: Stack, dec: Stack, neighbours: np.ndarray, cells: np.nda
         for k in cells
     ])
     batches = shared.train[torch.as_tensor(rows, device=shared.train.device)]
+    if enc.params.device.type == "cpu":
+        return cpu_kernels.pair_losses(enc, dec, neighbours[cells], batches, cfg.model.loss)
     nbr = torch.as_tensor(neighbours[cells], device=enc.params.device)
-    s = neighbours.shape[1]
-    per_cell = s * s * batch * max(shared.train.shape[1], *(l.fan_out for l in enc.layout.layers))
-    groups = cell_groups(len(cells), per_cell, EVAL_BUDGET_ELEMENTS, enc.params.device)
-    return torch.cat([batched.pair_losses(enc, dec, nbr[g], batches[g], cfg.model.loss) for g in groups])
+    return batched.pair_losses(enc, dec, nbr, batches, cfg.model.loss)
+
+
+def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: str) -> np.ndarray:
+    """Each cell's own pair's mean loss on every row of ``data``, (N,) float64."""
+    if enc.params.device.type == "cpu":
+        return cpu_kernels.centre_losses(enc, dec, data, loss).numpy()
+    return batched.centre_losses(enc, dec, data, loss).cpu().numpy()
 
 
 @dataclass
@@ -68,24 +74,6 @@ class Variation:
     train_loss: np.ndarray  # each cell's training loss over its epoch (before pruning)
 
 
-# Cells train in groups whose parameters, moments, masks and gradients fit in the last-level
-# cache together (~17 bytes per parameter): a 10x10 torus then costs ~10x a 10-cell ring, instead
-# of falling off the cache into memory bandwidth. Results do not depend on the grouping.
-CACHE_BUDGET_BYTES = 24 << 20
-BYTES_PER_TRAINED_PARAMETER = 17
-EVAL_BUDGET_ELEMENTS = 1 << 22
-
-
-def cell_groups(n_cells: int, per_cell: int, budget: int, device: torch.device) -> list[slice]:
-    """Split ``n_cells`` into near-equal contiguous groups of at most ``budget // per_cell``."""
-    if device.type != "cpu":
-        return [slice(0, n_cells)]
-    size = max(1, budget // max(per_cell, 1))
-    n_groups = -(-n_cells // size)
-    bounds = np.linspace(0, n_cells, n_groups + 1).round().astype(int)
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
 def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, lr: np.ndarray,
                prune_probability: float, generation: int, shared: CellData,
                mutate: Callable[..., Any], operator_name: str) -> Variation:
@@ -94,35 +82,30 @@ def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, l
     cfg = shared.config
     device = enc.params.device
     n_rows = shared.train.shape[0]
+    orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows) for k in cells])
+    train = (cpu_kernels.train_pairs if device.type == "cpu" else batched.train_pairs)
+    new_enc, new_dec, train_loss = train(
+        enc, dec, parents, shared.train, orders if device.type == "cpu" else torch.as_tensor(orders, device=device),
+        lr, cfg.train.batch_size, cfg.model.loss, cfg.train.beta1, cfg.train.beta2,
+        cfg.train.fresh_optimizer_each_batch,
+    )
     pruned = np.zeros(len(cells), dtype=bool)
-    new_enc, new_dec, train_loss = [], [], []
-    per_cell = BYTES_PER_TRAINED_PARAMETER * (enc.layout.size + dec.layout.size)
-    for group in cell_groups(len(cells), per_cell, CACHE_BUDGET_BYTES, device):
-        pick = torch.as_tensor(parents[group], device=device)
-        pairs = Stack.join(enc[pick], dec[pick])
-        orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows)
-                           for k in cells[group]])
-        train_loss.append(batched.train_epoch(
-            pairs, shared.train, torch.as_tensor(orders, device=device), lr[group], cfg.train.batch_size,
-            cfg.model.loss, cfg.train.beta1, cfg.train.beta2, cfg.train.fresh_optimizer_each_batch,
-        ))
-        if prune_probability > 0 and operator_name != "none":
-            for i, k in enumerate(cells[group]):
-                rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
-                if rng.random() < prune_probability:
-                    pruned[group.start + i] = True
-                    _mutate_pair(pairs, i, enc.layout, dec.layout, rng, generation, shared, mutate, operator_name,
-                                 derive_rng(cfg.run.seed, generation, int(k), CASES))
-            if pruned[group].any():
-                pairs.apply_masks()
-        new_enc.append(pairs.part(enc.layout, 0))
-        new_dec.append(pairs.part(dec.layout, enc.layout.size))
-    return Variation(cells, Stack.concat(new_enc), Stack.concat(new_dec), pruned, np.concatenate(train_loss))
+    if prune_probability > 0 and operator_name != "none":
+        for i, k in enumerate(cells):
+            rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
+            if rng.random() < prune_probability:
+                pruned[i] = True
+                _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
+                             derive_rng(cfg.run.seed, generation, int(k), CASES))
+        if pruned.any():
+            new_enc.apply_masks()
+            new_dec.apply_masks()
+    return Variation(cells, new_enc, new_dec, pruned, train_loss)
 
 
-def _mutate_pair(pairs: Stack, i: int, enc_layout: Layout, dec_layout: Layout, rng: np.random.Generator,
-                 generation: int, shared: CellData, mutate: Callable[..., Any], operator_name: str,
-                 cases_rng: np.random.Generator) -> None:
+def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,
+                 mutate: Callable[..., Any], operator_name: str, cases_rng: np.random.Generator) -> None:
+    """Prune row i's encoder and decoder with the operator; activations are recorded on demand."""
     settings = shared.config.prune
 
     def record() -> dict[str, list[np.ndarray]]:
@@ -130,14 +113,14 @@ def _mutate_pair(pairs: Stack, i: int, enc_layout: Layout, dec_layout: Layout, r
         rows = cases_rng.choice(n_rows, size=min(settings.cases, n_rows), replace=False)
         x = shared.train[torch.as_tensor(rows, device=shared.train.device)]
         with torch.no_grad():
-            enc_acts = batched.forward(enc_layout, pairs.params[i, : enc_layout.size], x)
-            dec_acts = batched.forward(dec_layout, pairs.params[i, enc_layout.size :], enc_acts[-1])
+            enc_acts = batched.forward(enc.layout, enc.params[i], x)
+            dec_acts = batched.forward(dec.layout, dec.params[i], enc_acts[-1])
         return {"encoder": [a.cpu().numpy() for a in enc_acts[1:]],
                 "decoder": [a.cpu().numpy() for a in dec_acts[1:]]}
 
     context = PruneContext(generation, settings, record)
-    for cls, start, layout in ((Encoder, 0, enc_layout), (Decoder, enc_layout.size, dec_layout)):
-        net = pairs.network(i, cls, start=start, layout=layout)
+    for cls, stack in ((Encoder, enc), (Decoder, dec)):
+        net = stack.network(i, cls)
         try:
             result = mutate(net, rng=rng, context=context)
         except UserError:
@@ -146,4 +129,4 @@ def _mutate_pair(pairs: Stack, i: int, enc_layout: Layout, dec_layout: Layout, r
             raise OperatorError(f"pruning operator {operator_name!r} raised {type(exc).__name__}: {exc}") from exc
         if isinstance(result, tuple) and len(result) == 1:
             result = result[0]  # DEAP style: (individual,)
-        pairs.store_masks(i, net if result is None else result, operator_name, start=start, layout=layout)
+        stack.store_masks(i, net if result is None else result, operator_name)

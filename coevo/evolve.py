@@ -16,8 +16,7 @@ import numpy as np
 from deap import base, tools
 
 from coevo import schedules, topology
-from coevo.batched import centre_losses
-from coevo.cells import LR_MUTATION, CellData, derive_rng
+from coevo.cells import LR_MUTATION, CellData, centre_losses, derive_rng
 from coevo.checkpoint import RunState
 from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
@@ -98,7 +97,7 @@ def measure(problem: Problem, enc: Stack, dec: Stack, train_loss: np.ndarray) ->
     """The logbook's losses. Training loss is what the epoch saw (free, as training loops report
     it); validation loss is each new centre, after pruning, on the whole validation split."""
     t0 = time.perf_counter()
-    validation = centre_losses(enc, dec, problem.validation, problem.config.model.loss).cpu().numpy()
+    validation = centre_losses(enc, dec, problem.validation, problem.config.model.loss)
     return Measures(np.asarray(train_loss, dtype=np.float64), validation, time.perf_counter() - t0)
 
 
@@ -187,6 +186,6 @@ def final_losses(problem: Problem, state: RunState) -> dict[str, np.ndarray]:
     loss = problem.config.model.loss
     out = {}
     for name, split in (("train", problem.train), ("validation", problem.validation), ("test", problem.test)):
-        out[name] = centre_losses(state.encoders, state.decoders, split, loss).cpu().numpy()
+        out[name] = centre_losses(state.encoders, state.decoders, split, loss)
     return out
 

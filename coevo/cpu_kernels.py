@@ -1,0 +1,420 @@
+"""The generation's two heavy steps on the CPU, network by network, each in one Numba call.
+
+- :func:`train_pairs`: every selected pair's training epoch (forward, backward, masked Adam).
+- :func:`pair_losses`: every cell's s x s encoder-decoder loss matrix.
+
+Why network by network: at the paper's setting one pair's parameters, Adam moments, mask and
+gradient take about 1 MB, which fits one core's L2 cache. Stepping all networks together in
+torch ops (:mod:`coevo.batched`, the path for other devices) streams every network through
+memory on each of the 200 steps of an epoch and pays some 30 torch dispatches per step. Here
+each thread takes whole networks, reads them in place from the population (no gathered
+copies) and runs their whole epoch without returning to Python.
+
+The maths is the torch path's, step for step: the same mini-batches, loss gradients, masked
+Adam and bias corrections. Matrix products go to BLAS (SciPy's, through ``np.dot``), so only
+the order of float32 additions differs (``tests/test_cpu_kernels.py``). A network never spans
+two threads, so results do not depend on how many threads run.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from threadpoolctl import ThreadpoolController
+
+from coevo.genome import Layout
+from coevo.population import Stack
+
+RELU, SIGMOID = 0, 1
+LOSSES = {"l1": 0, "mse": 1, "bce": 2}
+EPS = np.float32(1e-8)
+
+# Cephes' single-precision exp: exact to about one ulp and, unlike a call to libm's expf, it
+# vectorises. The output layer's 1,000 sigmoids per row were a fifth of an epoch with expf.
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
+_EXP_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                        4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+_EXP_MIN, _EXP_MAX = np.float32(-87.0), np.float32(88.0)
+_ROUND = np.float32(1.5 * 2**23)  # (y + _ROUND) - _ROUND is y rounded to the nearest integer
+
+_JIT = dict(cache=True, error_model="numpy")
+# Reassociation lets LLVM vectorise a sum; only the order of float32 additions changes.
+_SUM = dict(_JIT, fastmath={"reassoc", "nsz", "contract"})
+
+
+@numba.njit(**dict(_JIT, fastmath={"contract"}))  # fused multiply-adds: 40% faster, a little more exact
+def _sigmoid_(h, scale_bits):  # pragma: no cover - jitted
+    """h = 1 / (1 + exp(-h)) in place. ``scale_bits`` is int32 scratch of h's size, the bits
+    of 2^n in the range reduction exp(x) = 2^n exp(r)."""
+    scale = scale_bits.view(np.float32)
+    for j in range(h.size):
+        x = min(max(-h[j], _EXP_MIN), _EXP_MAX)
+        n = (x * _LOG2E + _ROUND) - _ROUND
+        r = x - n * _LN2_HI - n * _LN2_LO
+        p = _EXP_P[0]
+        p = p * r + _EXP_P[1]
+        p = p * r + _EXP_P[2]
+        p = p * r + _EXP_P[3]
+        p = p * r + _EXP_P[4]
+        p = p * r + _EXP_P[5]
+        h[j] = p * r * r + r + np.float32(1.0)
+        scale_bits[j] = (np.int32(n) + np.int32(127)) << np.int32(23)
+    for j in range(h.size):
+        h[j] = np.float32(1.0) / (np.float32(1.0) + h[j] * scale[j])
+
+
+@numba.njit(**_SUM)
+def _loss_sum(out, target, loss):  # pragma: no cover - jitted
+    """Sum of the per-element loss, as ``coevo.batched.reconstruction_loss`` before its mean."""
+    total = np.float32(0.0)
+    if loss == 0:
+        for j in range(out.size):
+            total += abs(out[j] - target[j])
+    elif loss == 1:
+        for j in range(out.size):
+            d = out[j] - target[j]
+            total += d * d
+    else:
+        for j in range(out.size):
+            o = min(max(out[j], np.float32(1e-7)), np.float32(1 - 1e-7))
+            total -= target[j] * np.log(o) + (np.float32(1.0) - target[j]) * np.log(np.float32(1.0) - o)
+    return total
+
+
+@numba.njit(**_JIT)
+def _output_delta(out, target, delta, loss, activation, scale):  # pragma: no cover - jitted
+    """d(mean loss)/d(pre-activation of the output layer), as ``coevo.batched._output_grad``."""
+    one, zero = np.float32(1.0), np.float32(0.0)
+    if loss == 2 and activation == SIGMOID:  # BCE after a sigmoid: the derivatives cancel
+        for j in range(out.size):
+            delta[j] = (out[j] - target[j]) * scale
+        return
+    for j in range(out.size):
+        o = out[j]
+        d = o - target[j]
+        if loss == 0:
+            g = one if d > zero else (-one if d < zero else zero)
+        elif loss == 1:
+            g = d * np.float32(2.0)
+        else:
+            c = min(max(o, np.float32(1e-7)), np.float32(1 - 1e-7))
+            g = d / (c * (one - c))
+        if activation == RELU:
+            g = g if o > zero else zero
+        else:
+            g = g * (o - o * o)
+        delta[j] = g * scale
+
+
+@numba.njit(**_JIT)
+def _adam(p, g, m, v, keep, step_size, inv_sqrt_bc2, beta1, beta2, one_minus_beta1,
+          one_minus_beta2):  # pragma: no cover - jitted
+    """Masked Adam on one network's flat row, as ``coevo.adam.adam_step_reference``."""
+    for j in range(p.size):
+        k = np.float32(keep[j])
+        gj = g[j] * k
+        mj = beta1 * m[j] + one_minus_beta1 * gj
+        vj = beta2 * v[j] + one_minus_beta2 * gj * gj
+        m[j] = mj
+        v[j] = vj
+        p[j] = (p[j] - step_size * mj / (np.sqrt(vj) * inv_sqrt_bc2 + EPS)) * k
+
+
+@numba.njit(**_JIT)
+def _relayout(src, dst, fan_in, fan_out, offsets, transposed, to_working):  # pragma: no cover - jitted
+    """Copy a row between the genome's layout and a working one, where the weight of a layer
+    marked ``transposed`` is stored (in, out) instead of (out, in)."""
+    dst[:] = src
+    for i in range(fan_in.size):
+        if transposed[i]:
+            fi, fo, at = fan_in[i], fan_out[i], offsets[i]
+            for o in range(fo):
+                for j in range(fi):
+                    if to_working:
+                        dst[at + j * fo + o] = src[at + o * fi + j]
+                    else:
+                        dst[at + o * fi + j] = src[at + j * fo + o]
+
+
+@numba.njit(**_JIT)
+def _forward(p, fan_in, fan_out, offsets, transposed, activation, x, acts, bits):  # pragma: no cover - jitted
+    """Activations of every layer for the rows of ``x`` (rows x fan_in[0]): acts[i + 1] receives
+    layer i's output, flat (acts[0] is not touched)."""
+    rows = x.shape[0]
+    for i in range(fan_in.size):
+        fi, fo, at = fan_in[i], fan_out[i], offsets[i]
+        b = p[at + fo * fi : at + fo * fi + fo]
+        h = acts[i + 1, : rows * fo].reshape((rows, fo))
+        a_in = x if i == 0 else acts[i, : rows * fi].reshape((rows, fi))
+        if transposed[i]:
+            np.dot(a_in, p[at : at + fo * fi].reshape((fi, fo)), h)
+        else:
+            np.dot(a_in, p[at : at + fo * fi].reshape((fo, fi)).T, h)
+        for r in range(rows):
+            for o in range(fo):
+                h[r, o] += b[o]
+        flat = acts[i + 1, : rows * fo]
+        if activation[i] == RELU:
+            for j in range(flat.size):
+                flat[j] = max(flat[j], np.float32(0.0))
+        else:
+            _sigmoid_(flat, bits[: flat.size])
+
+
+@numba.njit(**_JIT)
+def _train_pair(i, parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, fan_out, offsets, transposed,
+                activation, n_enc_layers, batch_size, loss, beta1, beta2, fresh):  # pragma: no cover - jitted
+    """Train a copy of (encoder, decoder) ``parent`` for one epoch over ``order``; the result is
+    row i of the new stacks. ``enc``, ``dec``, ``new_*`` are (params, mask, exp_avg, exp_avg_sq,
+    steps). Returns the sum of the per-element training loss (each batch before its step).
+
+    The epoch works on a copy where wide-output layers (``transposed``: the decoder's 30 ->
+    1000) are stored (in, out): BLAS multiplies 5-row batches by them 2-3x faster that way."""
+    n_layers = fan_in.size
+    size_e, size = enc[0].shape[1], enc[0].shape[1] + dec[0].shape[1]
+    p, m, v = np.empty(size, np.float32), np.empty(size, np.float32), np.empty(size, np.float32)
+    keep = np.empty(size, np.bool_)
+    e_meta = (fan_in[:n_enc_layers], fan_out[:n_enc_layers], offsets[:n_enc_layers], transposed[:n_enc_layers])
+    d_meta = (fan_in[n_enc_layers:], fan_out[n_enc_layers:], offsets[n_enc_layers:] - size_e,
+              transposed[n_enc_layers:])
+    for src, work in ((enc[0], p), (enc[2], m), (enc[3], v)):
+        _relayout(src[parent], work[:size_e], *e_meta, True)
+    for src, work in ((dec[0], p), (dec[2], m), (dec[3], v)):
+        _relayout(src[parent], work[size_e:], *d_meta, True)
+    _relayout(enc[1][parent], keep[:size_e], *e_meta, True)
+    _relayout(dec[1][parent], keep[size_e:], *d_meta, True)
+    steps = enc[4][parent]
+
+    width = data.shape[1]
+    for layer in range(n_layers):
+        width = max(width, fan_in[layer], fan_out[layer])
+    acts = np.zeros((n_layers + 1, batch_size * width), dtype=np.float32)  # input first
+    delta = np.zeros(batch_size * width, dtype=np.float32)
+    back = np.zeros(batch_size * width, dtype=np.float32)
+    bits = np.zeros(batch_size * width, dtype=np.int32)
+    grad = np.zeros(size, dtype=np.float32)
+    b1, b2 = np.float32(beta1), np.float32(beta2)
+    omb1, omb2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)  # in float64 first, as torch
+    n_rows, n_dims = order.size, data.shape[1]
+    last = n_layers - 1
+    loss_sum = 0.0
+    for start in range(0, n_rows, batch_size):
+        rows = min(batch_size, n_rows - start)
+        x = acts[0, : rows * n_dims].reshape((rows, n_dims))
+        for r in range(rows):
+            x[r] = data[order[start + r]]
+        _forward(p, fan_in, fan_out, offsets, transposed, activation, x, acts, bits)
+        # backward: delta is d(loss)/d(pre-activation) of layer l, rows x fan_out
+        out_size = rows * fan_out[last]
+        loss_sum += _loss_sum(acts[last + 1, :out_size], acts[0, :out_size], loss)
+        _output_delta(acts[last + 1, :out_size], acts[0, :out_size], delta[:out_size], loss, activation[last],
+                      np.float32(1.0 / out_size))
+        for layer in range(last, -1, -1):
+            fi, fo, at = fan_in[layer], fan_out[layer], offsets[layer]
+            d = delta[: rows * fo].reshape((rows, fo))
+            a_in = acts[layer, : rows * fi].reshape((rows, fi))
+            if transposed[layer]:
+                np.dot(a_in.T, d, grad[at : at + fo * fi].reshape((fi, fo)))
+            else:
+                np.dot(d.T, a_in, grad[at : at + fo * fi].reshape((fo, fi)))
+            gb = grad[at + fo * fi : at + fo * fi + fo]
+            gb[:] = 0.0
+            for r in range(rows):
+                for o in range(fo):
+                    gb[o] += d[r, o]
+            if layer > 0:
+                if transposed[layer]:
+                    np.dot(d, p[at : at + fo * fi].reshape((fi, fo)).T, back[: rows * fi].reshape((rows, fi)))
+                else:
+                    np.dot(d, p[at : at + fo * fi].reshape((fo, fi)), back[: rows * fi].reshape((rows, fi)))
+                a = acts[layer, : rows * fi]
+                if activation[layer - 1] == RELU:
+                    for j in range(a.size):
+                        delta[j] = back[j] if a[j] > 0.0 else np.float32(0.0)
+                else:
+                    for j in range(a.size):
+                        delta[j] = back[j] * (a[j] - a[j] * a[j])
+        # masked Adam, with this network's own step count and learning rate
+        if fresh:
+            m[:] = 0.0
+            v[:] = 0.0
+            steps = 0.0
+        steps += 1.0
+        step_size = np.float32(lr / (1.0 - beta1**steps))
+        inv_sqrt_bc2 = np.float32(1.0 / np.sqrt(1.0 - beta2**steps))
+        _adam(p, grad, m, v, keep, step_size, inv_sqrt_bc2, b1, b2, omb1, omb2)
+
+    for work, dst in ((p, new_enc[0]), (m, new_enc[2]), (v, new_enc[3])):
+        _relayout(work[:size_e], dst[i], *e_meta, False)
+    for work, dst in ((p, new_dec[0]), (m, new_dec[2]), (v, new_dec[3])):
+        _relayout(work[size_e:], dst[i], *d_meta, False)
+    new_enc[1][i] = enc[1][parent]
+    new_dec[1][i] = dec[1][parent]
+    new_enc[4][i] = steps
+    new_dec[4][i] = steps
+    return loss_sum
+
+
+@numba.njit(parallel=True, **_JIT)
+def _train_kernel(parents, enc, dec, new_enc, new_dec, data, orders, lr, fan_in, fan_out, offsets, transposed,
+                  activation, n_enc_layers, batch_size, loss, beta1, beta2, fresh, loss_sums):  # pragma: no cover - jitted
+    for i in numba.prange(parents.size):
+        loss_sums[i] = _train_pair(i, parents[i], enc, dec, new_enc, new_dec, data, orders[i], lr[i], fan_in, fan_out,
+                                   offsets, transposed, activation, n_enc_layers, batch_size, loss, beta1, beta2, fresh)
+
+
+@numba.njit(**_JIT)
+def _cell_losses(k, enc_params, dec_params, enc_meta, dec_meta, neighbours, batches, loss, out):  # pragma: no cover - jitted
+    """Cell k's loss matrix: out[k, i, j] = loss of encoder neighbours[k, i] with decoder
+    neighbours[k, j] on the cell's batch. Each decoder decodes all s encoders' codes at once."""
+    s = neighbours.shape[1]
+    rows, n_dims = batches.shape[1], batches.shape[2]
+    width = n_dims
+    for meta in (enc_meta, dec_meta):
+        for layer in range(meta[0].size):
+            width = max(width, meta[0][layer], meta[1][layer])
+    latent = enc_meta[1][enc_meta[1].size - 1]
+    enc_acts = np.zeros((enc_meta[0].size + 1, rows * width), dtype=np.float32)
+    dec_acts = np.zeros((dec_meta[0].size + 1, s * rows * width), dtype=np.float32)  # [0] unused
+    bits = np.zeros(s * rows * width, dtype=np.int32)
+    target = batches[k].ravel()
+    codes = np.empty(s * rows * latent, dtype=np.float32)
+    for i in range(s):
+        _forward(enc_params[neighbours[k, i]], *enc_meta, batches[k], enc_acts, bits)
+        codes[i * rows * latent : (i + 1) * rows * latent] = enc_acts[enc_meta[0].size, : rows * latent]
+    for j in range(s):
+        _forward(dec_params[neighbours[k, j]], *dec_meta, codes.reshape((s * rows, latent)), dec_acts, bits)
+        recon = dec_acts[dec_meta[0].size]
+        for i in range(s):
+            block = recon[i * rows * n_dims : (i + 1) * rows * n_dims]
+            out[k, i, j] = _loss_sum(block, target, loss) / (rows * n_dims)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _pair_losses_kernel(enc_params, dec_params, enc_meta, dec_meta, neighbours, batches, loss, out):  # pragma: no cover - jitted
+    for k in numba.prange(neighbours.shape[0]):
+        _cell_losses(k, enc_params, dec_params, enc_meta, dec_meta, neighbours, batches, loss, out)
+
+
+@numba.njit(**_JIT)
+def _centre_loss(k, enc_params, dec_params, enc_meta, dec_meta, data, loss, chunk):  # pragma: no cover - jitted
+    """Sum of the per-element loss of pair k (encoder k, decoder k) over all rows of ``data``."""
+    width = data.shape[1]
+    for meta in (enc_meta, dec_meta):
+        for layer in range(meta[0].size):
+            width = max(width, meta[0][layer], meta[1][layer])
+    n_enc, n_dec = enc_meta[0].size, dec_meta[0].size
+    latent = enc_meta[1][n_enc - 1]
+    enc_acts = np.zeros((n_enc + 1, chunk * width), dtype=np.float32)
+    dec_acts = np.zeros((n_dec + 1, chunk * width), dtype=np.float32)
+    bits = np.zeros(chunk * width, dtype=np.int32)
+    total = 0.0
+    for start in range(0, data.shape[0], chunk):
+        x = data[start : start + chunk]
+        rows = x.shape[0]
+        _forward(enc_params[k], *enc_meta, x, enc_acts, bits)
+        _forward(dec_params[k], *dec_meta, enc_acts[n_enc, : rows * latent].reshape((rows, latent)), dec_acts, bits)
+        total += _loss_sum(dec_acts[n_dec, : x.size], x.ravel(), loss)
+    return total
+
+
+@numba.njit(parallel=True, **_JIT)
+def _centre_losses_kernel(enc_params, dec_params, enc_meta, dec_meta, data, loss, chunk, out):  # pragma: no cover - jitted
+    for k in numba.prange(out.size):
+        out[k] = _centre_loss(k, enc_params, dec_params, enc_meta, dec_meta, data, loss, chunk)
+
+
+_blas = None
+
+
+def _one_blas_thread():
+    """BLAS (SciPy's OpenBLAS) must not start threads of its own inside Numba's: a context
+    manager that keeps it to one while a kernel runs."""
+    global _blas
+    if _blas is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (Numba's np.dot calls it: load it so it is seen)
+
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def _set_threads(requested: int | None, work_items: int) -> None:
+    """Numba threads for the next kernel (default: torch's intra-op count). One compiled kernel
+    serves every count, so the count cannot change a result."""
+    torch_threads = torch.get_num_threads()
+    threads = torch_threads if requested is None else requested
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS, work_items)))
+    if torch.get_num_threads() != torch_threads:  # Numba's first start of its OpenMP pool, which
+        torch.set_num_threads(torch_threads)  # torch shares, resets the pool's size: undo that
+
+
+def _meta(layout: Layout, transpose_wide: bool) -> tuple[np.ndarray, ...]:
+    """Per-layer fan_in, fan_out, offset, transposed flag and activation code, as kernels read them."""
+    layers = layout.layers
+    return (np.array([s.fan_in for s in layers], dtype=np.int64),
+            np.array([s.fan_out for s in layers], dtype=np.int64),
+            np.array(layout.offsets, dtype=np.int64),
+            np.array([transpose_wide and s.fan_out > s.fan_in for s in layers], dtype=np.bool_),
+            np.array([RELU if s.activation == "relu" else SIGMOID for s in layers], dtype=np.int64))
+
+
+def _fields(stack: Stack) -> tuple[np.ndarray, ...]:
+    return (stack.params.numpy(), stack.mask.numpy(), stack.exp_avg.numpy(), stack.exp_avg_sq.numpy(),
+            stack.steps.numpy())
+
+
+def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: np.ndarray,
+                lr: np.ndarray, batch_size: int, loss: str, beta1: float, beta2: float,
+                fresh_optimizer_each_batch: bool = False,
+                threads: int | None = None) -> tuple[Stack, Stack, np.ndarray]:
+    """New stacks whose row i is the pair (encoder, decoder) ``parents[i]`` after one epoch
+    over ``data`` in the row order ``orders[i]`` at learning rate ``lr[i]``; the inputs are not
+    changed. Also returns each pair's training loss over the epoch (mean per element).
+
+    ``threads`` (default: torch's intra-op thread count) is how many pairs train at once.
+    """
+    n = len(parents)
+    new_enc = Stack(enc.layout, *(torch.empty((n, *getattr(enc, f).shape[1:]), dtype=getattr(enc, f).dtype)
+                                  for f in ("params", "mask", "exp_avg", "exp_avg_sq", "steps")))
+    new_dec = Stack(dec.layout, *(torch.empty((n, *getattr(dec, f).shape[1:]), dtype=getattr(dec, f).dtype)
+                                  for f in ("params", "mask", "exp_avg", "exp_avg_sq", "steps")))
+    loss_sums = np.zeros(n, dtype=np.float64)
+    args = (np.ascontiguousarray(parents, dtype=np.int64), _fields(enc), _fields(dec), _fields(new_enc),
+            _fields(new_dec), np.ascontiguousarray(data.numpy()), np.ascontiguousarray(orders, dtype=np.int64),
+            np.ascontiguousarray(lr, dtype=np.float64), *_meta(enc.layout + dec.layout, True),
+            len(enc.layout.layers), int(batch_size), LOSSES[loss], float(beta1), float(beta2),
+            bool(fresh_optimizer_each_batch), loss_sums)
+    _set_threads(threads, n)
+    with _one_blas_thread():
+        _train_kernel(*args)
+    return new_enc, new_dec, loss_sums / (orders.shape[1] * data.shape[1])
+
+
+def pair_losses(enc: Stack, dec: Stack, neighbours: np.ndarray, batches: torch.Tensor, loss: str,
+                threads: int | None = None) -> torch.Tensor:
+    """The CPU version of :func:`coevo.batched.pair_losses`: (N, s, s) loss matrices, networks
+    read in place by index."""
+    neighbours = np.ascontiguousarray(neighbours, dtype=np.int64)
+    out = np.zeros(neighbours.shape + (neighbours.shape[1],), dtype=np.float32)
+    args = (enc.params.numpy(), dec.params.numpy(), _meta(enc.layout, False), _meta(dec.layout, False),
+            neighbours, np.ascontiguousarray(batches.numpy()), LOSSES[loss], out)
+    _set_threads(threads, len(neighbours))
+    with _one_blas_thread():
+        _pair_losses_kernel(*args)
+    return torch.from_numpy(out)
+
+
+def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: str, chunk: int = 64,
+                  threads: int | None = None) -> torch.Tensor:
+    """The CPU version of :func:`coevo.batched.centre_losses`: each cell's own pair's mean loss on
+    all rows of ``data``, (N,) float64. Rows go through ``chunk`` at a time, so a network's
+    activations stay in cache beside its weights."""
+    out = np.zeros(len(enc), dtype=np.float64)
+    args = (enc.params.numpy(), dec.params.numpy(), _meta(enc.layout, False), _meta(dec.layout, False),
+            np.ascontiguousarray(data.numpy()), LOSSES[loss], int(chunk), out)
+    _set_threads(threads, len(enc))
+    with _one_blas_thread():
+        _centre_losses_kernel(*args)
+    return torch.from_numpy(out / data.numel())
