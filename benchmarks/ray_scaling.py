@@ -9,7 +9,7 @@ A 10x10 torus with a von Neumann neighbourhood of radius 1 (s = 5) and the paper
 driver. Figures are medians over generations after the first (which starts the workers and
 loads the Numba kernels). Besides seconds per generation, each row splits the generation into the engine's
 calls (evaluate + vary, shipping included), the driver's logging measure (losses of every
-centre on the training and validation splits) and the rest (selection, bookkeeping), and
+centre on the validation split) and the rest (selection, bookkeeping), and
 counts the bytes the driver ships to workers and gets back. Prints a table and writes
 ``benchmarks/results/ray_scaling.json``. The machine is small and may be shared: read ratios.
 """

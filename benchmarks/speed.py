@@ -1,12 +1,14 @@
 """Seconds per generation of coevo against a plain per-module implementation, measured in one run.
 
-    .venv/bin/python benchmarks/speed.py            # full: paper setting + scaling (~5 min)
-    .venv/bin/python benchmarks/speed.py --quick    # fewer generations, no D = 4000
+    .venv/bin/python benchmarks/speed.py --threads 2   # full: paper setting + scaling (~5 min)
+    .venv/bin/python benchmarks/speed.py --quick       # one round, no D = 4000
 
-Prints a table and writes ``benchmarks/results/speed.json``. Every configuration runs in its own
+Prints a table and writes ``benchmarks/results/speed.json``. Every measurement runs in its own
 fresh process (spawn), so peak memory (max RSS) is per configuration and one run's caches do
-not help another. Figures are medians over generations after the first (which compiles the
-Numba kernels). The machine is shared and noisy: read ratios, not absolute seconds.
+not help another. Configurations are measured in interleaved rounds (plain, coevo, plain, ...;
+ring, torus, ring, ...), so a slow spell of this shared machine lands on both sides of a ratio;
+each ratio is the median of the per-round ratios, with their range. Per round, a figure is the
+median over generations after the first.
 """
 
 from __future__ import annotations
@@ -142,29 +144,45 @@ def _in_fresh_process(fn, *args) -> dict:
         return pool.apply(fn, args)
 
 
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _rounds(ratios: list[float]) -> dict:
+    return {"median": _median(ratios), "min": min(ratios), "max": max(ratios), "per_round": ratios}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer generations, skip D = 4000")
+    parser.add_argument("--quick", action="store_true", help="one round, fewer generations, skip D = 4000")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each process (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every measurement (default 3)")
     parser.add_argument("--out", type=Path, default=RESULTS / "speed.json")
     args = parser.parse_args()
-    gens = 4 if args.quick else 8
-    plain_gens = 1 if args.quick else 2
+    gens, plain_gens, rounds = (4, 1, 1) if args.quick else (8, 2, args.rounds)
 
     t_start = time.time()
     results: dict = {"machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
-                     "threads": args.threads, "generations_timed": gens - 1}
-    print(f"paper setting (10-cell ring, D = 1000, batch 5, random pruning + exponential), threads={args.threads}")
-    coevo = _in_fresh_process(_coevo, [], gens, args.threads, True)
-    plain = _in_fresh_process(_plain, [], plain_gens, args.threads)
-    results["paper"] = {"coevo": coevo, "plain": plain,
-                        "speedup": plain["seconds_per_generation"] / coevo["seconds_per_generation"],
-                        "speedup_without_logging": plain["seconds_per_generation"] / coevo["generation_without_logging"]}
+                     "threads": args.threads, "generations_timed": gens - 1, "rounds": rounds}
+    print(f"paper setting (10-cell ring, D = 1000, batch 5, random pruning + exponential), threads={args.threads}, "
+          f"{rounds} interleaved round(s)")
+    coevo_runs, plain_runs = [], []
+    for r in range(rounds):
+        plain_runs.append(_in_fresh_process(_plain, [], plain_gens, args.threads))
+        coevo_runs.append(_in_fresh_process(_coevo, [], gens, args.threads, r == 0))
+    coevo, plain = dict(coevo_runs[0]), dict(plain_runs[0])
+    for key in ("seconds_per_generation", "measure_seconds", "generation_without_logging"):
+        coevo[key] = _median([c[key] for c in coevo_runs])
+    plain["seconds_per_generation"] = _median([p["seconds_per_generation"] for p in plain_runs])
+    speedup = _rounds([p["seconds_per_generation"] / c["seconds_per_generation"] for p, c in zip(plain_runs, coevo_runs)])
+    bare = _rounds([p["seconds_per_generation"] / c["generation_without_logging"] for p, c in zip(plain_runs, coevo_runs)])
+    results["paper"] = {"coevo": coevo, "plain": plain, "speedup": speedup["median"], "speedup_rounds": speedup,
+                        "speedup_without_logging": bare["median"], "speedup_without_logging_rounds": bare}
     print(f"  plain per-module   {plain['seconds_per_generation']:8.3f} s/gen")
     print(f"  coevo              {coevo['seconds_per_generation']:8.3f} s/gen  "
           f"(of which logbook evaluation {coevo['measure_seconds']:.3f} s)")
-    print(f"  speed-up           {results['paper']['speedup']:8.1f}x  "
-          f"({results['paper']['speedup_without_logging']:.1f}x without the logbook evaluation)")
+    print(f"  speed-up           {speedup['median']:8.1f}x  (rounds {speedup['min']:.1f}-{speedup['max']:.1f}x; "
+          f"{bare['median']:.1f}x without the logbook evaluation)")
     print(f"  Numba kernels' share: training {coevo['share_train_kernel']:.1%}, pair losses "
           f"{coevo['share_pair_loss_kernel']:.1%}, logbook losses {coevo['share_centre_loss_kernel']:.1%}, "
           f"mask kernels {coevo['share_mask_kernels']:.2%}")
@@ -175,18 +193,22 @@ def main() -> None:
           f"{canon['coevo_seconds_per_epoch']:.3f} s/epoch ({canon['speedup']:.1f}x; "
           f"{canon['speedup_without_logging']:.1f}x without the logbook evaluation)")
 
-    print("scaling (coevo, s/gen, ratio to the 10-cell ring, peak RSS):")
+    names = [n for n in SCALING if not (args.quick and "D4000" in n)]
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names:
+            runs[name].append(_in_fresh_process(_coevo, SCALING[name], gens, args.threads, False))
+    print("scaling (coevo, s/gen, ratio to the 10-cell ring [range over rounds], peak RSS):")
     scaling = {}
-    base = coevo["seconds_per_generation"]
-    for name, overrides in SCALING.items():
-        if args.quick and "D4000" in name:
-            continue
-        r = coevo if not overrides else _in_fresh_process(_coevo, overrides, gens, args.threads, False)
-        r = {k: v for k, v in r.items() if k != "profile_top"}
-        r["ratio_to_ring10"] = r["seconds_per_generation"] / base
-        scaling[name] = r
-        print(f"  {name:<24} {r['seconds_per_generation']:8.3f} s/gen  x{r['ratio_to_ring10']:5.2f}  "
-              f"{r['peak_rss_mib']:7.0f} MiB")
+    for name in names:
+        ratio = _rounds([x["seconds_per_generation"] / b["seconds_per_generation"]
+                         for x, b in zip(runs[name], runs["ring10_D1000"])])
+        scaling[name] = {"seconds_per_generation": _median([x["seconds_per_generation"] for x in runs[name]]),
+                         "measure_seconds": _median([x["measure_seconds"] for x in runs[name]]),
+                         "ratio_to_ring10": ratio["median"], "ratio_rounds": ratio,
+                         "peak_rss_mib": max(x["peak_rss_mib"] for x in runs[name])}
+        print(f"  {name:<24} {scaling[name]['seconds_per_generation']:8.3f} s/gen  x{ratio['median']:5.2f} "
+              f"[{ratio['min']:.2f}-{ratio['max']:.2f}]  {scaling[name]['peak_rss_mib']:7.0f} MiB")
     results["scaling"] = scaling
     results["wall_seconds"] = time.time() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""Batched forward, backward and training of many autoencoders at once.
+"""Batched forward, backward and training of many autoencoders at once, in torch ops.
+
+This is the path for devices other than the CPU (``run.device = "cuda"``), where launching one
+batched op for all networks beats working network by network; on the CPU the Numba kernels of
+:mod:`coevo.cpu_kernels` do the same work and are tested against this module.
 
 Weights of N networks are (N, out, in) views of a stack's flat rows; one ``torch.matmul`` serves
 every network (and every encoder x decoder pair) at once. The backward pass is written out by
