@@ -1,7 +1,8 @@
-"""The generation's two heavy steps on the CPU, network by network, each in one Numba call.
+"""A generation's heavy work on the CPU, network by network, each step in one Numba call.
 
 - :func:`train_pairs`: every selected pair's training epoch (forward, backward, masked Adam).
 - :func:`pair_losses`: every cell's s x s encoder-decoder loss matrix.
+- :func:`centre_losses`: every centre pair's loss on a whole split (the logbook, the summary).
 
 Why network by network: at the paper's setting one pair's parameters, Adam moments, mask and
 gradient take about 1 MB, which fits one core's L2 cache. Stepping all networks together in
@@ -24,7 +25,7 @@ import torch
 from threadpoolctl import ThreadpoolController
 
 from coevo.genome import Layout
-from coevo.population import Stack
+from coevo.population import FIELDS, Stack
 
 RELU, SIGMOID = 0, 1
 LOSSES = {"l1": 0, "mse": 1, "bce": 2}
@@ -361,8 +362,8 @@ def _meta(layout: Layout, transpose_wide: bool) -> tuple[np.ndarray, ...]:
 
 
 def _fields(stack: Stack) -> tuple[np.ndarray, ...]:
-    return (stack.params.numpy(), stack.mask.numpy(), stack.exp_avg.numpy(), stack.exp_avg_sq.numpy(),
-            stack.steps.numpy())
+    """The stack's fields as the kernels index them: (params, mask, exp_avg, exp_avg_sq, steps)."""
+    return tuple(np.ascontiguousarray(getattr(stack, f).numpy()) for f in FIELDS)
 
 
 def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: np.ndarray,
@@ -376,10 +377,8 @@ def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor,
     ``threads`` (default: torch's intra-op thread count) is how many pairs train at once.
     """
     n = len(parents)
-    new_enc = Stack(enc.layout, *(torch.empty((n, *getattr(enc, f).shape[1:]), dtype=getattr(enc, f).dtype)
-                                  for f in ("params", "mask", "exp_avg", "exp_avg_sq", "steps")))
-    new_dec = Stack(dec.layout, *(torch.empty((n, *getattr(dec, f).shape[1:]), dtype=getattr(dec, f).dtype)
-                                  for f in ("params", "mask", "exp_avg", "exp_avg_sq", "steps")))
+    new_enc, new_dec = (Stack(s.layout, *(getattr(s, f).new_empty((n, *getattr(s, f).shape[1:])) for f in FIELDS))
+                        for s in (enc, dec))
     loss_sums = np.zeros(n, dtype=np.float64)
     args = (np.ascontiguousarray(parents, dtype=np.int64), _fields(enc), _fields(dec), _fields(new_enc),
             _fields(new_dec), np.ascontiguousarray(data.numpy()), np.ascontiguousarray(orders, dtype=np.int64),
