@@ -138,14 +138,16 @@ def train_epoch(
     return (loss_sum / orders.shape[1]).cpu().numpy()
 
 
-def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: torch.Tensor,
+def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: np.ndarray,
                 lr: np.ndarray, batch_size: int, loss: Loss, beta1: float, beta2: float,
                 fresh_optimizer_each_batch: bool = False) -> tuple[Stack, Stack, np.ndarray]:
     """Copies of the pairs ``parents`` trained for one epoch (see :func:`train_epoch`): new
-    encoder and decoder stacks and each pair's training loss."""
-    pick = torch.as_tensor(parents, device=enc.params.device)
-    pairs = Stack.join(enc[pick], dec[pick])
-    train_loss = train_epoch(pairs, data, orders, lr, batch_size, loss, beta1, beta2, fresh_optimizer_each_batch)
+    encoder and decoder stacks and each pair's training loss. The same contract as
+    :func:`coevo.cpu_kernels.train_pairs`."""
+    device = enc.params.device
+    pairs = Stack.join(enc[torch.as_tensor(parents, device=device)], dec[torch.as_tensor(parents, device=device)])
+    train_loss = train_epoch(pairs, data, torch.as_tensor(orders, device=device), lr, batch_size, loss, beta1, beta2,
+                             fresh_optimizer_each_batch)
     return pairs.part(enc.layout, 0), pairs.part(dec.layout, enc.layout.size), train_loss
 
 

@@ -80,15 +80,12 @@ def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, l
     """Train a copy of each cell's selected pair (``parents[i]`` is the cell whose centres cell
     ``cells[i]`` selected) for one pass over the data, then prune it with the given probability."""
     cfg = shared.config
-    device = enc.params.device
     n_rows = shared.train.shape[0]
     orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows) for k in cells])
-    train = (cpu_kernels.train_pairs if device.type == "cpu" else batched.train_pairs)
-    new_enc, new_dec, train_loss = train(
-        enc, dec, parents, shared.train, orders if device.type == "cpu" else torch.as_tensor(orders, device=device),
-        lr, cfg.train.batch_size, cfg.model.loss, cfg.train.beta1, cfg.train.beta2,
-        cfg.train.fresh_optimizer_each_batch,
-    )
+    train = cpu_kernels.train_pairs if enc.params.device.type == "cpu" else batched.train_pairs
+    new_enc, new_dec, train_loss = train(enc, dec, parents, shared.train, orders, lr, cfg.train.batch_size,
+                                         cfg.model.loss, cfg.train.beta1, cfg.train.beta2,
+                                         cfg.train.fresh_optimizer_each_batch)
     pruned = np.zeros(len(cells), dtype=bool)
     if prune_probability > 0 and operator_name != "none":
         for i, k in enumerate(cells):

@@ -124,6 +124,14 @@ def _adam(p, g, m, v, keep, step_size, inv_sqrt_bc2, beta1, beta2, one_minus_bet
 
 
 @numba.njit(**_JIT)
+def _widest(width, fan_in, fan_out):  # pragma: no cover - jitted
+    """The widest of ``width`` and every layer's fan-in and fan-out: the activation buffers' row size."""
+    for layer in range(fan_in.size):
+        width = max(width, fan_in[layer], fan_out[layer])
+    return width
+
+
+@numba.njit(**_JIT)
 def _relayout(src, dst, fan_in, fan_out, offsets, transposed, to_working):  # pragma: no cover - jitted
     """Copy a row between the genome's layout and a working one, where the weight of a layer
     marked ``transposed`` is stored (in, out) instead of (out, in)."""
@@ -188,9 +196,7 @@ def _train_pair(i, parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, 
     _relayout(dec[1][parent], keep[size_e:], *d_meta, True)
     steps = enc[4][parent]
 
-    width = data.shape[1]
-    for layer in range(n_layers):
-        width = max(width, fan_in[layer], fan_out[layer])
+    width = _widest(data.shape[1], fan_in, fan_out)
     acts = np.zeros((n_layers + 1, batch_size * width), dtype=np.float32)  # input first
     delta = np.zeros(batch_size * width, dtype=np.float32)
     back = np.zeros(batch_size * width, dtype=np.float32)
@@ -272,10 +278,7 @@ def _cell_losses(k, enc_params, dec_params, enc_meta, dec_meta, neighbours, batc
     neighbours[k, j] on the cell's batch. Each decoder decodes all s encoders' codes at once."""
     s = neighbours.shape[1]
     rows, n_dims = batches.shape[1], batches.shape[2]
-    width = n_dims
-    for meta in (enc_meta, dec_meta):
-        for layer in range(meta[0].size):
-            width = max(width, meta[0][layer], meta[1][layer])
+    width = _widest(_widest(n_dims, enc_meta[0], enc_meta[1]), dec_meta[0], dec_meta[1])
     latent = enc_meta[1][enc_meta[1].size - 1]
     enc_acts = np.zeros((enc_meta[0].size + 1, rows * width), dtype=np.float32)
     dec_acts = np.zeros((dec_meta[0].size + 1, s * rows * width), dtype=np.float32)  # [0] unused
@@ -302,10 +305,7 @@ def _pair_losses_kernel(enc_params, dec_params, enc_meta, dec_meta, neighbours, 
 @numba.njit(**_JIT)
 def _centre_loss(k, enc_params, dec_params, enc_meta, dec_meta, data, loss, chunk):  # pragma: no cover - jitted
     """Sum of the per-element loss of pair k (encoder k, decoder k) over all rows of ``data``."""
-    width = data.shape[1]
-    for meta in (enc_meta, dec_meta):
-        for layer in range(meta[0].size):
-            width = max(width, meta[0][layer], meta[1][layer])
+    width = _widest(_widest(data.shape[1], enc_meta[0], enc_meta[1]), dec_meta[0], dec_meta[1])
     n_enc, n_dec = enc_meta[0].size, dec_meta[0].size
     latent = enc_meta[1][n_enc - 1]
     enc_acts = np.zeros((n_enc + 1, chunk * width), dtype=np.float32)

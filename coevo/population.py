@@ -92,30 +92,27 @@ class Stack:
         return self.mask.float().mean(dim=1)
 
     # -- per-network views for operators ------------------------------------------------
-    def network(self, k: int, cls: type[Network] = Network, start: int = 0, layout: Layout | None = None) -> Network:
-        """Network ``k`` (or the part of it at column ``start`` with ``layout``) as numpy arrays.
+    def network(self, k: int, cls: type[Network] = Network) -> Network:
+        """Network ``k`` as numpy arrays.
 
         Masks are writable copies; weights are read-only copies: an operator changes masks only.
         """
-        layout = layout or self.layout
-        cols = slice(start, start + layout.size)
-        params = self.params[k, cols].detach().cpu().numpy().copy()
+        params = self.params[k].detach().cpu().numpy().copy()
         params.flags.writeable = False
-        mask = self.mask[k, cols].cpu().numpy().copy()
+        mask = self.mask[k].cpu().numpy().copy()
         layers = [
             Layer(w, b, wm, bm)
-            for (w, b), (wm, bm) in zip(layout.split(params), layout.split(mask))
+            for (w, b), (wm, bm) in zip(self.layout.split(params), self.layout.split(mask))
         ]
         return cls(layers, cell=k)
 
-    def store_masks(self, k: int, net: Network, operator: str, start: int = 0, layout: Layout | None = None) -> None:
+    def store_masks(self, k: int, net: Network, operator: str) -> None:
         """Write an operator's masks back after checking the contract; errors name the operator."""
-        layout = layout or self.layout
+        layout = self.layout
         if not isinstance(net, Network) or len(net.layers) != len(layout.layers):
             raise OperatorError(f"pruning operator {operator!r} must return the network it was given "
                                 f"(got {type(net).__name__})")
-        cols = slice(start, start + layout.size)
-        old = self.mask[k, cols].cpu().numpy()
+        old = self.mask[k].cpu().numpy()
         new = np.empty_like(old)
         for i, (spec, layer, (wm, bm)) in enumerate(zip(layout.layers, net.layers, layout.split(new))):
             for name, got, want in (("weight_mask", layer.weight_mask, wm), ("bias_mask", layer.bias_mask, bm)):
@@ -131,4 +128,4 @@ class Stack:
         for i, (wm, bm) in enumerate(layout.split(new)):
             if not (wm.any(axis=1) | bm).any():
                 raise OperatorError(f"pruning operator {operator!r} removed the last alive neuron of layer {i}")
-        self.mask[k, cols] = torch.as_tensor(new, device=self.mask.device)
+        self.mask[k] = torch.as_tensor(new, device=self.mask.device)

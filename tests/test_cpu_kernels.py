@@ -42,7 +42,7 @@ def test_training_equals_the_torch_path(loss, fresh):
     before = {f: (getattr(enc, f).clone(), getattr(dec, f).clone()) for f in FIELDS}
     # 23 rows in batches of 5: the last batch has 3
     e1, d1, loss1 = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999, fresh)
-    e2, d2, loss2 = batched.train_pairs(enc, dec, parents, data, torch.as_tensor(orders), lr, 5, loss, 0.5, 0.999, fresh)
+    e2, d2, loss2 = batched.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999, fresh)
     _close(e1, e2)
     _close(d1, d2)
     assert np.allclose(loss1, loss2, rtol=1e-5)
@@ -59,7 +59,7 @@ def test_sigmoid_hidden_layers_and_relu_output():
     dec_l = Layout((LayerSpec(4, 12, "relu"),))
     enc, dec, data, parents, orders, lr = _setup(enc_l, dec_l, rows=20)
     e1, d1, _ = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 4, "mse", 0.9, 0.99)
-    e2, d2, _ = batched.train_pairs(enc, dec, parents, data, torch.as_tensor(orders), lr, 4, "mse", 0.9, 0.99)
+    e2, d2, _ = batched.train_pairs(enc, dec, parents, data, orders, lr, 4, "mse", 0.9, 0.99)
     _close(e1, e2)
     _close(d1, d2)
 

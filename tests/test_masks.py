@@ -10,11 +10,7 @@ from coevo.population import Stack
 from operators.kernels import random_prune_layer
 
 
-def _train_pairs_torch(enc, dec, parents, data, orders, *args):
-    return batched.train_pairs(enc, dec, parents, data, torch.as_tensor(orders), *args)
-
-
-@pytest.mark.parametrize("train_pairs", [cpu_kernels.train_pairs, _train_pairs_torch], ids=["cpu", "torch"])
+@pytest.mark.parametrize("train_pairs", [cpu_kernels.train_pairs, batched.train_pairs], ids=["cpu", "torch"])
 def test_pruned_entries_stay_zero_through_training(train_pairs):
     enc_l, dec_l = autoencoder_layouts(16, [8], 4)
     rng = np.random.default_rng(0)
