@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from operators.kernels import lexicase_filter, random_prune_layer, weighted_prune_layer  # noqa: E402
-from operators.variance import neuron_weights  # noqa: E402
+from coevo.operators.kernels import lexicase_filter, random_prune_layer, weighted_prune_layer  # noqa: E402
+from coevo.operators.variance import neuron_weights  # noqa: E402
 
 SHAPES = [(30, 10), (30, 1000), (1000, 30), (4000, 30)]
 AMOUNT = 0.1

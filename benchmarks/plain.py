@@ -21,7 +21,7 @@ from coevo.config import Config
 from coevo.evolve import select_parents, solution_concept
 from coevo.genome import Decoder, Encoder, Layer, Layout
 from coevo.population import Stack
-from operators.base import PruneContext
+from coevo.operators.base import PruneContext
 
 
 @dataclass

@@ -19,7 +19,7 @@ from coevo.config import Config
 from coevo.errors import OperatorError, UserError
 from coevo.genome import Decoder, Encoder
 from coevo.population import Stack
-from operators.base import PruneContext
+from coevo.operators.base import PruneContext
 
 # purposes of the derived random streams
 EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION = 1, 2, 3, 4, 5

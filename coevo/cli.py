@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         print("plots: " + ", ".join(str(p) for p in paths))
         return 0
     if args.command == "operators":
-        import operators
+        from coevo import operators
         from coevo import schedules
         from coevo.registry import summary
 

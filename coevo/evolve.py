@@ -25,7 +25,7 @@ from coevo.genome import Encoder
 from coevo.observers import Observer
 from coevo.problem import Problem
 from coevo.population import Stack
-import operators
+from coevo import operators
 
 CONCEPTS = {"best": np.min, "worst": np.max, "mean": np.mean}
 

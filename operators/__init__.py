@@ -1,11 +1,11 @@
 """Pruning operators (mutations), registered by name.
 
-Write your own as a plain function and register it with ``@operators.register("name")``,
+Write your own as a plain function and register it with ``@coevo.operators.register("name")``,
 name it by import path in config (``prune.operator = "mypkg.ops:my_prune"``), or expose it
 through the ``coevo.operators`` entry-point group. See :mod:`operators.base` for the contract.
 """
 
-from operators.base import PruneContext, PruneOperator, register, registry
-from operators import conjunctive, no_pruning, random_pruning, variance  # noqa: F401  (register the built-ins)
+from coevo.operators.base import PruneContext, PruneOperator, register, registry
+from coevo.operators import conjunctive, no_pruning, random_pruning, variance  # noqa: F401  (register the built-ins)
 
 __all__ = ["PruneContext", "PruneOperator", "register", "registry"]

@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from operators.base import PruneContext, register
-from operators.kernels import conjunctive_prune_layer
+from coevo.operators.base import PruneContext, register
+from coevo.operators.kernels import conjunctive_prune_layer
 
 
 @register("conjunctive")

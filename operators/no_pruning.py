@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from operators.base import PruneContext, register
+from coevo.operators.base import PruneContext, register
 
 
 @register("none")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from operators.base import PruneContext, register
-from operators.kernels import random_prune_layer
+from coevo.operators.base import PruneContext, register
+from coevo.operators.kernels import random_prune_layer
 
 
 @register("random")

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from operators.base import PruneContext, register
-from operators.kernels import weighted_prune_layer
+from coevo.operators.base import PruneContext, register
+from coevo.operators.kernels import weighted_prune_layer
 
 EPSILON = 0.01
 """Weight floor: the least-favoured neuron is still drawn, EPSILON / (1 + EPSILON) as often as the most."""

@@ -7,7 +7,7 @@ import torch
 from coevo import batched, cpu_kernels
 from coevo.genome import autoencoder_layouts, init_params
 from coevo.population import Stack
-from operators.kernels import random_prune_layer
+from coevo.operators.kernels import random_prune_layer
 
 
 @pytest.mark.parametrize("train_pairs", [cpu_kernels.train_pairs, batched.train_pairs], ids=["cpu", "torch"])

@@ -9,15 +9,15 @@ import json
 import numpy as np
 import pytest
 
-import operators
+from coevo import operators
 from coevo.cli import main
 from coevo.config import PruneConfig
 from coevo.genome import Layer, Network
-from operators.base import PruneContext
-from operators.conjunctive import conjunctive_prune
-from operators.kernels import conjunctive_prune_layer, lexicase_filter, weighted_prune_layer
-from operators.random_pruning import random_prune
-from operators.variance import EPSILON, neuron_weights, variance_prune
+from coevo.operators.base import PruneContext
+from coevo.operators.conjunctive import conjunctive_prune
+from coevo.operators.kernels import conjunctive_prune_layer, lexicase_filter, weighted_prune_layer
+from coevo.operators.random_pruning import random_prune
+from coevo.operators.variance import EPSILON, neuron_weights, variance_prune
 
 
 def layer(out: int, fan_in: int, bias: bool = True) -> Layer:

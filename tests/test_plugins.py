@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import operators
+from coevo import operators
 from coevo import schedules
 from coevo.cli import main
 from coevo.schedules import ScheduleParams
@@ -46,7 +46,7 @@ class PruneHalf:
     """A small class with one method: prunes half of each layer's alive weights with coevo's RANDOM."""
 
     def __init__(self):
-        import operators
+        from coevo import operators
         self.random = operators.registry.get("random")
 
     def __call__(self, net, amount, rng, context):

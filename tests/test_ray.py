@@ -116,7 +116,7 @@ def test_uneven_shards_of_a_torus_match_the_local_engine(local_ray, tiny_config)
 
 DIES_ONCE = '''
 import os, signal
-from operators.random_pruning import random_prune
+from coevo.operators.random_pruning import random_prune
 
 DRIVER_PID = {driver}
 MARKER = {marker!r}
