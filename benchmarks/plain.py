@@ -19,7 +19,7 @@ from torch import nn
 from coevo.cells import EVAL_BATCH, PRUNE, TRAIN_ORDER, derive_rng
 from coevo.config import Config
 from coevo.evolve import select_parents, solution_concept
-from coevo.genome import Decoder, Encoder, Layer, Layout
+from coevo.genome import Decoder, Encoder, Layer, Layout, unit_flags
 from coevo.population import Stack
 from coevo.operators.base import PruneContext
 
@@ -104,7 +104,9 @@ def plain_generation(encoders: list[PlainNet], decoders: list[PlainNet], lr: np.
             for net, cls in ((enc, Encoder), (dec, Decoder)):
                 ps = [p.detach().numpy() for p in net.module.parameters()]
                 ms = [m.numpy() for m in net.masks]
-                layers = [Layer(ps[2 * i], ps[2 * i + 1], ms[2 * i], ms[2 * i + 1]) for i in range(len(ps) // 2)]
+                n_layers = len(ps) // 2
+                layers = [Layer(ps[2 * i], ps[2 * i + 1], ms[2 * i], ms[2 * i + 1], **unit_flags(cls.role, i, n_layers))
+                          for i in range(n_layers)]
                 toolbox.mutate(cls(layers, cell=k), rng=rng, context=context)
                 with torch.no_grad():
                     for p, m, a, b in zip(net.module.parameters(), net.masks, net.exp_avg, net.exp_avg_sq):

@@ -62,11 +62,14 @@ def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, loss: Loss) 
     return per.mean(dim=(-2, -1))
 
 
-def _output_grad(output: torch.Tensor, target: torch.Tensor, loss: Loss, last_activation: str) -> torch.Tensor:
-    """d(mean loss of each network)/d(pre-activation of the last layer), in few tensor ops."""
+def _output_grad(output: torch.Tensor, target: torch.Tensor, loss: Loss, last_activation: str,
+                 bce_weight: float = 0.0) -> torch.Tensor:
+    """d(mean loss + bce_weight x mean BCE of each network)/d(pre-activation of the last layer),
+    in few tensor ops."""
     scale = 1.0 / (output.shape[-1] * output.shape[-2])
     if loss == "bce" and last_activation == "sigmoid":
-        return torch.sub(output, target).mul_(scale)  # the sigmoid's derivative cancels BCE's denominator
+        # the sigmoid's derivative cancels BCE's denominator
+        return torch.sub(output, target).mul_(torch.tensor(1.0 + bce_weight, dtype=torch.float32)).mul_(scale)
     if loss == "l1":
         grad = torch.sub(output, target).sign_()
     elif loss == "mse":
@@ -74,16 +77,19 @@ def _output_grad(output: torch.Tensor, target: torch.Tensor, loss: Loss, last_ac
     else:
         o = output.clamp(1e-7, 1 - 1e-7)
         grad = torch.sub(output, target).div_(o * (1 - o))
+    if bce_weight:
+        o = output.clamp(1e-7, 1 - 1e-7)
+        grad.add_(torch.sub(output, target).div_(o * (1 - o)).mul_(torch.tensor(bce_weight, dtype=torch.float32)))
     if last_activation == "relu":
         return torch.ops.aten.threshold_backward(grad, output, 0.0).mul_(scale)
     return grad.mul_(torch.addcmul(output, output, output, value=-1.0).mul_(scale))  # sigmoid' = o - o^2
 
 
 def backward(layout: Layout, param_views: list, grad_views: list, acts: Sequence[torch.Tensor],
-             target: torch.Tensor, loss: Loss) -> None:
+             target: torch.Tensor, loss: Loss, bce_weight: float = 0.0) -> None:
     """Write d(loss of each network)/d(params) into the contiguous (N, out, in) / (N, out)
     ``grad_views``. 3-D activations (N, B, features) only."""
-    delta = _output_grad(acts[-1], target, loss, layout.layers[-1].activation)
+    delta = _output_grad(acts[-1], target, loss, layout.layers[-1].activation, bce_weight)
     for i in range(len(layout.layers) - 1, -1, -1):
         gw, gb = grad_views[i]
         torch.bmm(delta.transpose(1, 2), acts[i], out=gw)
@@ -115,6 +121,7 @@ def train_epoch(
     beta1: float,
     beta2: float,
     fresh_optimizer_each_batch: bool = False,
+    bce_weight: float = 0.0,
 ) -> np.ndarray:
     """One pass over ``data`` for every network in ``pairs`` (N autoencoders, encoder columns
     first), in place; all N networks take each mini-batch step together. ``orders`` (N, n) holds
@@ -131,7 +138,7 @@ def train_epoch(
         x = torch.index_select(data, 0, rows.reshape(-1)).view(n, -1, data.shape[1])  # (N, B, D)
         acts = _train_forward(pairs.layout, param_views, x)
         loss_sum += reconstruction_loss(acts[-1], x, loss).double() * rows.shape[1]
-        backward(pairs.layout, param_views, grad_views, acts, x, loss)
+        backward(pairs.layout, param_views, grad_views, acts, x, loss, bce_weight)
         if fresh_optimizer_each_batch:
             optimizer.reset()
         optimizer.step(grads)
@@ -140,14 +147,15 @@ def train_epoch(
 
 def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: np.ndarray,
                 lr: np.ndarray, batch_size: int, loss: Loss, beta1: float, beta2: float,
-                fresh_optimizer_each_batch: bool = False) -> tuple[Stack, Stack, np.ndarray]:
+                fresh_optimizer_each_batch: bool = False,
+                bce_weight: float = 0.0) -> tuple[Stack, Stack, np.ndarray]:
     """Copies of the pairs ``parents`` trained for one epoch (see :func:`train_epoch`): new
     encoder and decoder stacks and each pair's training loss. The same contract as
     :func:`coevo.cpu_kernels.train_pairs`."""
     device = enc.params.device
     pairs = Stack.join(enc[torch.as_tensor(parents, device=device)], dec[torch.as_tensor(parents, device=device)])
     train_loss = train_epoch(pairs, data, torch.as_tensor(orders, device=device), lr, batch_size, loss, beta1, beta2,
-                             fresh_optimizer_each_batch)
+                             fresh_optimizer_each_batch, bce_weight)
     return pairs.part(enc.layout, 0), pairs.part(dec.layout, enc.layout.size), train_loss
 
 

@@ -18,11 +18,12 @@ from coevo import batched, cpu_kernels
 from coevo.config import Config
 from coevo.errors import OperatorError, UserError
 from coevo.genome import Decoder, Encoder
+from coevo.measures import stack_kept_fractions
 from coevo.population import Stack
 from coevo.operators.base import PruneContext
 
 # purposes of the derived random streams
-EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION = 1, 2, 3, 4, 5
+EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER = 1, 2, 3, 4, 5, 6
 
 
 def derive_rng(seed: int, generation: int, cell: int, purpose: int) -> np.random.Generator:
@@ -85,23 +86,34 @@ def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, l
     train = cpu_kernels.train_pairs if enc.params.device.type == "cpu" else batched.train_pairs
     new_enc, new_dec, train_loss = train(enc, dec, parents, shared.train, orders, lr, cfg.train.batch_size,
                                          cfg.model.loss, cfg.train.beta1, cfg.train.beta2,
-                                         cfg.train.fresh_optimizer_each_batch)
+                                         cfg.train.fresh_optimizer_each_batch, cfg.train.bce_weight)
     pruned = np.zeros(len(cells), dtype=bool)
+    settings = cfg.prune
     if prune_probability > 0 and operator_name != "none":
+        kept = stack_kept_fractions(new_enc, new_dec).kept if settings.target_kept > 0 else None
         for i, k in enumerate(cells):
             rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
-            if rng.random() < prune_probability:
-                pruned[i] = True
-                _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
-                             derive_rng(cfg.run.seed, generation, int(k), CASES))
+            if rng.random() >= prune_probability:
+                continue
+            amount = settings.amount
+            if kept is not None:  # at the target: no more; near it: only what reaches it
+                if kept[i] <= settings.target_kept:
+                    continue
+                amount = min(amount, 1.0 - settings.target_kept / kept[i])
+            pruned[i] = True
+            _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
+                         derive_rng(cfg.run.seed, generation, int(k), CASES), amount)
         if pruned.any():
-            new_enc.apply_masks()
-            new_dec.apply_masks()
+            for stack in (new_enc, new_dec):
+                stack.apply_masks()
+                if settings.regrow:  # the reference: the zeros stay, the mask does not
+                    stack.mask.fill_(True)
     return Variation(cells, new_enc, new_dec, pruned, train_loss)
 
 
 def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,
-                 mutate: Callable[..., Any], operator_name: str, cases_rng: np.random.Generator) -> None:
+                 mutate: Callable[..., Any], operator_name: str, cases_rng: np.random.Generator,
+                 amount: float) -> None:
     """Prune row i's encoder and decoder with the operator; activations are recorded on demand."""
     settings = shared.config.prune
 
@@ -119,7 +131,7 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
     for cls, stack in ((Encoder, enc), (Decoder, dec)):
         net = stack.network(i, cls)
         try:
-            result = mutate(net, rng=rng, context=context)
+            result = mutate(net, rng=rng, context=context, amount=amount)
         except UserError:
             raise
         except Exception as exc:

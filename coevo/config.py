@@ -39,6 +39,11 @@ class RunConfig:
     """Torch intra-op threads (0 = leave torch's default)."""
     save_centres: bool = False
     """Also save every cell's centre pair (the ensemble) to centres.pt."""
+    update: Literal["synchronous", "asynchronous"] = "synchronous"
+    """'synchronous': every cell reads the previous generation's centres (cells run batched, in any
+    order, on any engine). 'asynchronous': the reference's order, cells one by one in a shuffled
+    order each generation (derived from the seed), each reading its neighbours' latest centres
+    (local engine only)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,11 @@ class TrainConfig:
     """Reset Adam's moments before every mini-batch (the reference's behaviour)."""
     lr_decay: bool = False
     """Canonical mode: multiply the learning rate by 0.1 every generations/4 epochs (StepLR)."""
+    bce_weight: float = 0.0
+    """Weight of a binary cross-entropy term added to the training loss's gradient. Under L1 a
+    sigmoid output that saturates on the wrong side gets almost no gradient, and training stalls
+    at the per-bit majority; this term keeps such outputs learning. Reported losses are
+    model.loss alone."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,12 @@ class PruneConfig:
     """CONJUNCTIVE: normalised activation below which a neuron is marked."""
     variance_direction: Literal["low", "high"] = "low"
     """VARIANCE: prune preferentially 'low'-variance neurons (default) or 'high'."""
+    target_kept: float = 0.0
+    """Stop pruning a pair once its kept fraction (alive entries on a live path) is at or below
+    this target, and never prune it past the target by more than one step (0 = no target)."""
+    regrow: bool = False
+    """The reference's pruning: zero the drawn entries but keep no mask, so they train again (a
+    weight reset, not pruning); the kept fraction then counts non-zero entries."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +280,9 @@ def validate(c: Config) -> None:
     need(c.run.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0 (0 = never), got {c.run.checkpoint_every}")
     need(c.run.engine in ("local", "ray"), f"run.engine = {c.run.engine!r} is not allowed; choose one of: local, ray")
     need(c.run.ray_workers >= 1, f"run.ray_workers must be >= 1, got {c.run.ray_workers}")
+    need(c.run.update == "synchronous" or c.run.engine == "local",
+         "run.update = 'asynchronous' runs on the local engine only (cells wait on each other); "
+         "use run.engine = 'local' or run.update = 'synchronous'")
     need(c.run.threads >= 0, f"run.threads must be >= 0 (0 = torch default), got {c.run.threads}")
     need(c.data.n_clusters >= 1, f"data.n_clusters must be >= 1, got {c.data.n_clusters}")
     need(c.data.n_dims >= 1, f"data.n_dims must be >= 1, got {c.data.n_dims}")
@@ -294,6 +313,7 @@ def validate(c: Config) -> None:
     need(c.train.lr_sigma >= 0, f"train.lr_sigma must be >= 0, got {c.train.lr_sigma}")
     need(0 < c.train.lr_min <= c.train.lr_max,
          f"train.lr_min and train.lr_max must satisfy 0 < lr_min <= lr_max, got {c.train.lr_min}, {c.train.lr_max}")
+    need(c.train.bce_weight >= 0, f"train.bce_weight must be >= 0 (0 = off), got {c.train.bce_weight}")
     for key in ("beta1", "beta2"):
         value = getattr(c.train, key)
         need(0.0 <= value < 1.0, f"train.{key} must be in [0, 1), got {value}")
@@ -302,6 +322,7 @@ def validate(c: Config) -> None:
     need(c.prune.exponential_k > 0, f"prune.exponential_k must be > 0, got {c.prune.exponential_k}")
     need(0.0 <= c.prune.final_fraction <= 1.0,
          f"prune.final_fraction must be in [0, 1], got {c.prune.final_fraction}")
+    need(0.0 <= c.prune.target_kept < 1.0, f"prune.target_kept must be in [0, 1) (0 = no target), got {c.prune.target_kept}")
     need(c.prune.cases >= 1, f"prune.cases must be >= 1, got {c.prune.cases}")
     need(0.0 <= c.prune.threshold <= 1.0, f"prune.threshold must be in [0, 1], got {c.prune.threshold}")
     need(c.selection.tournament_size >= 1,

@@ -85,23 +85,27 @@ def _loss_sum(out, target, loss):  # pragma: no cover - jitted
 
 
 @numba.njit(**_JIT)
-def _output_delta(out, target, delta, loss, activation, scale):  # pragma: no cover - jitted
-    """d(mean loss)/d(pre-activation of the output layer), as ``coevo.batched._output_grad``."""
+def _output_delta(out, target, delta, loss, activation, scale, bce_weight):  # pragma: no cover - jitted
+    """d(mean loss + bce_weight x mean BCE)/d(pre-activation of the output layer), as
+    ``coevo.batched._output_grad``."""
     one, zero = np.float32(1.0), np.float32(0.0)
+    w = np.float32(bce_weight)
     if loss == 2 and activation == SIGMOID:  # BCE after a sigmoid: the derivatives cancel
         for j in range(out.size):
-            delta[j] = (out[j] - target[j]) * scale
+            delta[j] = (out[j] - target[j]) * (one + w) * scale
         return
     for j in range(out.size):
         o = out[j]
         d = o - target[j]
+        c = min(max(o, np.float32(1e-7)), np.float32(1 - 1e-7))
         if loss == 0:
             g = one if d > zero else (-one if d < zero else zero)
         elif loss == 1:
             g = d * np.float32(2.0)
         else:
-            c = min(max(o, np.float32(1e-7)), np.float32(1 - 1e-7))
             g = d / (c * (one - c))
+        if w != zero:
+            g += w * (d / (c * (one - c)))
         if activation == RELU:
             g = g if o > zero else zero
         else:
@@ -174,7 +178,7 @@ def _forward(p, fan_in, fan_out, offsets, transposed, activation, x, acts, bits)
 
 @numba.njit(**_JIT)
 def _train_pair(i, parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, fan_out, offsets, transposed,
-                activation, n_enc_layers, batch_size, loss, beta1, beta2, fresh):  # pragma: no cover - jitted
+                activation, n_enc_layers, batch_size, loss, bce_weight, beta1, beta2, fresh):  # pragma: no cover - jitted
     """Train a copy of (encoder, decoder) ``parent`` for one epoch over ``order``; the result is
     row i of the new stacks. ``enc``, ``dec``, ``new_*`` are (params, mask, exp_avg, exp_avg_sq,
     steps). Returns the sum of the per-element training loss (each batch before its step).
@@ -217,7 +221,7 @@ def _train_pair(i, parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, 
         out_size = rows * fan_out[last]
         loss_sum += _loss_sum(acts[last + 1, :out_size], acts[0, :out_size], loss)
         _output_delta(acts[last + 1, :out_size], acts[0, :out_size], delta[:out_size], loss, activation[last],
-                      np.float32(1.0 / out_size))
+                      np.float32(1.0 / out_size), bce_weight)
         for layer in range(last, -1, -1):
             fi, fo, at = fan_in[layer], fan_out[layer], offsets[layer]
             d = delta[: rows * fo].reshape((rows, fo))
@@ -266,10 +270,12 @@ def _train_pair(i, parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, 
 
 @numba.njit(parallel=True, **_JIT)
 def _train_kernel(parents, enc, dec, new_enc, new_dec, data, orders, lr, fan_in, fan_out, offsets, transposed,
-                  activation, n_enc_layers, batch_size, loss, beta1, beta2, fresh, loss_sums):  # pragma: no cover - jitted
+                  activation, n_enc_layers, batch_size, loss, bce_weight, beta1, beta2, fresh,
+                  loss_sums):  # pragma: no cover - jitted
     for i in numba.prange(parents.size):
         loss_sums[i] = _train_pair(i, parents[i], enc, dec, new_enc, new_dec, data, orders[i], lr[i], fan_in, fan_out,
-                                   offsets, transposed, activation, n_enc_layers, batch_size, loss, beta1, beta2, fresh)
+                                   offsets, transposed, activation, n_enc_layers, batch_size, loss, bce_weight,
+                                   beta1, beta2, fresh)
 
 
 @numba.njit(**_JIT)
@@ -368,11 +374,12 @@ def _fields(stack: Stack) -> tuple[np.ndarray, ...]:
 
 def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: np.ndarray,
                 lr: np.ndarray, batch_size: int, loss: str, beta1: float, beta2: float,
-                fresh_optimizer_each_batch: bool = False,
+                fresh_optimizer_each_batch: bool = False, bce_weight: float = 0.0,
                 threads: int | None = None) -> tuple[Stack, Stack, np.ndarray]:
     """New stacks whose row i is the pair (encoder, decoder) ``parents[i]`` after one epoch
     over ``data`` in the row order ``orders[i]`` at learning rate ``lr[i]``; the inputs are not
-    changed. Also returns each pair's training loss over the epoch (mean per element).
+    changed. Also returns each pair's training loss over the epoch (mean per element, ``loss``
+    alone: the ``bce_weight`` term only shapes the gradient).
 
     ``threads`` (default: torch's intra-op thread count) is how many pairs train at once.
     """
@@ -383,7 +390,7 @@ def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor,
     args = (np.ascontiguousarray(parents, dtype=np.int64), _fields(enc), _fields(dec), _fields(new_enc),
             _fields(new_dec), np.ascontiguousarray(data.numpy()), np.ascontiguousarray(orders, dtype=np.int64),
             np.ascontiguousarray(lr, dtype=np.float64), *_meta(enc.layout + dec.layout, True),
-            len(enc.layout.layers), int(batch_size), LOSSES[loss], float(beta1), float(beta2),
+            len(enc.layout.layers), int(batch_size), LOSSES[loss], float(bce_weight), float(beta1), float(beta2),
             bool(fresh_optimizer_each_batch), loss_sums)
     _set_threads(threads, n)
     with _one_blas_thread():

@@ -16,12 +16,13 @@ import numpy as np
 from deap import base, tools
 
 from coevo import schedules, topology
-from coevo.cells import LR_MUTATION, CellData, centre_losses, derive_rng
+from coevo.cells import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, derive_rng
 from coevo.checkpoint import RunState
 from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
 from coevo.errors import OperatorError
 from coevo.genome import Encoder
+from coevo.measures import stack_kept_fractions
 from coevo.observers import Observer
 from coevo.problem import Problem
 from coevo.population import Stack
@@ -109,8 +110,7 @@ def record(generation: int, m: Measures, state: RunState, seconds: float, prune_
     stats.register("median", np.median)
     stats.register("max", np.max)
     best = int(np.argmin(m.validation))
-    kept_enc = state.encoders.kept_fraction().cpu().numpy()
-    kept_dec = state.decoders.kept_fraction().cpu().numpy()
+    kept = stack_kept_fractions(state.encoders, state.decoders)
     row = {"generation": generation}
     row.update({f"train_loss_{k}": float(v) for k, v in stats.compile(m.train).items()})
     row["train_loss_mean"] = float(np.mean(m.train))
@@ -118,10 +118,12 @@ def record(generation: int, m: Measures, state: RunState, seconds: float, prune_
     row["validation_loss_median"] = float(np.median(m.validation))
     row["validation_loss_max"] = float(np.max(m.validation))
     row["best_cell"] = best
-    row["kept_encoder"] = float(kept_enc.mean())
-    row["kept_decoder"] = float(kept_dec.mean())
-    row["kept_best"] = float((state.encoders.mask[best].sum() + state.decoders.mask[best].sum()).item()
-                             / (state.encoders.layout.size + state.decoders.layout.size))
+    row["kept_mean"] = float(kept.kept.mean())
+    row["kept_encoder"] = float(kept.kept_encoder.mean())
+    row["kept_decoder"] = float(kept.kept_decoder.mean())
+    row["kept_best"] = float(kept.kept[best])
+    row["mask_kept_mean"] = float(kept.mask_kept.mean())
+    row["compact_best"] = float(kept.compact[best])
     row.update({f"lr_{k}": float(v) for k, v in stats.compile(state.lr).items()})
     row["prune_probability"] = prune_p
     row["pruned_cells"] = pruned
@@ -150,35 +152,69 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
     try:
         for gen in range(state.generation, cfg.run.generations):
             t0 = time.perf_counter()
-            # gather + evaluate: every encoder x decoder pair of each sub-population, one mini-batch
-            losses = engine.evaluate(state.encoders, state.decoders, gen).cpu().numpy()
-            # fitness: the solution concept over rows (encoders) and columns (decoders)
-            enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
-            # select: tournament on encoder fitness (DEAP uses python's random: seeded per generation)
-            random.seed(f"{cfg.run.seed}:{gen}")
-            parents = select_parents(neighbours, enc_fitness, dec_fitness, toolbox)
-            # train + mutate: copies of the selected pairs, one pass over the data, then maybe pruned
             p = prune_probability(cfg, gen, s)
-            variation = engine.vary(state.encoders, state.decoders, parents, state.lr, p, gen,
-                                    toolbox.mutate, cfg.prune.operator)
-            # replace: the trained pairs become the new centres
-            state.encoders, state.decoders = variation.encoders, variation.decoders
+            # DEAP's tournament draws from python's random: seeded per generation
+            random.seed(f"{cfg.run.seed}:{gen}")
+            generation = asynchronous_generation if cfg.run.update == "asynchronous" else synchronous_generation
+            selection_loss, train_loss, pruned = generation(state, neighbours, engine, toolbox, cfg, gen, p)
             # mutate learning rates
             rng = derive_rng(cfg.run.seed, gen, 0, LR_MUTATION)
             state.lr = np.clip(state.lr + rng.normal(0.0, cfg.train.lr_sigma, n_cells),
                                cfg.train.lr_min, cfg.train.lr_max) if cfg.train.lr_sigma > 0 else state.lr
             state.generation = gen + 1
             # record
-            m = measure(problem, state.encoders, state.decoders, variation.train_loss)
+            m = measure(problem, state.encoders, state.decoders, train_loss)
             seconds = time.perf_counter() - t0
             state.wall_seconds += seconds
-            row = record(gen, m, state, seconds, p, int(variation.pruned.sum()),
-                         {"selection_loss_best": float(enc_fitness[:, 0].min())})
+            row = record(gen, m, state, seconds, p, int(pruned.sum()), {"selection_loss_best": selection_loss})
             for obs in observers:
                 obs.on_generation(row, state)
     finally:
         engine.close()
     return state
+
+
+def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engine, toolbox: base.Toolbox,
+                           cfg: Config, gen: int, p: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """Every cell reads the previous generation's centres, so the engine runs them all at once.
+    Replaces the state's centres; returns the best centre's selection loss, each cell's training
+    loss and whether it was pruned."""
+    # gather + evaluate: every encoder x decoder pair of each sub-population, one mini-batch
+    losses = engine.evaluate(state.encoders, state.decoders, gen).cpu().numpy()
+    # fitness: the solution concept over rows (encoders) and columns (decoders)
+    enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
+    # select: tournament on encoder fitness
+    parents = select_parents(neighbours, enc_fitness, dec_fitness, toolbox)
+    # train + mutate: copies of the selected pairs, one pass over the data, then maybe pruned
+    variation = engine.vary(state.encoders, state.decoders, parents, state.lr, p, gen, toolbox.mutate,
+                            cfg.prune.operator)
+    # replace: the trained pairs become the new centres
+    state.encoders, state.decoders = variation.encoders, variation.decoders
+    return float(enc_fitness[:, 0].min()), variation.train_loss, variation.pruned
+
+
+def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: LocalEngine, toolbox: base.Toolbox,
+                            cfg: Config, gen: int, p: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """The reference's order: one cell at a time, in an order shuffled each generation, each
+    reading its neighbours' latest centres, so a good pair can cross the grid in one generation.
+    Same phases and the same per-cell random streams as :func:`synchronous_generation`."""
+    n = len(neighbours)
+    order = derive_rng(cfg.run.seed, gen, 0, UPDATE_ORDER).permutation(n)
+    enc, dec = state.encoders[:], state.decoders[:]
+    train_loss, pruned, selection_loss = np.zeros(n), np.zeros(n, dtype=bool), np.inf
+    for k in order:
+        cell = np.array([k])
+        losses = engine.evaluate(enc, dec, gen, cells=cell).cpu().numpy()
+        enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
+        parent = select_parents(neighbours[cell], enc_fitness, dec_fitness, toolbox)
+        variation = engine.vary(enc, dec, parent, state.lr[cell], p, gen, toolbox.mutate, cfg.prune.operator,
+                                cells=cell)
+        enc.put(k, variation.encoders)
+        dec.put(k, variation.decoders)
+        train_loss[k], pruned[k] = variation.train_loss[0], variation.pruned[0]
+        selection_loss = min(selection_loss, float(enc_fitness[0, 0]))
+    state.encoders, state.decoders = enc, dec
+    return selection_loss, train_loss, pruned
 
 
 def final_losses(problem: Problem, state: RunState) -> dict[str, np.ndarray]:

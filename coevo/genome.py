@@ -105,12 +105,19 @@ def autoencoder_layouts(n_dims: int, hidden: Sequence[int], latent: int) -> tupl
 
 @dataclass
 class Layer:
-    """One Linear layer of one network. Operators change the masks and nothing else."""
+    """One Linear layer of one network. Operators change the masks and nothing else.
+
+    ``input_units`` / ``output_units`` mark the autoencoder's own inputs (the encoder's first
+    layer) and outputs (the decoder's last layer): no operator may remove one, so every input
+    keeps an alive weight and every output an alive weight or bias (see :meth:`unit_violation`).
+    """
 
     weight: np.ndarray
     bias: np.ndarray
     weight_mask: np.ndarray
     bias_mask: np.ndarray
+    input_units: bool = False
+    output_units: bool = False
 
     @property
     def alive(self) -> int:
@@ -123,6 +130,24 @@ class Layer:
     def alive_neurons(self) -> np.ndarray:
         """Boolean per output neuron: does any of its incoming weights or its bias survive?"""
         return self.weight_mask.any(axis=1) | self.bias_mask
+
+    def unit_violation(self) -> str | None:
+        """Which input or output unit of the autoencoder these masks cut off, if any."""
+        if self.input_units:
+            lost = np.flatnonzero(~self.weight_mask.any(axis=0))
+            if lost.size:
+                return f"input unit {int(lost[0])} lost its last alive weight"
+        if self.output_units:
+            lost = np.flatnonzero(~self.alive_neurons())
+            if lost.size:
+                return f"output unit {int(lost[0])} lost its last alive weight and its bias"
+        return None
+
+
+def unit_flags(role: str, index: int, n_layers: int) -> dict[str, bool]:
+    """Whether layer ``index`` of a ``role`` network holds the autoencoder's input or output units."""
+    return {"input_units": role == "encoder" and index == 0,
+            "output_units": role == "decoder" and index == n_layers - 1}
 
 
 class Network:

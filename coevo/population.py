@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from coevo.errors import OperatorError
-from coevo.genome import Layer, Layout, Network
+from coevo.genome import Layer, Layout, Network, unit_flags
 
 
 FIELDS = ("params", "mask", "exp_avg", "exp_avg_sq", "steps")
@@ -55,6 +55,11 @@ class Stack:
         if isinstance(index, np.ndarray):
             index = torch.as_tensor(index, device=self.params.device)
         return self.map((lambda t: t[index].clone()) if isinstance(index, slice) else (lambda t: t[index]))
+
+    def put(self, k: int, source: "Stack", row: int = 0) -> None:
+        """Overwrite network ``k`` with ``source``'s network ``row`` (the whole genome)."""
+        for f in FIELDS:
+            getattr(self, f)[k] = getattr(source, f)[row]
 
     @staticmethod
     def join(first: "Stack", second: "Stack") -> "Stack":
@@ -100,9 +105,10 @@ class Stack:
         params = self.params[k].detach().cpu().numpy().copy()
         params.flags.writeable = False
         mask = self.mask[k].cpu().numpy().copy()
+        n_layers = len(self.layout.layers)
         layers = [
-            Layer(w, b, wm, bm)
-            for (w, b), (wm, bm) in zip(self.layout.split(params), self.layout.split(mask))
+            Layer(w, b, wm, bm, **unit_flags(cls.role, i, n_layers))
+            for i, ((w, b), (wm, bm)) in enumerate(zip(self.layout.split(params), self.layout.split(mask)))
         ]
         return cls(layers, cell=k)
 
@@ -125,7 +131,12 @@ class Stack:
                 want[...] = got
         if np.any(new & ~old):
             raise OperatorError(f"pruning operator {operator!r} revived pruned entries; masks may only go from True to False")
-        for i, (wm, bm) in enumerate(layout.split(new)):
+        for i, (spec, (wm, bm)) in enumerate(zip(layout.layers, layout.split(new))):
             if not (wm.any(axis=1) | bm).any():
                 raise OperatorError(f"pruning operator {operator!r} removed the last alive neuron of layer {i}")
+            cut = Layer(wm, bm, wm, bm, **unit_flags(net.role, i, len(layout.layers))).unit_violation()
+            if cut:
+                raise OperatorError(f"pruning operator {operator!r} removed a unit of the autoencoder in layer {i} "
+                                    f"of the {net.role}: {cut}; spare one entry per unit "
+                                    f"(coevo.operators.sparing_units does it)")
         self.mask[k] = torch.as_tensor(new, device=self.mask.device)

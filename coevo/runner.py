@@ -23,6 +23,7 @@ from coevo.engines import make_engine
 from coevo.errors import UserError
 from coevo.evolve import coevolve, final_losses, make_toolbox, prune_probability
 from coevo.genome import state_dict
+from coevo.measures import stack_kept_fractions
 from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, ProgressBar
 from coevo.problem import Problem, build
 
@@ -103,20 +104,21 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
     losses = final_losses(problem, state)
     best = int(np.argmin(losses["validation"]))
     enc, dec = state.encoders, state.decoders
-    enc_alive, dec_alive = int(enc.mask[best].sum()), int(dec.mask[best].sum())
+    kept = stack_kept_fractions(enc, dec)
     summary = {
         "test_loss": float(losses["test"][best]),
         "validation_loss": float(losses["validation"][best]),
         "train_loss": float(losses["train"][best]),
-        "kept_fraction": (enc_alive + dec_alive) / (enc.layout.size + dec.layout.size),
-        "kept_fraction_encoder": enc_alive / enc.layout.size,
-        "kept_fraction_decoder": dec_alive / dec.layout.size,
+        "kept_fraction": float(kept.kept[best]),
+        "kept_fraction_encoder": float(kept.kept_encoder[best]),
+        "kept_fraction_decoder": float(kept.kept_decoder[best]),
+        "mask_kept_fraction": float(kept.mask_kept[best]),
+        "compact_fraction": float(kept.compact[best]),
         "best_cell": best,
         "test_loss_mean": float(losses["test"].mean()),
         "train_loss_mean": float(losses["train"].mean()),
         "test_loss_cells": [float(v) for v in losses["test"]],
-        "kept_fraction_mean": float(((enc.mask.sum(1) + dec.mask.sum(1)).double()
-                                     / (enc.layout.size + dec.layout.size)).mean()),
+        "kept_fraction_mean": float(kept.kept.mean()),
         "generations": state.generation,
         "seconds_per_generation": state.wall_seconds / max(state.generation, 1),
         "wall_seconds": wall_seconds,

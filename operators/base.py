@@ -13,13 +13,14 @@ optimizer moments afterwards. Operators are in place: they mutate the network th
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
 from coevo.config import PruneConfig
-from coevo.genome import Network
+from coevo.genome import Layer, Network
 from coevo.registry import Registry
 
 
@@ -54,3 +55,39 @@ class PruneOperator(Protocol):
 
 registry: Registry[PruneOperator] = Registry("operator", "prune.operator", "coevo.operators")
 register = registry.register
+
+
+@contextmanager
+def sparing_units(layer: Layer, rng: np.random.Generator) -> Iterator[Layer]:
+    """Keep the autoencoder's input and output units while an operator prunes ``layer``.
+
+    Inside the block one alive entry of every unit the layer holds (an input unit's weight in the
+    encoder's first layer; an output unit's weight or bias in the decoder's last layer), drawn
+    uniformly with ``rng``, is hidden from the masks; on leaving it is alive again. Anything that
+    prunes only what it sees alive then cannot cut a unit off. Other layers pass through unchanged.
+    """
+    spared: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = []
+    if layer.input_units:
+        cols = np.flatnonzero(layer.weight_mask.any(axis=0))
+        rows = _draw_alive(layer.weight_mask[:, cols].T, rng)
+        spared.append((layer.weight_mask, (rows, cols)))
+    if layer.output_units:
+        entries = np.concatenate([layer.weight_mask, layer.bias_mask[:, None]], axis=1)
+        rows = np.flatnonzero(entries.any(axis=1))
+        cols = _draw_alive(entries[rows], rng)
+        on_bias = cols == layer.weight_mask.shape[1]
+        spared.append((layer.weight_mask, (rows[~on_bias], cols[~on_bias])))
+        spared.append((layer.bias_mask, (rows[on_bias],)))
+    for mask, index in spared:
+        mask[index] = False
+    try:
+        yield layer
+    finally:
+        for mask, index in spared:
+            mask[index] = True
+
+
+def _draw_alive(alive: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each row of a bool matrix with some True, the column of one True drawn uniformly."""
+    keys = np.where(alive, rng.random(alive.shape), -1.0)
+    return keys.argmax(axis=1)

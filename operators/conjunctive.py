@@ -11,6 +11,10 @@ training split) taken in a random order drawn from ``rng``:
 3. the candidates left are pruned whole (incoming weight row and bias); if no case narrowed the
    pool (tau = 0, or no informative case), nothing is pruned.
 
+The decoder's output layer is left alone (its neurons are the autoencoder's outputs), and in the
+encoder's first layer one weight of every input unit is spared (``sparing_units``), so a neuron
+holding an input's last weight keeps that weight.
+
 ``prune.amount`` caps the neurons pruned per layer at a fraction of the alive neurons, rounded
 stochastically (unbiased), and never all of them; when the filter leaves more candidates than
 that, the ones pruned are drawn uniformly among them (lexicase's random tie break). The case count
@@ -22,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import PruneContext, register
+from coevo.operators.base import PruneContext, register, sparing_units
 from coevo.operators.kernels import conjunctive_prune_layer
 
 
@@ -34,7 +38,10 @@ def conjunctive_prune(net: Network, amount: float, rng: np.random.Generator, con
         if acts.ndim != 2 or acts.shape[1] != layer.weight_mask.shape[0]:
             raise ValueError(f"activations of layer {i} have shape {acts.shape}; expected (cases, "
                              f"{layer.weight_mask.shape[0]})")
+        if layer.output_units:
+            continue  # its neurons are the autoencoder's outputs: never removed
         acts = np.ascontiguousarray(acts, dtype=np.float64)
         order = rng.permutation(acts.shape[0])
-        conjunctive_prune_layer(layer.weight_mask, layer.bias_mask, acts, order, threshold, amount, rng)
+        with sparing_units(layer, rng):
+            conjunctive_prune_layer(layer.weight_mask, layer.bias_mask, acts, order, threshold, amount, rng)
     return net

@@ -11,7 +11,7 @@ Every alive entry (incoming weight or bias) of a neuron gets the sampling weight
 and a fraction ``amount`` of the layer's alive entries (an unbiased stochastic rounding) is drawn
 without replacement in proportion to those weights. EPSILON keeps every alive entry prunable. When
 all alive neurons have the same spread the draw is uniform, as RANDOM's. The last alive neuron of
-a layer is never cut. In place: it changes the masks of the network it is given.
+a layer is never cut, nor the last entry of an input or output unit (``sparing_units``). In place: it changes the masks of the network it is given.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import PruneContext, register
+from coevo.operators.base import PruneContext, register, sparing_units
 from coevo.operators.kernels import weighted_prune_layer
 
 EPSILON = 0.01
@@ -52,5 +52,6 @@ def variance_prune(net: Network, amount: float, rng: np.random.Generator, contex
             raise ValueError(f"activations of layer {i} have shape {acts.shape}; expected (cases, "
                              f"{layer.weight_mask.shape[0]})")
         weights = neuron_weights(acts.std(axis=0, dtype=np.float64), layer.alive_neurons(), direction)
-        weighted_prune_layer(layer.weight_mask, layer.bias_mask, weights, amount, rng)
+        with sparing_units(layer, rng):
+            weighted_prune_layer(layer.weight_mask, layer.bias_mask, weights, amount, rng)
     return net

@@ -54,6 +54,31 @@ def test_training_equals_the_torch_path(loss, fresh):
     assert torch.equal(e1.steps, torch.full((4,), 1.0 if fresh else 3.0 + 5, dtype=torch.float64))  # 5 batches
 
 
+@pytest.mark.parametrize("loss", ["l1", "bce"])
+def test_bce_weight_trains_alike_on_both_paths(loss):
+    enc, dec, data, parents, orders, lr = _setup(*autoencoder_layouts(17, [9], 3))
+    plain = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999)
+    e1, d1, loss1 = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999, bce_weight=0.3)
+    e2, d2, loss2 = batched.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999, bce_weight=0.3)
+    _close(e1, e2)
+    _close(d1, d2)
+    assert np.allclose(loss1, loss2, rtol=1e-5)
+    assert not torch.equal(e1.params, plain[0].params)  # the term changed the training
+
+
+def test_bce_weight_adds_the_bce_gradient():
+    """The output gradient is autograd's of mean L1 + w x mean BCE (outputs away from the clamp)."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 8, requires_grad=True)
+    target = (torch.rand(3, 5, 8) > 0.5).float()
+    out = logits.sigmoid()
+    loss = (out - target).abs().mean(dim=(1, 2)) + 0.2 * torch.nn.functional.binary_cross_entropy(
+        out, target, reduction="none").mean(dim=(1, 2))
+    loss.sum().backward()
+    grad = batched._output_grad(out.detach(), target, "l1", "sigmoid", bce_weight=0.2)
+    assert torch.allclose(grad, logits.grad, atol=1e-7)
+
+
 def test_sigmoid_hidden_layers_and_relu_output():
     enc_l = Layout((LayerSpec(12, 7, "sigmoid"), LayerSpec(7, 4, "sigmoid")))
     dec_l = Layout((LayerSpec(4, 12, "relu"),))

@@ -17,12 +17,17 @@ class LocalEngine:
         self.neighbours = neighbours
         self.cells = np.arange(neighbours.shape[0])
 
-    def evaluate(self, enc: Stack, dec: Stack, generation: int) -> torch.Tensor:
-        return evaluate_cells(enc, dec, self.neighbours, self.cells, generation, self.shared)
+    def evaluate(self, enc: Stack, dec: Stack, generation: int, cells: np.ndarray | None = None) -> torch.Tensor:
+        """Every cell's loss matrix, or only ``cells``' (asynchronous updates go cell by cell)."""
+        cells = self.cells if cells is None else cells
+        return evaluate_cells(enc, dec, self.neighbours, cells, generation, self.shared)
 
     def vary(self, enc: Stack, dec: Stack, parents: np.ndarray, lr: np.ndarray, prune_probability: float,
-             generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
-        return vary_cells(enc, dec, parents, self.cells, lr, prune_probability, generation, self.shared,
+             generation: int, mutate: Callable[..., Any], operator_name: str,
+             cells: np.ndarray | None = None) -> Variation:
+        """New centres of every cell, or only of ``cells`` (``parents`` and ``lr`` then match them)."""
+        cells = self.cells if cells is None else cells
+        return vary_cells(enc, dec, parents, cells, lr, prune_probability, generation, self.shared,
                           mutate, operator_name)
 
     def close(self) -> None:

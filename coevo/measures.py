@@ -1,0 +1,106 @@
+"""How much of an autoencoder is left: kept fractions that count only what can matter.
+
+A mask says which entries are alive, but an alive weight into a neuron that nothing reaches, or
+out of a neuron that reaches no output, changes nothing the network computes. Pruning operators
+leave such dead weight behind (a structured operator cuts a neuron, the weights leaving it stay
+alive), so counting masks flatters them. The measures here look at the encoder and decoder of a
+pair as one chain of layers, from the input units to the output units:
+
+- ``kept``: alive entries on a live path (from an input, or an alive bias, to an output), over
+  all entries. This is the kept fraction coevo reports everywhere.
+- ``mask_kept``: alive entries over all entries, as the masks say (the old measure).
+- ``compact``: the parameters of the dense network left after removing dead neurons and folding
+  constant ones (reached only through biases) into the next layer's bias, over all entries: the
+  size of the model an export would ship. Input and output units are never removed.
+
+An entry counts as alive when its mask is set and its value is not exactly zero, so the same
+measures serve runs whose pruning keeps no mask (``prune.regrow``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from coevo.genome import Layout
+
+
+def live_entries(layout: Layout, alive: np.ndarray) -> np.ndarray:
+    """(N, P) bool alive entries of N networks of ``layout`` -> (N, P) bool entries on a live path.
+
+    A neuron is reached when an alive weight from a reached neuron (or an input unit) or its alive
+    bias feeds it; it is useful when an alive weight takes it to a useful neuron (or it is an
+    output unit). A weight is live when its source is reached and its target useful; a bias when
+    its neuron is useful.
+    """
+    alive = np.asarray(alive, dtype=bool)
+    views = layout.split(alive)
+    n = alive.shape[0]
+    reached_inputs = []  # per layer: which of its inputs are reached
+    reached = np.ones((n, layout.layers[0].fan_in), dtype=bool)
+    for w, b in views:
+        reached_inputs.append(reached)
+        reached = (w & reached[:, None, :]).any(axis=2) | b
+    live = np.zeros_like(alive)
+    useful = np.ones((n, layout.layers[-1].fan_out), dtype=bool)
+    for (w, b), source, (lw, lb) in zip(views[::-1], reached_inputs[::-1], layout.split(live)[::-1]):
+        lw[...] = w & source[:, None, :] & useful[:, :, None]
+        lb[...] = b & useful
+        useful = (w & useful[:, :, None]).any(axis=1)
+    return live
+
+
+def compact_size(layout: Layout, alive: np.ndarray) -> np.ndarray:
+    """(N,) parameters of the dense network left when dead neurons are removed and constant ones
+    are folded into the next layer's bias; input and output units always stay."""
+    alive = np.asarray(alive, dtype=bool)
+    live = live_entries(layout, alive)
+    n = alive.shape[0]
+    varying = np.ones((n, layout.layers[0].fan_in), dtype=bool)  # driven by some input, not only biases
+    kept_in = np.full(n, layout.layers[0].fan_in)
+    size = np.zeros(n, dtype=np.int64)
+    last = len(layout.layers) - 1
+    for i, (w, _b) in enumerate(layout.split(live)):
+        varying = (w & varying[:, None, :]).any(axis=2)
+        kept_out = np.full(n, w.shape[1]) if i == last else varying.sum(axis=1)
+        size += kept_out * kept_in + kept_out
+        kept_in = kept_out
+    return size
+
+
+@dataclass(frozen=True)
+class KeptFractions:
+    """Per pair (arrays of length N): see the module docstring for what each counts."""
+
+    kept: np.ndarray
+    kept_encoder: np.ndarray
+    kept_decoder: np.ndarray
+    mask_kept: np.ndarray
+    compact: np.ndarray
+
+
+def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout,
+                   dec_alive: np.ndarray) -> KeptFractions:
+    """Kept fractions of N encoder-decoder pairs, from their (N, P) alive entries."""
+    layout = enc_layout + dec_layout
+    alive = np.concatenate([np.asarray(enc_alive, bool), np.asarray(dec_alive, bool)], axis=1)
+    live = live_entries(layout, alive)
+    split = enc_layout.size
+    return KeptFractions(
+        kept=live.mean(axis=1),
+        kept_encoder=live[:, :split].mean(axis=1),
+        kept_decoder=live[:, split:].mean(axis=1),
+        mask_kept=alive.mean(axis=1),
+        compact=compact_size(layout, alive) / layout.size,
+    )
+
+
+def stack_alive(stack) -> np.ndarray:
+    """(N, P) entries of a :class:`~coevo.population.Stack` that are masked in and not exactly zero."""
+    return (stack.mask & (stack.params != 0)).cpu().numpy()
+
+
+def stack_kept_fractions(enc, dec) -> KeptFractions:
+    """Kept fractions of every (encoder row k, decoder row k) pair of two stacks."""
+    return kept_fractions(enc.layout, stack_alive(enc), dec.layout, stack_alive(dec))
