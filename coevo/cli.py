@@ -16,6 +16,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run coevolution or canonical training")
+    run.add_argument("--preset", help="start from a configuration shipped with coevo (see `coevo operators`); "
+                     "--config and --set apply on top")
     run.add_argument("--config", type=Path, help="TOML configuration file")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one key (repeatable), e.g. --set run.generations=50")
@@ -46,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "run":
         from coevo import config, report, runner
 
-        cfg = config.load(args.config, args.overrides)
+        cfg = config.load(args.config, args.overrides, args.preset)
         run_dir = runner.start(cfg, args.out, quiet=args.quiet)
         print(report.format_summary(report.read_summary(run_dir)))
         print(f"run directory: {run_dir}")
@@ -80,6 +82,12 @@ def _run(args: argparse.Namespace) -> int:
             width = max(len(n) for n, _ in items)
             for name, item in items:
                 print(f"  {name:<{width}}  {summary(item)}")
+        from coevo.config import preset_text, presets
+
+        print("presets (coevo run --preset NAME):")
+        width = max(len(n) for n in presets())
+        for name in presets():
+            print(f"  {name:<{width}}  {_first_comment(preset_text(name))}")
         return 0
     if args.command == "bench":
         from coevo import bench, bench_spec
@@ -98,6 +106,16 @@ def _run(args: argparse.Namespace) -> int:
         print(bench.format_outcome(outcome))
         return 1 if outcome.failed else 0
     raise AssertionError(args.command)
+
+
+def _first_comment(text: str) -> str:
+    """The opening comment of a preset file, up to its first full stop or colon."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    return " ".join(lines).split(": ")[0].split(". ")[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

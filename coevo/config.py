@@ -11,6 +11,7 @@ import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -355,16 +356,33 @@ def read_text(path: str | Path, what: str) -> str:
         raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
 
 
-def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Load defaults <- TOML file <- overrides, then validate."""
+def presets() -> list[str]:
+    """Names of the run presets shipped in :mod:`coevo.run_presets`."""
+    folder = resources.files("coevo.run_presets")
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_text(name: str) -> str:
+    """The TOML text of a shipped run preset, or a ConfigError listing the known ones."""
+    if name not in presets():
+        raise ConfigError(f"--preset {name!r} is unknown; presets: {', '.join(presets())}")
+    return resources.files("coevo.run_presets").joinpath(f"{name}.toml").read_text()
+
+
+def _toml_table(text: str, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+
+
+def load(path: str | Path | None = None, overrides: typing.Sequence[str] = (), preset: str | None = None) -> Config:
+    """Load defaults <- preset <- TOML file <- overrides, then validate."""
     raw: dict[str, Any] = to_dict(Config())
+    if preset is not None:
+        raw = _merge(raw, _toml_table(preset_text(preset), f"preset {preset}"))
     if path is not None:
-        text = read_text(path, "config file")
-        try:
-            file_values = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        raw = _merge(raw, file_values)
+        raw = _merge(raw, _toml_table(read_text(path, "config file"), f"config file {path}"))
     for text in overrides:
         section, key, value = parse_override(text)
         raw = _merge(raw, {section: {key: value}})

@@ -22,7 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from coevo.config import Config
 from coevo.genome import Layout
 
 
@@ -104,3 +106,24 @@ def stack_alive(stack) -> np.ndarray:
 def stack_kept_fractions(enc, dec) -> KeptFractions:
     """Kept fractions of every (encoder row k, decoder row k) pair of two stacks."""
     return kept_fractions(enc.layout, stack_alive(enc), dec.layout, stack_alive(dec))
+
+
+def loss_floor(config: Config) -> float | None:
+    """The lowest expected test loss of binary clustering: a model that outputs each row's true
+    centroid still misses the flipped bits, ``data.noise`` per bit under L1 and MSE. None for
+    other data and for BCE, whose floor is not the noise rate."""
+    if config.data.source != "binary_clustering" or config.model.loss == "bce":
+        return None
+    return float(config.data.noise)
+
+
+def baseline_loss(train: torch.Tensor, test: torch.Tensor, loss: str) -> float:
+    """The test loss of the constant model that predicts, for every row, each dimension's training
+    mean (its majority bit when the data are binary): what a model must beat to have learnt
+    anything about individual rows."""
+    from coevo.batched import reconstruction_loss
+
+    binary = bool(((train == 0) | (train == 1)).all())
+    centre = (train.mean(dim=0) >= 0.5).to(train.dtype) if binary else train.mean(dim=0)
+    prediction = centre.expand_as(test)
+    return float(reconstruction_loss(prediction.unsqueeze(0), test.unsqueeze(0), loss)[0])

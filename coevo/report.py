@@ -91,8 +91,9 @@ def read_summary(run_dir: Path) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    keys = ["mode", "operator", "schedule", "generations", "seed", "test_loss", "validation_loss", "train_loss",
-            "kept_fraction", "kept_fraction_encoder", "kept_fraction_decoder", "seconds_per_generation",
+    keys = ["mode", "operator", "schedule", "generations", "seed", "test_loss", "test_loss_floor",
+            "test_loss_baseline", "validation_loss", "train_loss", "kept_fraction", "kept_fraction_encoder",
+            "kept_fraction_decoder", "mask_kept_fraction", "compact_fraction", "seconds_per_generation",
             "wall_seconds"]
     width = max(map(len, keys))
     lines = []

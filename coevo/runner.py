@@ -23,7 +23,7 @@ from coevo.engines import make_engine
 from coevo.errors import UserError
 from coevo.evolve import coevolve, final_losses, make_toolbox, prune_probability
 from coevo.genome import state_dict
-from coevo.measures import stack_kept_fractions
+from coevo.measures import baseline_loss, loss_floor, stack_kept_fractions
 from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, ProgressBar
 from coevo.problem import Problem, build
 
@@ -109,6 +109,8 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         "test_loss": float(losses["test"][best]),
         "validation_loss": float(losses["validation"][best]),
         "train_loss": float(losses["train"][best]),
+        "test_loss_floor": loss_floor(cfg),
+        "test_loss_baseline": baseline_loss(problem.train, problem.test, cfg.model.loss),
         "kept_fraction": float(kept.kept[best]),
         "kept_fraction_encoder": float(kept.kept_encoder[best]),
         "kept_fraction_decoder": float(kept.kept_decoder[best]),

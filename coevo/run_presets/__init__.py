@@ -1,0 +1,1 @@
+"""Run presets: configuration files shipped with coevo (``coevo run --preset NAME``)."""
