@@ -1,13 +1,21 @@
-"""The report of a bench directory, built from its rows alone: ranked tables with a significance
-test against a baseline, box plots, curves over generations and a loss-vs-kept Pareto scatter.
+"""The report of a bench directory, built from its rows alone: per mode the best combination and
+how sure we are, ranked tables, every pair of combinations tested, box plots, curves over
+generations and a loss-vs-kept Pareto scatter.
 
-Statistics: for each combination, a two-sided Mann-Whitney U test (``scipy.stats.mannwhitneyu``)
-of its trials' final test losses against those of its baseline, then Holm's step-down correction
-over the comparisons of one mode. The report states this next to the tables.
+Statistics. Trial i of every combination of one mode runs with the same seed, hence the same
+data and initial population: a matched design, so two combinations of one mode are compared by a
+two-sided Wilcoxon signed-rank test on their per-seed differences (seeds present in both). Across
+modes the trials are not matched, and a Mann-Whitney U test compares the two samples; so it does
+within a mode when fewer than ``MIN_PAIRS`` seeds are in both. Every pair of combinations (within
+each mode, and each of one mode against each of another) is tested on test loss and on kept
+fraction, each with its Vargha-Delaney A12 and median difference, and Holm's step-down correction
+runs over that whole family. The report warns when the design cannot reach significance after
+the correction, and says how many trials would.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -33,6 +41,19 @@ DEFAULT_BASELINE = {"prune.operator": "none"}
 CURVES = (("validation_loss_best", "validation loss, best pair"),
           ("train_loss_median", "training loss, median cell"),
           ("kept_best", "kept fraction, best pair"))
+MEASURES = ("test_loss", "kept_fraction")
+"""The row keys every pair of combinations is tested on."""
+ALPHA = 0.05
+"""The family-wise error rate the report's warning and bold Holm p-values refer to."""
+MIN_PAIRS = 3
+"""Fewer seeds in common than this and two combinations of one mode are compared unpaired, on
+all their trials: a signed-rank test on two pairs cannot go below p = 0.5."""
+EXACT_LIMIT = 50
+"""scipy's exact p-values up to this many values per sample (exact Mann-Whitney on 400 + 400 takes a minute)."""
+PERMUTATION_LIMIT = 200_000
+"""Exact permutation p-values (for ties and zero differences) up to this many permutations."""
+WILCOXON = "Wilcoxon signed-rank"
+MANN_WHITNEY = "Mann-Whitney U"
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -48,6 +69,10 @@ def read_rows(path: Path) -> list[dict]:
             except json.JSONDecodeError:
                 raise UserError(f"{path} line {number} is not a JSON row; remove it to go on") from None
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -66,9 +91,113 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def a12(x: Sequence[float], y: Sequence[float]) -> float:
+    """Vargha-Delaney A12 = P(X > Y) + 0.5 P(X = Y), over every pair of one value from each sample.
+
+    0.5 is no effect, 1 every x above every y, 0 every x below. Unlike a p-value it says how large
+    the effect is and does not grow with the number of trials. NaN if a sample is empty.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if not len(x) or not len(y):
+        return math.nan
+    return float(np.mean(x[:, None] > y[None, :]) + 0.5 * np.mean(x[:, None] == y[None, :]))
+
+
+def wilcoxon_p(x: Sequence[float], y: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired samples (x[i] and y[i] share a seed).
+
+    Zero differences are ranked, then their ranks dropped (Pratt): a pair that did not move weighs
+    against an effect instead of vanishing. All differences zero: p = 1. Without zero or tied
+    differences, scipy's exact distribution; with them, the exact distribution of the same
+    statistic over all 2^n sign flips (the normal approximation is far off at a few pairs:
+    0.046 for four equal differences, where no exact test goes below 0.125); beyond
+    ``PERMUTATION_LIMIT`` flips, the normal approximation.
+    """
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    if not len(d):
+        return math.nan
+    if np.all(d == 0):
+        return 1.0
+    if len(d) <= EXACT_LIMIT and np.all(d != 0) and len(np.unique(np.abs(d))) == len(d):
+        return float(wilcoxon(d, zero_method="pratt", alternative="two-sided", method="exact").pvalue)
+    if 2 ** len(d) <= PERMUTATION_LIMIT:
+        return signed_rank_permutation_p(d)
+    return float(wilcoxon(d, zero_method="pratt", alternative="two-sided", method="approx").pvalue)
+
+
+def mann_whitney_p(x: Sequence[float], y: Sequence[float]) -> float:
+    """Two-sided Mann-Whitney U p of independent samples.
+
+    Every value equal: p = 1. Without ties, scipy's exact distribution (up to ``EXACT_LIMIT``
+    values per sample); with ties, the exact distribution of the same statistic over all
+    C(n1 + n2, n1) splits of the pooled values; beyond ``PERMUTATION_LIMIT`` splits, the normal
+    approximation with tie and continuity corrections.
+    """
+    from scipy.stats import mannwhitneyu
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if not len(x) or not len(y):
+        return math.nan
+    pooled = np.concatenate([x, y])
+    if np.all(pooled == pooled[0]):
+        return 1.0
+    if max(len(x), len(y)) <= EXACT_LIMIT and len(np.unique(pooled)) == len(pooled):
+        return float(mannwhitneyu(x, y, alternative="two-sided", method="exact").pvalue)
+    if math.comb(len(pooled), len(x)) <= PERMUTATION_LIMIT:
+        return rank_sum_permutation_p(x, y)
+    return float(mannwhitneyu(x, y, alternative="two-sided", method="asymptotic").pvalue)
+
+
+def signed_rank_permutation_p(d: Sequence[float]) -> float:
+    """Exact two-sided p of the Pratt signed-rank statistic (sum of the midranks of |d| over the
+    positive d, zeros ranked but contributing nothing) over all 2^n sign flips of d."""
+    from scipy.stats import rankdata
+
+    d = np.asarray(d, dtype=float)
+    ranks = rankdata(np.abs(d))
+    ranks[d == 0] = 0.0
+    flips = (np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1
+    return _two_sided(flips @ ranks, float(ranks[d > 0].sum()))
+
+
+def rank_sum_permutation_p(x: Sequence[float], y: Sequence[float]) -> float:
+    """Exact two-sided p of the rank sum of x (midranks in the pooled sample; U plus a constant)
+    over all C(n1 + n2, n1) ways to split the pooled values into samples of these sizes."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([np.asarray(x, dtype=float), np.asarray(y, dtype=float)]))
+    splits = np.array(list(itertools.combinations(range(len(ranks)), len(x))))
+    return _two_sided(ranks[splits].sum(axis=1), float(ranks[: len(x)].sum()))
+
+
+def _two_sided(null: np.ndarray, observed: float) -> float:
+    """Twice the smaller tail of ``observed`` in an enumerated null distribution, at most 1.
+    (Rank sums are multiples of 0.5, so the tolerance only absorbs summation order.)"""
+    tol = 1e-9 * max(1.0, abs(observed))
+    return float(min(1.0, 2 * min(np.mean(null >= observed - tol), np.mean(null <= observed + tol))))
+
+
 def smallest_p(n1: int, n2: int) -> float:
-    """The smallest two-sided p an exact Mann-Whitney U test can give with these sample sizes."""
+    """The smallest two-sided p an exact Mann-Whitney U test can give with these sample sizes:
+    the two most extreme of the C(n1 + n2, n1) equally likely rank splittings."""
     return min(1.0, 2.0 / math.comb(n1 + n2, n1))
+
+
+def smallest_p_paired(n: int) -> float:
+    """The smallest two-sided p an exact signed-rank test can give on n pairs: all differences of
+    one sign, 2 of the 2^n equally likely sign patterns."""
+    return min(1.0, 2.0 / 2 ** n)
+
+
+def trials_needed(paired: bool, family: int, alpha: float = ALPHA) -> int:
+    """The fewest trials per combination (all finishing) with which Holm's first step can go below
+    ``alpha``: family size times the exact test's smallest p."""
+    for n in range(1, 10_000):
+        if family * (smallest_p_paired(n) if paired else smallest_p(n, n)) < alpha:
+            return n
+    raise ValueError(f"no trial count below 10000 suffices for a family of {family}")
 
 
 @dataclass
@@ -83,23 +212,76 @@ class Group:
     rows: list[dict] = field(default_factory=list)
     baseline: "Group | None" = None
     is_baseline: bool = False
-    p: float = math.nan
-    p_holm: float = math.nan
 
     def values(self, key: str) -> np.ndarray:
         return np.array([r[key] for r in self.rows if r.get(key) is not None], dtype=float)
+
+    def by_seed(self, key: str) -> dict[int, float]:
+        return {r["seed"]: float(r[key]) for r in self.rows if r.get(key) is not None}
 
     @property
     def n(self) -> int:
         return len(self.rows)
 
 
-def summarize(rows: Sequence[dict], baseline: dict[str, Any]) -> dict[str, list[Group]]:
-    """Per mode, the combinations ranked by median test loss (then median kept fraction), each
-    tested against its baseline: the combination of the same mode that matches ``baseline`` and,
-    among several, shares the most settings with it."""
-    from scipy.stats import mannwhitneyu
+@dataclass
+class Comparison:
+    """One test of combination ``a`` against ``b`` on one measure (a row key)."""
 
+    a: Group
+    b: Group
+    measure: str
+    paired: bool
+    n_a: int
+    """Values of ``a`` tested: the pairs when paired."""
+    n_b: int
+    difference: float
+    """Median of the differences a - b: per seed when paired; else over every pair of one value
+    from each sample (the Hodges-Lehmann shift, the estimate that goes with Mann-Whitney U)."""
+    a12: float
+    """P(a > b) + 0.5 P(a = b) over the values tested."""
+    p: float
+    p_holm: float = math.nan
+
+    @property
+    def test(self) -> str:
+        return WILCOXON if self.paired else MANN_WHITNEY
+
+    @property
+    def floor(self) -> float:
+        """The smallest p the exact test can give with these sample sizes."""
+        return smallest_p_paired(self.n_a) if self.paired else smallest_p(self.n_a, self.n_b)
+
+    def seen_from(self, g: Group) -> "Comparison":
+        """This comparison with ``g`` as ``a`` (difference negated, A12 mirrored when swapped)."""
+        if g is self.a:
+            return self
+        if g is not self.b:
+            raise ValueError(f"{g.label} is not in this comparison")
+        return Comparison(self.b, self.a, self.measure, self.paired, self.n_b, self.n_a, -self.difference,
+                          1.0 - self.a12, self.p, self.p_holm)
+
+
+def compare(a: Group, b: Group, measure: str, matched: bool) -> Comparison:
+    """Test ``a`` against ``b`` on ``measure``: signed-rank on the seeds both have when the trials
+    are ``matched`` (same mode) and at least ``MIN_PAIRS`` seeds are shared, else Mann-Whitney U
+    on all trials of each."""
+    if matched:
+        xa, xb = a.by_seed(measure), b.by_seed(measure)
+        seeds = sorted(xa.keys() & xb.keys())
+        if len(seeds) >= MIN_PAIRS:
+            x, y = np.array([xa[s] for s in seeds]), np.array([xb[s] for s in seeds])
+            return Comparison(a, b, measure, True, len(x), len(y), float(np.median(x - y)), a12(x, y),
+                              wilcoxon_p(x, y))
+    x, y = a.values(measure), b.values(measure)
+    shift = float(np.median(x[:, None] - y[None, :])) if len(x) and len(y) else math.nan
+    return Comparison(a, b, measure, False, len(x), len(y), shift, a12(x, y), mann_whitney_p(x, y))
+
+
+def summarize(rows: Sequence[dict], baseline: dict[str, Any]) -> dict[str, list[Group]]:
+    """Per mode, the combinations ranked by median test loss (then median kept fraction, then
+    position in the spec). Each gets its baseline: the combination of the same mode that matches
+    ``baseline`` and, among several, shares the most settings with it."""
     groups: dict[str, Group] = {}
     for row in rows:
         g = groups.get(row["combination"])
@@ -110,20 +292,66 @@ def summarize(rows: Sequence[dict], baseline: dict[str, Any]) -> dict[str, list[
     by_mode: dict[str, list[Group]] = {}
     for g in sorted(groups.values(), key=lambda g: g.index):
         by_mode.setdefault(g.mode, []).append(g)
-    for mode, members in by_mode.items():
+    for members in by_mode.values():
         bases = [g for g in members if all(g.settings.get(k) == v for k, v in baseline.items())]
         for g in bases:
             g.is_baseline = True
-        tested = [g for g in members if not g.is_baseline and bases]
-        for g in tested:
-            g.baseline = max(bases, key=lambda b: (sum(b.settings[k] == v for k, v in g.settings.items()), -b.index))
-            x, y = g.values("test_loss"), g.baseline.values("test_loss")
-            if len(x) and len(y):
-                g.p = float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
-        for g, p in zip(tested, holm([g.p for g in tested])):
-            g.p_holm = p
+        for g in members:
+            if not g.is_baseline and bases:
+                g.baseline = max(bases, key=lambda b: (sum(b.settings.get(k) == v for k, v in g.settings.items()),
+                                                       -b.index))
         members.sort(key=lambda g: (_median(g.values("test_loss")), _median(g.values("kept_fraction")), g.index))
     return by_mode
+
+
+def pairs(by_mode: dict[str, list[Group]]) -> list[tuple[Group, Group]]:
+    """Every pair of combinations: within each mode in rank order, then each combination of one
+    mode against each of every later mode."""
+    modes = list(by_mode)
+    within = [(a, b) for gs in by_mode.values() for i, a in enumerate(gs) for b in gs[i + 1:]]
+    across = [(a, b) for i, mode in enumerate(modes) for other in modes[i + 1:]
+              for a in by_mode[mode] for b in by_mode[other]]
+    return within + across
+
+
+def compare_all(by_mode: dict[str, list[Group]]) -> list[Comparison]:
+    """Every pair on every measure, with Holm's correction over that whole family."""
+    comparisons = [compare(a, b, measure, matched=a.mode == b.mode) for a, b in pairs(by_mode) for measure in MEASURES]
+    for c, p in zip(comparisons, holm([c.p for c in comparisons])):
+        c.p_holm = p
+    return comparisons
+
+
+def design_warning(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> str | None:
+    """A warning when the trials are too few for Holm-corrected significance, else None.
+
+    Holm multiplies the family's smallest p by the family size m, so if m times the smallest p any
+    comparison's exact test can give is >= alpha, nothing can be significant. Short of that, a
+    comparison whose own smallest p times m is >= alpha can only pass behind smaller p-values.
+    """
+    tested = [c for c in comparisons if not math.isnan(c.p)]
+    m = len(tested)
+    if not m:
+        return None
+    short = [c for c in tested if m * c.floor >= alpha]
+    if not short:
+        return None
+    needed = max(trials_needed(paired, m, alpha) for paired in {c.paired for c in tested})
+    best = min(tested, key=lambda c: c.floor)
+    if m * best.floor >= alpha:
+        return (f"No comparison can reach Holm p < {alpha:g}. The family has m = {m} comparisons; the smallest "
+                f"p an exact test can give here is {best.floor:.3g} ({best.test}, {_n(best)}), and Holm's first "
+                f"step multiplies it by m: {m} × {best.floor:.3g} = {m * best.floor:.3g}. About {needed} trials "
+                f"per combination would let every comparison reach it; until then read the medians and A12, "
+                f"not significance.")
+    kinds = sorted({f"{c.test}, {_n(c)}" for c in short})
+    return (f"{len(short)} of the m = {m} comparisons ({'; '.join(kinds)}) have an exact smallest p that, "
+            f"multiplied by m, is >= {alpha:g}: they can reach Holm p < {alpha:g} only behind smaller p-values. "
+            f"About {needed} trials per combination would lift this.")
+
+
+def _n(c: Comparison) -> str:
+    return f"{c.n_a} pairs" if c.paired else f"{c.n_a} + {c.n_b}"
 
 
 def _median(x: np.ndarray) -> float:
@@ -137,8 +365,27 @@ def _quartiles(x: np.ndarray) -> tuple[float, float, float]:
     return float(q2), float(q1), float(q3)
 
 
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
 def _fmt(value: float, digits: int = 4) -> str:
     return "—" if math.isnan(value) else f"{value:.{digits}g}"
+
+
+def _fmt_diff(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    return "0" if value == 0 else f"{value:+.3g}".replace("-", "−")
+
+
+def _fmt_a12(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.2f}"
+
+
+def _fmt_p(value: float, bold: bool = False) -> str:
+    text = _fmt(value, 3)
+    return f"**{text}**" if bold and value < ALPHA else text
 
 
 def _fmt_iqr(x: np.ndarray, digits: int) -> str:
@@ -146,21 +393,79 @@ def _fmt_iqr(x: np.ndarray, digits: int) -> str:
     return f"{med:.{digits}f} [{q1:.{digits}f}–{q3:.{digits}f}]" if len(x) else "—"
 
 
-def table(groups: Sequence[Group], loss: str) -> list[str]:
-    """One mode's ranked Markdown table."""
-    lines = [f"| rank | combination | n | test {loss} median [Q1–Q3] | kept median [Q1–Q3] "
-             f"| train {loss} (cells' mean) median | p vs baseline | Holm p |",
-             "|---:|---|---:|---|---|---:|---:|---:|"]
-    for rank, g in enumerate(groups, 1):
-        if g.is_baseline:
-            p, ph = "baseline", ""
-        elif g.baseline is None:
-            p, ph = "—", "—"
+class Lookup:
+    """The comparisons by pair and measure, either way round."""
+
+    def __init__(self, comparisons: Sequence[Comparison]):
+        self._by = {(c.a.id, c.b.id, c.measure): c for c in comparisons}
+
+    def get(self, g: Group, h: Group, measure: str) -> Comparison | None:
+        c = self._by.get((g.id, h.id, measure)) or self._by.get((h.id, g.id, measure))
+        return c.seen_from(g) if c is not None else None
+
+
+def lead(groups: Sequence[Group], lookup: Lookup, loss: str) -> list[str]:
+    """One mode's opening lines: the best combination, against its baseline and the runner-up."""
+    best = groups[0]
+    lines = [f"**Best: {best.label}**: median test {loss} {_fmt_iqr(best.values('test_loss'), 4)}, "
+             f"kept {_fmt_iqr(best.values('kept_fraction'), 3)} (median [Q1–Q3] over {best.n} trials)."]
+    rivals: list[tuple[str, Group]] = []
+    if best.baseline is not None:
+        rivals.append(("baseline", best.baseline))
+    if len(groups) > 1:
+        if groups[1] is best.baseline:
+            rivals = [("baseline, runner-up", groups[1])]
         else:
-            p, ph = _fmt(g.p, 3), _fmt(g.p_holm, 3)
+            rivals.append(("runner-up", groups[1]))
+    if best.is_baseline:
+        lines[0] += " It is the baseline."
+    if not rivals:
+        return lines
+    lines += ["", f"| best against | test {loss}: median difference | A12 | Holm p | kept: median difference "
+                  f"| A12 | Holm p | test, n |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for role, other in rivals:
+        loss_c, kept_c = lookup.get(best, other, "test_loss"), lookup.get(best, other, "kept_fraction")
+        cells = []
+        for c in (loss_c, kept_c):
+            cells += ["—"] * 3 if c is None else [_fmt_diff(c.difference), _fmt_a12(c.a12), _fmt_p(c.p_holm, True)]
+        test = f"{loss_c.test}, {_n(loss_c)}" if loss_c is not None else "—"
+        lines.append(f"| {role}: {other.label} | {' | '.join(cells)} | {test} |")
+    return lines
+
+
+def table(groups: Sequence[Group], lookup: Lookup, loss: str) -> list[str]:
+    """One mode's ranked Markdown table."""
+    mask = any(r.get("mask_kept_fraction") is not None for g in groups for r in g.rows)
+    head = (f"| rank | combination | n | test {loss} median [Q1–Q3] | kept median [Q1–Q3] "
+            + ("| mask kept median [Q1–Q3] " if mask else "")
+            + f"| train {loss} (cells' mean) median | test {loss} vs baseline: A12 | Holm p |")
+    lines = [head, "|---:|---|---:|---|---|" + ("---|" if mask else "") + "---:|---:|---:|"]
+    for rank, g in enumerate(groups, 1):
+        c = lookup.get(g, g.baseline, "test_loss") if g.baseline is not None else None
+        if g.is_baseline:
+            versus = "baseline | "
+        elif c is None:
+            versus = "— | —"
+        else:
+            versus = f"{_fmt_a12(c.a12)} | {_fmt_p(c.p_holm, True)}"
         lines.append(f"| {rank} | {g.label} | {g.n} | {_fmt_iqr(g.values('test_loss'), 4)} "
                      f"| {_fmt_iqr(g.values('kept_fraction'), 3)} "
-                     f"| {_fmt(_quartiles(g.values('train_loss_mean'))[0])} | {p} | {ph} |")
+                     + (f"| {_fmt_iqr(g.values('mask_kept_fraction'), 3)} " if mask else "")
+                     + f"| {_fmt(_quartiles(g.values('train_loss_mean'))[0])} | {versus} |")
+    return lines
+
+
+def pairs_table(comparisons: Sequence[Comparison], loss: str) -> list[str]:
+    """Every comparison, one row per pair and measure."""
+    names = {"test_loss": f"test {loss}", "kept_fraction": "kept"}
+    lines = ["| A | B | measure | test | n | median difference A − B | A12 | p | Holm p |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for c in comparisons:
+        a, b = ((c.a.label, c.b.label) if c.a.mode == c.b.mode
+                else (f"{c.a.mode}: {c.a.label}", f"{c.b.mode}: {c.b.label}"))
+        lines.append(f"| {a} | {b} | {names.get(c.measure, c.measure)} | {c.test} | {_n(c)} "
+                     f"| {_fmt_diff(c.difference)} | {_fmt_a12(c.a12)} | {_fmt_p(c.p)} | {_fmt_p(c.p_holm, True)} |")
     return lines
 
 
@@ -172,46 +477,88 @@ def write_report(out: Path, baseline: dict[str, Any] | None = None, title: str |
         raise UserError(f"{out} has no finished trials ({ROWS} is missing or empty); nothing to report")
     baseline = dict(baseline or DEFAULT_BASELINE)
     by_mode = summarize(rows, baseline)
+    comparisons = compare_all(by_mode)
+    lookup = Lookup(comparisons)
     figures = out / FIGURES
     figures.mkdir(exist_ok=True)
     colours = _colours([g for gs in by_mode.values() for g in gs])
     paths = [plot_boxes(by_mode, "test_loss", "final test loss (best pair)", figures / "box_test_loss.png", colours),
              plot_boxes(by_mode, "kept_fraction", "kept fraction (best pair)", figures / "box_kept.png", colours)]
-    curves = {mode: plot_curves(out, groups, figures / f"curves_{mode}.png", colours) for mode, groups in by_mode.items()}
+    curves = {mode: plot_curves(out, groups, figures / f"curves_{mode}.png", colours)
+              for mode, groups in by_mode.items()}
     paths.append(plot_pareto(by_mode, figures / "pareto.png", colours))
 
     loss = next((r["loss"].upper() for r in rows if r.get("loss")), "loss")
     seeds = sorted({r["seed"] for r in rows})
     generations = sorted({r["generations"] for r in rows if r.get("generations") is not None})
     ngroups = sum(len(gs) for gs in by_mode.values())
+    m = sum(not math.isnan(c.p) for c in comparisons)
     lines = [f"# coevo bench: {title or out.name}", "",
              f"{len(rows)} finished trials in {ngroups} combinations; seeds {_ranges(seeds)}; "
              f"{' / '.join(map(str, generations))} generations. Rows: `{ROWS}` (one per trial, with its run "
              f"directory). Final values are those of each trial's best pair (lowest validation loss), "
              f"measured on the test split; \"train {loss} (cells' mean)\" is the mean training loss over the "
              f"cells' centres, the measure of the paper's figures.", "",
-             f"Baseline: the combination of the same mode with {_describe(baseline)}.", ""]
+             f"Baseline: the combination of the same mode with {_describe(baseline)}. Lower test {loss} is "
+             f"better. A12 = P(A > B) + ½ P(A = B), A being the first combination named (in each mode's first "
+             f"table, the best): below 0.5 A's test {loss} tends to be lower. Holm p is "
+             f"corrected over all {m} comparisons of this report (every pair, test {loss} and kept fraction); "
+             f"bold: below {ALPHA:g}. Method: [Statistics](#statistics).", ""]
+    warning = design_warning(comparisons)
+    if warning:
+        lines += [f"> **Too few trials for significance.** {warning}", ""]
     for mode, groups in by_mode.items():
-        lines += [f"## {mode}", "", "Ranked by median test loss (ties: median kept fraction).", ""]
-        lines += table(groups, loss)
-        missing = [g.label for g in groups if g.baseline is None and not g.is_baseline]
-        if missing:
-            lines += ["", f"No baseline ({_describe(baseline)}) has finished in this mode: no p-values."]
+        lines += [f"## {mode}", ""]
+        lines += lead(groups, lookup, loss)
+        lines += ["", "Ranked by median test loss (ties: median kept fraction).", ""]
+        lines += table(groups, lookup, loss)
+        if not any(g.is_baseline for g in groups):
+            lines += ["", f"No baseline ({_describe(baseline)}) has finished in this mode."]
         lines += ["", f"![curves over generations, {mode}]({FIGURES}/{curves[mode].name})" if curves[mode]
                   else "(no curves: the trials' logbook.csv files are not there)", ""]
-    lines += ["## Statistics", "",
-              "p vs baseline: two-sided Mann-Whitney U test (`scipy.stats.mannwhitneyu`, `method=\"auto\"`: "
-              "exact for small samples without ties, else the normal approximation with tie correction) of the "
-              "combination's final test losses against the baseline's, one value per trial. "
-              "Holm p: Holm's step-down correction for multiple comparisons (family-wise error rate), "
-              "applied within each mode's table over its comparisons with the baseline."]
-    floors = {(g.n, g.baseline.n) for gs in by_mode.values() for g in gs if g.baseline is not None}
-    weak = sorted(f for f in floors if smallest_p(*f) > 0.05)
-    if weak:
-        n1, n2 = weak[0]
-        lines += ["", f"With {n1} and {n2} trials the smallest p an exact two-sided test can give is "
-                      f"{smallest_p(n1, n2):.3g}: at this budget no comparison can reach p < 0.05; "
-                      f"run more trials before reading significance."]
+    modes = list(by_mode)
+    if len(modes) > 1:
+        lines += ["## Best of each mode", "",
+                  f"| A | B | test {loss}: median difference A − B | A12 | Holm p | kept: median difference | A12 "
+                  f"| Holm p |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for i, mode in enumerate(modes):
+            for other in modes[i + 1:]:
+                a, b = by_mode[mode][0], by_mode[other][0]
+                cells = []
+                for measure in MEASURES:
+                    c = lookup.get(a, b, measure)
+                    cells += ["—"] * 3 if c is None else [_fmt_diff(c.difference), _fmt_a12(c.a12),
+                                                          _fmt_p(c.p_holm, True)]
+                lines.append(f"| {mode}: {a.label} | {other}: {b.label} | {' | '.join(cells)} |")
+        lines.append("")
+    lines += ["## All pairs", "",
+              "Within a mode A is the better ranked; across modes A is of the first mode.", ""]
+    lines += pairs_table(comparisons, loss) if comparisons else ["(one combination: nothing to compare)"]
+    lines += ["", "## Statistics", "",
+              f"- **Matched trials, paired test.** Trial i of every combination runs with seed `seed_start + i`, "
+              f"so two combinations of one mode share each trial's data and initial population. They are "
+              f"compared by a two-sided {WILCOXON} test (`scipy.stats.wilcoxon`) on the per-seed differences "
+              f"A − B, over the seeds both have finished. Zero differences are kept in the ranking and then "
+              f"dropped (`zero_method=\"pratt\"`); all differences zero gives p = 1.",
+              f"- **Unmatched trials, unpaired test.** Across modes the trials do not share a population, so "
+              f"two combinations are compared by a two-sided {MANN_WHITNEY} test (`scipy.stats.mannwhitneyu`) "
+              f"on all trials of each; so are two of one mode that share fewer than {MIN_PAIRS} seeds. All "
+              f"values equal gives p = 1.",
+              f"- **Exact p-values.** Without ties or zero differences, scipy's exact distributions (up to "
+              f"{EXACT_LIMIT} values per sample). With them, the exact distribution of the same rank statistic "
+              f"over every sign flip of the differences (paired) or every split of the pooled trials "
+              f"(unpaired), up to {PERMUTATION_LIMIT:,} of them; beyond that, the normal approximation.",
+              "- **Effect size.** Median difference: the median of the per-seed differences A − B (paired), or "
+              "of all differences between one trial of A and one of B (unpaired, the Hodges-Lehmann shift). "
+              "Vargha-Delaney A12 = P(A > B) + ½ P(A = B) over the values tested: 0.5 is no effect, 0 or 1 "
+              "complete separation. For test loss below 0.5 favours A; for kept fraction below 0.5 means A "
+              "keeps less (prunes more).",
+              f"- **Multiple comparisons.** Every pair of combinations (within each mode, and each combination "
+              f"of one mode against each of another) is tested on test {loss} and on kept fraction: m = {m} "
+              f"tests. Holm's step-down correction runs over that whole family (family-wise error rate "
+              f"{ALPHA:g}). With n pairs an exact signed-rank test cannot give p below 2 / 2^n, and Mann-Whitney "
+              f"on n1 + n2 trials not below 2 / C(n1 + n2, n1); Holm multiplies the smallest p by m, so few "
+              f"trials and many combinations may leave nothing able to pass: the report then warns above."]
     lines += ["", "## Figures", ""]
     lines += [f"![{p.stem}]({FIGURES}/{p.name})" for p in paths]
     lines += ["", "- box plots: final test loss and kept fraction per combination, one point per trial;",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -139,7 +138,9 @@ def test_tiny_sweep_end_to_end_then_resume_skips_and_reruns_crashed(tmp_path, ca
         assert summary["generations"] == 2
     assert {r["kept_fraction"] for r in rows if r["operator"] == "none"} == {1.0}
     report = (out / "report.md").read_text()
-    assert "## coevolution" in report and "Mann-Whitney U" in report and "Holm" in report
+    assert "## coevolution" in report and "## All pairs" in report and "A12" in report and "Holm" in report
+    # two trials: too few shared seeds for the signed-rank test, so Mann-Whitney U on all trials
+    assert "| test L1 | Mann-Whitney U | 2 + 2 |" in report and "Wilcoxon signed-rank |" not in report
     assert "| 1 |" in report and "baseline" in report
     figures = {p.name for p in (out / "figures").iterdir()}
     assert figures >= {"box_test_loss.png", "box_kept.png", "curves_coevolution.png", "pareto.png"}
@@ -185,17 +186,6 @@ def test_a_different_spec_is_refused_and_more_trials_extend(tmp_path, capsys, co
     assert code == 0 and "report.md" in stdout
 
 
-def test_holm_matches_a_hand_computed_example():
-    # sorted: 0.005 x4 = 0.02; 0.01 x3 = 0.03; 0.03 x2 = 0.06; 0.04 x1 = 0.04 -> monotone 0.06
-    assert holm_close(bench_report.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
-    assert holm_close(bench_report.holm([0.5, math.nan, 0.4]), [0.8, math.nan, 0.8])
-    assert bench_report.holm([0.9, 0.8]) == [1.0, 1.0]
-
-
-def holm_close(got: list[float], want: list[float]) -> bool:
-    return all((math.isnan(a) and math.isnan(b)) or a == pytest.approx(b) for a, b in zip(got, want, strict=True))
-
-
 def synthetic_rows() -> list[dict]:
     def rows(index: int, operator: str, losses: list[float], kept: float, mode: str = "coevolution") -> list[dict]:
         return [{"combination": f"{mode}-{operator}", "label": operator, "mode": mode, "combination_index": index,
@@ -209,27 +199,54 @@ def synthetic_rows() -> list[dict]:
             + rows(4, "none", [0.5, 0.6], 1.0, mode="canonical"))
 
 
-def test_report_ranks_and_tests_against_the_baseline(tmp_path):
+def test_report_ranks_leads_with_the_best_and_tests_every_pair(tmp_path):
     by_mode = bench_report.summarize(synthetic_rows(), {"prune.operator": "none"})
     coevo = by_mode["coevolution"]
     # rank by median test loss; conjunctive and variance tie on loss, the smaller kept fraction wins
     assert [g.label for g in coevo] == ["random", "none", "conjunctive", "variance"]
-    random_ = coevo[0]
-    assert random_.baseline is coevo[1] and coevo[1].is_baseline
-    assert random_.p == pytest.approx(2 / math.comb(8, 4))  # fully separated: the exact minimum
-    ps = [g.p for g in coevo if not g.is_baseline]
-    assert [g.p_holm for g in coevo if not g.is_baseline] == pytest.approx(bench_report.holm(ps))
+    assert coevo[0].baseline is coevo[1] and coevo[1].is_baseline
     assert by_mode["canonical"][0].is_baseline
+    comparisons = bench_report.compare_all(by_mode)
+    assert len(comparisons) == (6 + 4) * 2  # 4 coevolution combinations: 6 pairs; 4 x 1 across modes
+    best = bench_report.Lookup(comparisons).get(coevo[0], coevo[1], "test_loss")
+    assert best.paired and best.n_a == 4 and best.p == pytest.approx(0.125)  # all 4 differences negative
+    assert best.difference == pytest.approx(-0.2) and best.a12 == 0.0
 
     out = tmp_path / "bench"
     out.mkdir()
     (out / bench_report.ROWS).write_text("".join(json.dumps(r) + "\n" for r in synthetic_rows()))
     text = bench_report.write_report(out).read_text()
-    table = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [line.split(" | ")[1] for line in table] == ["random", "none", "conjunctive", "variance", "none"]
-    assert "0.1150 [0.1075–0.1225]" in table[0] and "| baseline |" in table[1]
+    lines = text.splitlines()
+    # each mode opens with its best combination, against the baseline (here also the runner-up)
+    coevo_at = lines.index("## coevolution")
+    assert lines[coevo_at + 2].startswith("**Best: random**")
+    assert any(line.startswith("| baseline, runner-up: none | −0.2 | 0.00 | 1 |") for line in lines)
+    assert "**Best: none**" in text and "It is the baseline." in text
+    ranked = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert [line.split(" | ")[1] for line in ranked] == ["random", "none", "conjunctive", "variance", "none"]
+    assert "0.1150 [0.1075–0.1225]" in ranked[0] and "| baseline |" in ranked[1]
+    pair_rows = lines[lines.index("## All pairs"):lines.index("## Statistics")]
+    pair_rows = [line for line in pair_rows if line.startswith("| ") and not line.startswith("| A |")]
+    assert len(pair_rows) == 20
+    assert pair_rows[0].startswith("| random | none | test L1 | Wilcoxon signed-rank | 4 pairs | −0.2 | 0.00 "
+                                   "| 0.125 |")
+    assert any(line.startswith("| coevolution: random | canonical: none | test L1 | Mann-Whitney U | 4 + 2 |")
+               for line in pair_rows)
+    assert "## Best of each mode" in text
+    assert "Too few trials for significance" in text and "m = 20" in text
     assert "no curves" in text  # rows only: the run directories are not there
     assert (out / "figures" / "pareto.png").exists()
+
+
+def test_report_shows_the_mask_kept_fraction_when_rows_have_it(tmp_path):
+    rows = synthetic_rows()
+    for row in rows:
+        row["mask_kept_fraction"] = row["kept_fraction"] + 0.05 if row["label"] != "none" else 1.0
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / bench_report.ROWS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = bench_report.write_report(out).read_text()
+    assert "mask kept median [Q1–Q3]" in text and "| 0.850 [0.850–0.850] |" in text
 
 
 def test_pareto_front():
