@@ -23,7 +23,7 @@ from coevo.population import Stack
 from coevo.operators.base import PruneContext
 
 # purposes of the derived random streams
-EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER = 1, 2, 3, 4, 5, 6
+EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET = 1, 2, 3, 4, 5, 6, 7
 
 
 def derive_rng(seed: int, generation: int, cell: int, purpose: int) -> np.random.Generator:
@@ -103,12 +103,24 @@ def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, l
             pruned[i] = True
             _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
                          derive_rng(cfg.run.seed, generation, int(k), CASES), amount)
+            if settings.reset_fraction > 0:
+                _reset_weights(new_enc, new_dec, i, settings.reset_fraction,
+                               derive_rng(cfg.run.seed, generation, int(k), RESET))
         if pruned.any():
             for stack in (new_enc, new_dec):
                 stack.apply_masks()
                 if settings.regrow:  # the reference: the zeros stay, the mask does not
                     stack.mask.fill_(True)
     return Variation(cells, new_enc, new_dec, pruned, train_loss)
+
+
+def _reset_weights(enc: Stack, dec: Stack, i: int, fraction: float, rng: np.random.Generator) -> None:
+    """Exploration without regrowth: zero each alive weight of pair i (and its Adam moments) with
+    probability ``fraction``; the masks are untouched, so the zeros train again."""
+    for stack in (enc, dec):
+        draw = torch.as_tensor(rng.random(stack.layout.size) < fraction, device=stack.mask.device) & stack.mask[i]
+        for field in (stack.params, stack.exp_avg, stack.exp_avg_sq):
+            field[i].masked_fill_(draw, 0.0)
 
 
 def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,

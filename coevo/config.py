@@ -140,6 +140,10 @@ class PruneConfig:
     target_kept: float = 0.0
     """Stop pruning a pair once its kept fraction (alive entries on a live path) is at or below
     this target, and never prune it past the target by more than one step (0 = no target)."""
+    reset_fraction: float = 0.0
+    """Exploration: each mutation also zeroes this fraction of the pair's alive weights (and
+    their Adam moments), masks untouched, so they train again; what the reference's regrowth did
+    by accident, without faking sparsity (0 = off)."""
     regrow: bool = False
     """The reference's pruning: zero the drawn entries but keep no mask, so they train again (a
     weight reset, not pruning); the kept fraction then counts non-zero entries."""
@@ -324,6 +328,7 @@ def validate(c: Config) -> None:
     need(0.0 <= c.prune.final_fraction <= 1.0,
          f"prune.final_fraction must be in [0, 1], got {c.prune.final_fraction}")
     need(0.0 <= c.prune.target_kept < 1.0, f"prune.target_kept must be in [0, 1) (0 = no target), got {c.prune.target_kept}")
+    need(0.0 <= c.prune.reset_fraction <= 1.0, f"prune.reset_fraction must be in [0, 1], got {c.prune.reset_fraction}")
     need(c.prune.cases >= 1, f"prune.cases must be >= 1, got {c.prune.cases}")
     need(0.0 <= c.prune.threshold <= 1.0, f"prune.threshold must be in [0, 1], got {c.prune.threshold}")
     need(c.selection.tournament_size >= 1,

@@ -67,9 +67,12 @@ def keep_torch_threads():
 
 
 @pytest.mark.slow
-def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
+@pytest.mark.parametrize("semantics", [[], ["run.update=asynchronous", "prune.regrow=true",
+                                            "train.fresh_optimizer_each_batch=true"]], ids=["coevo", "reference"])
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys, semantics):
     killed, full = tmp_path / "killed", tmp_path / "full"
-    proc = subprocess.Popen([sys.executable, "-m", "coevo", "run", "--quiet", "--out", str(killed), *sets(KILLABLE)],
+    overrides = KILLABLE + semantics
+    proc = subprocess.Popen([sys.executable, "-m", "coevo", "run", "--quiet", "--out", str(killed), *sets(overrides)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -88,7 +91,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     assert 3 <= len(done) < 30, "the kill must land mid-run"
 
     assert main(["resume", str(killed), "--quiet"]) == 0
-    assert main(["run", "--quiet", "--out", str(full), *sets(KILLABLE)]) == 0
+    assert main(["run", "--quiet", "--out", str(full), *sets(overrides)]) == 0
     capsys.readouterr()
     assert stable(killed) == stable(full)
     assert logged_generations(killed) == list(range(30))
