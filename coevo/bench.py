@@ -35,8 +35,9 @@ from coevo.errors import UserError
 
 SPEC_FILE = "spec.toml"
 
-ROW_FIELDS = ("test_loss", "validation_loss", "train_loss", "train_loss_mean", "test_loss_mean", "kept_fraction",
-              "kept_fraction_encoder", "kept_fraction_decoder", "kept_fraction_mean", "generations",
+ROW_FIELDS = ("test_loss", "validation_loss", "train_loss", "train_loss_mean", "test_loss_mean", "test_loss_floor",
+              "test_loss_baseline", "kept_fraction", "kept_fraction_encoder", "kept_fraction_decoder",
+              "kept_fraction_mean", "mask_kept_fraction", "compact_fraction", "generations",
               "seconds_per_generation", "wall_seconds", "loss")
 """Copied from each trial's summary.json into its row."""
 

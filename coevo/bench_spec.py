@@ -43,6 +43,10 @@ from coevo.errors import ConfigError, UserError
 SHORTHANDS = {"mode": "run.mode", "operator": "prune.operator", "schedule": "prune.schedule"}
 """Spec keys that name the three axes of a benchmark without their config section."""
 
+LABELS = ("name", "preset")
+"""Combination keys that are not config keys: ``name`` labels a combination in tables and names its
+directory; ``preset`` starts it from a run preset (``coevo run --preset``) applied after [base]."""
+
 AXES = ("run.mode", "prune.operator", "prune.schedule")
 """Every combination is described by these, whether or not the spec varies them."""
 
@@ -227,7 +231,11 @@ def _flatten(where: str, table: Any) -> dict[str, Any]:
         flat[key] = value
 
     for key, value in table.items():
-        if key in SHORTHANDS:
+        if key in LABELS:
+            if not isinstance(value, str) and not (isinstance(value, list) and where == "sweep"):
+                raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+            put(key, value)
+        elif key in SHORTHANDS:
             put(SHORTHANDS[key], value)
         elif key in SECTIONS and isinstance(value, dict):
             for name, item in value.items():
@@ -265,29 +273,41 @@ def _combinations(base: dict, sweep: dict[str, list], listed: list[dict[str, Any
     for i, table in enumerate(listed or [{}]):
         for values in itertools.product(*(sweep[a] for a in axes)):
             overrides = {**table, **dict(zip(axes, values))}
+            if "name" in table and axes:  # a named combination crossed with the sweep: name each cell
+                overrides["name"] = f"{table['name']} (" + ", ".join(f"{a}={_short(v)}" for a, v in
+                                                                      zip(axes, values)) + ")"
             where = f"combination {i + 1}" if listed else "sweep"
             if axes:
                 where += " with " + ", ".join(f"{a}={v!r}" for a, v in zip(axes, values))
             raw.append((where, overrides))
-    varied = sorted({k for _, overrides in raw for k in overrides} - set(AXES))
+    varied = sorted({k for _, overrides in raw for k in overrides} - set(AXES) - {"name"})
     configs = []
     for where, overrides in raw:  # every config first: a bad key fails here, named
         cfg = {section: dict(values) for section, values in base.items()}
+        if "preset" in overrides:
+            try:
+                preset = tomllib.loads(config_module.preset_text(overrides["preset"]))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            for section, values in preset.items():
+                cfg[section].update(values)
         for key, value in overrides.items():
-            _set(cfg, key, value)
+            if key not in LABELS:
+                _set(cfg, key, value)
         try:
             configs.append(config_module.to_dict(config_module.from_dict(cfg)))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     built: list[tuple[str, dict, dict, dict]] = []
     for (where, overrides), cfg in zip(raw, configs):
-        settings = {key: cfg[key.split(".")[0]][key.split(".", 1)[1]] for key in (*AXES, *varied)}
+        settings = {key: overrides.get(key, "") if key == "preset" else cfg[key.split(".")[0]][key.split(".", 1)[1]]
+                    for key in (*AXES, *varied)}
         built.append((where, cfg, settings, overrides))
     ids: dict[str, str] = {}
     combinations = []
     labels = _labels([(s, o) for _, _, s, o in built])
     for index, ((where, cfg, settings, overrides), label) in enumerate(zip(built, labels)):
-        cid = _identifier(settings, varied)
+        cid = _identifier(settings, varied, overrides.get("name"))
         if cid in ids:
             raise ConfigError(f"{where} repeats {ids[cid]} (both are {cid})")
         ids[cid] = where
@@ -303,8 +323,9 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def _identifier(settings: dict[str, Any], varied: list[str]) -> str:
-    parts = [_short(settings[k]) for k in AXES] + [f"{k}={_short(settings[k])}" for k in varied]
+def _identifier(settings: dict[str, Any], varied: list[str], name: str | None = None) -> str:
+    """Directory-safe: the named combination's name, else its axes and varied settings."""
+    parts = [name] if name else [_short(settings[k]) for k in AXES] + [f"{k}={_short(settings[k])}" for k in varied]
     return re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
 
 
@@ -313,9 +334,11 @@ def _labels(combos: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
     the spec sets; plain 'none' (no schedule) where that stays unique in its mode."""
 
     def extras(overrides: dict[str, Any]) -> str:
-        keys = [k for k in overrides if k not in AXES]
+        keys = [k for k in overrides if k not in AXES and k != "name"]
         return " (" + ", ".join(f"{k}={_short(overrides[k])}" for k in keys) + ")" if keys else ""
 
+    if any("name" in o for _, o in combos):  # named combinations: the name is the label
+        return [o.get("name") or f"{s['prune.operator']} + {s['prune.schedule']}{extras(o)}" for s, o in combos]
     long = [f"{s['prune.operator']} + {s['prune.schedule']}{extras(o)}" for s, o in combos]
     short = [f"none{extras(o)}" if s["prune.operator"] == "none" else lab for (s, o), lab in zip(combos, long)]
     keys = [(s["run.mode"], lab) for (s, _), lab in zip(combos, short)]

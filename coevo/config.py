@@ -94,8 +94,9 @@ class GridConfig:
 class TrainConfig:
     batch_size: int = 5
     """Mini-batch size for training and for the evaluation batch."""
-    learning_rate: float = 1e-5
-    """Initial learning rate of every cell (and of the canonical autoencoder)."""
+    learning_rate: float = 1e-3
+    """Initial learning rate of every cell (and of the canonical autoencoder). The paper's 1e-5
+    needs hundreds of generations to leave the per-bit majority; see README, "Defaults"."""
     lr_sigma: float = 1e-5
     """Std of the Gaussian learning-rate mutation (0 turns it off)."""
     lr_min: float = 1e-9
@@ -110,7 +111,7 @@ class TrainConfig:
     """Reset Adam's moments before every mini-batch (the reference's behaviour)."""
     lr_decay: bool = False
     """Canonical mode: multiply the learning rate by 0.1 every generations/4 epochs (StepLR)."""
-    bce_weight: float = 0.0
+    bce_weight: float = 0.05
     """Weight of a binary cross-entropy term added to the training loss's gradient. Under L1 a
     sigmoid output that saturates on the wrong side gets almost no gradient, and training stalls
     at the per-bit majority; this term keeps such outputs learning. Reported losses are
@@ -137,7 +138,7 @@ class PruneConfig:
     """CONJUNCTIVE: normalised activation below which a neuron is marked."""
     variance_direction: Literal["low", "high"] = "low"
     """VARIANCE: prune preferentially 'low'-variance neurons (default) or 'high'."""
-    target_kept: float = 0.0
+    target_kept: float = 0.45
     """Stop pruning a pair once its kept fraction (alive entries on a live path) is at or below
     this target, and never prune it past the target by more than one step (0 = no target)."""
     reset_fraction: float = 0.0
