@@ -9,6 +9,7 @@ import pytest
 
 from coevo import bench, bench_report, bench_spec, runner
 from coevo.cli import main
+from coevo.errors import ConfigError
 
 TINY_SPEC = """
 name = "tiny"
@@ -105,7 +106,16 @@ def test_preset_and_spec_are_exclusive_and_presets_parse(tmp_path, capsys):
     assert code == 2 and "quick" in err and "paper" in err
     paper = bench_spec.load(preset="paper")
     assert (paper.trials, paper.base["run"]["generations"]) == (30, 400)
-    assert len(paper.combinations) == 8 and {c.mode for c in paper.combinations} == {"coevolution", "canonical"}
+    assert len(paper.combinations) == 16 and {c.mode for c in paper.combinations} == {"coevolution", "canonical"}
+    # the semantics are an axis: each of the paper's 8 combinations under paper and reference semantics
+    by_semantics = {}
+    for c in paper.combinations:
+        by_semantics.setdefault(c.config["prune"]["regrow"], []).append(c)
+    assert sorted(map(len, by_semantics.values())) == [8, 8]
+    reference = [c for c in by_semantics[True] if c.mode == "coevolution"]
+    assert all(c.config["run"]["update"] == "asynchronous" and c.config["train"]["fresh_optimizer_each_batch"]
+               for c in reference)
+    assert all(not c.config["train"]["fresh_optimizer_each_batch"] for c in by_semantics[True] if c.mode == "canonical")
     quick = bench_spec.load(preset="quick")
     assert {c.settings["prune.operator"] for c in quick.combinations} == {"none", "random", "variance", "conjunctive"}
 
@@ -280,3 +290,29 @@ def test_a_failed_trial_writes_no_row_and_is_reported(tmp_path):
     text = bench.format_outcome(outcome)
     assert "2 failed" in text and "RuntimeError: diverged" in text and "re-run" in text
     assert outcome.report is not None and outcome.report.exists()
+
+
+def test_named_combinations_and_presets_in_a_spec(tmp_path):
+    spec = bench_spec.parse("""
+name = "semantics"
+trials = 2
+baseline = { preset = "paper" }
+[sweep]
+"prune.amount" = [0.1, 0.2]
+[[combination]]
+name = "as the paper"
+preset = "paper"
+[[combination]]
+name = "as the reference"
+preset = "reference"
+prune.probability = 0.25
+""", resolve=False)
+    labels = [c.label for c in spec.combinations]
+    assert labels == ["as the paper (prune.amount=0.1)", "as the paper (prune.amount=0.2)",
+                      "as the reference (prune.amount=0.1)", "as the reference (prune.amount=0.2)"]
+    ref = spec.combinations[3]
+    assert ref.config["prune"]["regrow"] and ref.config["run"]["update"] == "asynchronous"
+    assert ref.config["prune"]["probability"] == 0.25 and ref.config["prune"]["amount"] == 0.2  # the table wins
+    assert ref.settings["preset"] == "reference" and "/" not in ref.id and " " not in ref.id
+    with pytest.raises(ConfigError, match="--preset 'nope' is unknown"):
+        bench_spec.parse('trials = 1\n[[combination]]\npreset = "nope"\n', resolve=False)
