@@ -130,7 +130,11 @@ def plain_train_pair(enc: PlainNet, dec: PlainNet, lr: float, order: np.ndarray,
     for start in range(0, len(order), config.train.batch_size):
         x = train[order[start : start + config.train.batch_size]]
         opt.zero_grad()
-        _loss(dec.module(enc.module(x)), x, config.model.loss).backward()
+        out = dec.module(enc.module(x))
+        loss = _loss(out, x, config.model.loss)
+        if config.train.bce_weight:
+            loss = loss + config.train.bce_weight * nn.functional.binary_cross_entropy(out, x)
+        loss.backward()
         for p, mask in zip(params, masks):
             p.grad.mul_(mask)
         opt.step()

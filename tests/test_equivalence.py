@@ -18,7 +18,7 @@ from coevo.problem import build
                                                         ("bce", "worst", 0.0)])
 def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, probability):
     cfg = config.load(None, tiny_overrides + [f"model.loss={loss}", f"selection.solution_concept={concept}",
-                                              "grid.cells=5", "train.learning_rate=0.01"])
+                                              "grid.cells=5", "train.learning_rate=0.01", "prune.target_kept=0"])
     problem = build(cfg)
     neighbours = topology.neighbourhoods(cfg.grid)
     enc, dec = problem.fresh_stacks(5)

@@ -26,7 +26,8 @@ def best_pair(summary: dict) -> dict:
     return torch.load(summary["dir"] / "best.pt", weights_only=True)
 
 
-PRUNE_HARD = ["prune.operator=random", "prune.probability=1", "prune.amount=0.3", "run.generations=6"]
+PRUNE_HARD = ["prune.operator=random", "prune.probability=1", "prune.amount=0.3", "run.generations=6",
+              "prune.target_kept=0"]
 
 
 def test_regrow_zeroes_entries_but_keeps_no_mask(tmp_path, tiny_overrides, capsys):
