@@ -56,8 +56,6 @@ def _run(args: argparse.Namespace) -> int:
 
         if args.generations is not None and args.generations < 1:
             raise UserError(f"--generations must be >= 1, got {args.generations}")
-        if not (args.run_dir / "config.toml").exists():
-            raise UserError(f"{args.run_dir} is not a coevo run directory (no config.toml)")
         run_dir = runner.resume(args.run_dir, args.generations, quiet=args.quiet)
         print(report.format_summary(report.read_summary(run_dir)))
         return 0

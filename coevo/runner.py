@@ -30,7 +30,9 @@ SUMMARY_TIMING_KEYS = ("seconds_per_generation", "wall_seconds")
 
 
 def prepare(config: Config) -> Problem:
-    """Load data and resolve every plug-in: all user mistakes surface here, before any file is written."""
+    """Validate the config, load data and resolve every plug-in: all user mistakes surface here,
+    before any file is written (a bad config raises :class:`coevo.errors.ConfigError`)."""
+    config_module.validate(config)
     problem = build(config)
     make_toolbox(config)
     prune_probability(config, 0, 1)
@@ -44,7 +46,7 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{stamp}-{config.run.mode}-{config.prune.operator.replace(':', '.')}-s{config.run.seed}"
 
 
-def start(config: Config, out: Path | None = None, quiet: bool = False) -> Path:
+def start(config: Config, out: str | Path | None = None, quiet: bool = False) -> Path:
     """Run a configuration from scratch into a new run directory; returns its path."""
     t0 = time.perf_counter()
     problem = prepare(config)
@@ -59,10 +61,14 @@ def start(config: Config, out: Path | None = None, quiet: bool = False) -> Path:
     return run_dir
 
 
-def resume(run_dir: Path, generations: int | None = None, quiet: bool = False) -> Path:
+def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = False) -> Path:
     """Continue a run from its newest good checkpoint (optionally to a new generation count)."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if not (run_dir / "config.toml").exists():
+        raise UserError(f"{run_dir} is not a coevo run directory (no config.toml)")
     config = config_module.load(run_dir / "config.toml")
     if generations is not None:
         config = config.replace(run__generations=generations)
