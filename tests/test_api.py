@@ -1,14 +1,43 @@
-"""coevo as a library: configs built in Python are validated before anything is written."""
+"""coevo as a library: configs built in Python are validated, runs leave the caller's process as
+they found it."""
 
 from __future__ import annotations
 
 import dataclasses
+import random
+import subprocess
+import sys
+import textwrap
 
+import numba
+import numpy as np
 import pytest
+import torch
 
 from coevo import bench, bench_spec, runner
 from coevo.config import Config, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from coevo.errors import ConfigError, UserError
+
+from conftest import TINY
+
+
+def _denormals_flushed() -> bool:
+    """Independent of coevo's probe: 1e-40 is a float32 denormal, zero when flushed."""
+    return (torch.tensor([1e-20], dtype=torch.float32) * torch.tensor([1e-20], dtype=torch.float32)).item() == 0.0
+
+
+@pytest.fixture
+def caller_state():
+    """Put the process back as it was, whatever the test (or coevo) does to it."""
+    threads, numba_threads, denormal = torch.get_num_threads(), numba.get_num_threads(), _denormals_flushed()
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    yield
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    torch.set_rng_state(states[2])
+    numba.set_num_threads(numba_threads)
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(denormal)
 
 
 def _with(config: Config, section: str, **values) -> Config:
@@ -72,3 +101,48 @@ def test_bench_validates_every_combination_before_writing(tmp_path):
     with pytest.raises(ConfigError, match=message):
         bench.run(spec, tmp_path / "bench", jobs=1, quiet=True)
     assert not (tmp_path / "bench").exists()
+
+
+# -- global state ----------------------------------------------------------------------------
+
+def test_a_run_leaves_the_callers_global_state(tmp_path, tiny_config, caller_state):
+    torch.set_num_threads(3)  # not what the run asks for (run.threads = 1)
+    if numba.config.NUMBA_NUM_THREADS >= 2:
+        numba.set_num_threads(1)  # the run sets 2 for its kernels (run.threads = 2 on resume)
+    numba_threads = numba.get_num_threads()
+    torch.set_flush_denormal(False)  # the run turns flushing on
+    random.seed(1234)
+    np.random.seed(99)
+    torch.manual_seed(7)
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state().clone())
+
+    def unchanged() -> None:
+        assert torch.get_num_threads() == 3
+        assert numba.get_num_threads() == numba_threads
+        assert not _denormals_flushed()
+        assert random.getstate() == before[0]
+        assert np.array_equal(np.random.get_state()[1], before[1])
+        assert torch.equal(torch.get_rng_state(), before[2])
+
+    run_dir = runner.start(_with(tiny_config, "run", generations=2, threads=1), out=tmp_path / "run", quiet=True)
+    unchanged()
+    # a resume restores the checkpoint's global random states for the run: not for the caller
+    (run_dir / "config.toml").write_text((run_dir / "config.toml").read_text().replace("threads = 1", "threads = 2"))
+    runner.resume(run_dir, generations=3, quiet=True)
+    unchanged()
+
+
+def test_matplotlib_backend_is_left_alone(tmp_path):
+    """In a fresh interpreter: importing and running coevo neither switches the backend nor loads pyplot."""
+    script = textwrap.dedent(f"""
+        import sys
+        import matplotlib
+        matplotlib.use("svg")
+        from coevo import bench, bench_report, config, report, runner
+        run_dir = runner.start(config.load(None, {TINY!r}), out={str(tmp_path / "run")!r}, quiet=True)
+        assert (run_dir / "plots" / "loss.png").stat().st_size > 0
+        assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+        assert "matplotlib.pyplot" not in sys.modules
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
