@@ -39,6 +39,8 @@ class RunConfig:
     """Torch intra-op threads (0 = leave torch's default)."""
     save_centres: bool = False
     """Also save every cell's centre pair (the ensemble) to centres.pt."""
+    tensorboard: bool = False
+    """Also write the logbook's scalars to RUN_DIR/tensorboard (needs pip install coevo[tensorboard])."""
 
 
 @dataclass(frozen=True)

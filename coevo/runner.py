@@ -2,7 +2,7 @@
 and plots. Everything that can be refused is checked before the directory is created, so a
 refused run never creates or changes one.
 
-This is also coevo's Python API: ``start(config, out)`` and ``resume``. A run
+This is also coevo's Python API: ``start(config, out, observers=[...])`` and ``resume``. A run
 leaves the caller's process as it found it (see :func:`global_state_kept`), so it can run in a
 notebook or inside a larger program.
 """
@@ -16,7 +16,7 @@ import random
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numba
 import numpy as np
@@ -31,10 +31,11 @@ from coevo.engines import make_engine
 from coevo.errors import UserError
 from coevo.evolve import coevolve, final_losses, make_toolbox, prune_probability
 from coevo.genome import state_dict
-from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, ProgressBar
+from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, Observer, ProgressBar, TensorBoard
 from coevo.problem import Problem, build
 
 SUMMARY_TIMING_KEYS = ("seconds_per_generation", "wall_seconds")
+TENSORBOARD_DIR = "tensorboard"
 
 
 def flush_denormal_enabled() -> bool:
@@ -85,23 +86,28 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{stamp}-{config.run.mode}-{config.prune.operator.replace(':', '.')}-s{config.run.seed}"
 
 
-def start(config: Config, out: str | Path | None = None, quiet: bool = False) -> Path:
-    """Run a configuration from scratch into a new run directory; returns its path."""
+def start(config: Config, out: str | Path | None = None, quiet: bool = False,
+          observers: Sequence[Observer] = ()) -> Path:
+    """Run a configuration from scratch into a new run directory; returns its path.
+
+    ``observers`` (:class:`coevo.observers.Observer` instances) are called after coevo's own,
+    at the start, after every generation and at the end of the run."""
     with global_state_kept():
         t0 = time.perf_counter()
         problem = _prepare(config)
         run_dir = Path(out) if out is not None else default_run_dir(config)
+        extra = _observers(config, run_dir, observers)
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise UserError(f"run directory {run_dir} already exists and is not empty; "
                             f"choose another --out, or continue it with `coevo resume {run_dir}`")
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
-        state = _execute(problem, run_dir, None, None, quiet)
-        finish(problem, run_dir, state, time.perf_counter() - t0)
+        _run(problem, run_dir, None, None, quiet, extra, t0)
     return run_dir
 
 
-def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = False) -> Path:
+def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = False,
+           observers: Sequence[Observer] = ()) -> Path:
     """Continue a run from its newest good checkpoint (optionally to a new generation count)."""
     with global_state_kept():
         t0 = time.perf_counter()
@@ -114,6 +120,7 @@ def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = Fa
         if generations is not None:
             config = config.replace(run__generations=generations)
         problem = _prepare(config)
+        extra = _observers(config, run_dir, observers)
         state, rows, warnings = load_latest(run_dir, problem.enc_layout, problem.dec_layout, config.run.device)
         for w in warnings:
             print(f"coevo: {w}")
@@ -122,18 +129,46 @@ def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = Fa
                             f"--generations must be at least that")
         if generations is not None:
             atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
-        state = _execute(problem, run_dir, state, rows, quiet)
-        finish(problem, run_dir, state, time.perf_counter() - t0)
+        _run(problem, run_dir, state, rows, quiet, extra, t0)
     return run_dir
 
 
-def _execute(problem: Problem, run_dir: Path, state: RunState | None, rows: int | None, quiet: bool) -> RunState:
+def _observers(config: Config, run_dir: Path, user: Sequence[Observer]) -> list[Observer]:
+    """The optional observers the config asks for, then the user's; checked before any write."""
+    lone = isinstance(user, Observer)  # observers=obs where [obs] was meant
+    user = [] if lone else list(user)
+    if lone or not all(callable(getattr(o, "on_start", None)) and callable(getattr(o, "on_generation", None))
+                       for o in user):
+        raise TypeError("observers must be a list of coevo.observers.Observer instances "
+                        "(objects with on_start and on_generation methods)")
+    extra: list[Observer] = [TensorBoard(run_dir / TENSORBOARD_DIR)] if config.run.tensorboard else []
+    return extra + user
+
+
+def _run(problem: Problem, run_dir: Path, state: RunState | None, rows: int | None, quiet: bool,
+         extra: list[Observer], t0: float) -> None:
+    """The loop, then the outputs; ``extra`` observers see the summary and are always closed."""
+    try:
+        state = _execute(problem, run_dir, state, rows, quiet, extra)
+        summary = finish(problem, run_dir, state, time.perf_counter() - t0)
+        for obs in extra:
+            if callable(getattr(obs, "on_end", None)):
+                obs.on_end(summary)
+    finally:
+        for obs in extra:
+            if callable(getattr(obs, "close", None)):
+                obs.close()
+
+
+def _execute(problem: Problem, run_dir: Path, state: RunState | None, rows: int | None, quiet: bool,
+             extra: Sequence[Observer] = ()) -> RunState:
     cfg = problem.config
     csv_log = CsvLogbook(run_dir / "logbook.csv", keep_rows=rows)
     observers = [csv_log, LogbookRecorder(), Checkpointer(run_dir, cfg.run.checkpoint_every, cfg.run.generations)]
     bar = None if quiet else ProgressBar(cfg.run.generations, f"{cfg.run.mode} {cfg.prune.operator}")
     if bar is not None:
         observers.append(bar)
+    observers += extra
     try:
         if cfg.run.mode == "coevolution":
             return coevolve(problem, observers, state, make_engine(cfg))

@@ -1,9 +1,11 @@
 """coevo as a library: configs built in Python are validated, runs leave the caller's process as
-they found it."""
+they found it, user observers and the TensorBoard observer."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import json
 import random
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import torch
 from coevo import bench, bench_spec, runner
 from coevo.config import Config, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from coevo.errors import ConfigError, UserError
+from coevo.observers import Observer, TensorBoard
 
 from conftest import TINY
 
@@ -146,3 +149,106 @@ def test_matplotlib_backend_is_left_alone(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# -- observers -------------------------------------------------------------------------------
+
+class Recorder(Observer):
+    """Only what the hooks saw."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def on_start(self, config, state):
+        self.calls.append(("start", state.generation, config.run.generations))
+
+    def on_generation(self, row, state):
+        self.calls.append(("generation", row["generation"], state.generation))
+
+    def on_end(self, summary):
+        self.calls.append(("end", summary["test_loss"]))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_user_observers_see_every_generation_the_summary_and_close(tmp_path, tiny_config):
+    recorder = Recorder()
+    run_dir = runner.start(tiny_config, out=tmp_path / "run", quiet=True, observers=[recorder])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert recorder.calls == [("start", 0, 3), ("generation", 0, 1), ("generation", 1, 2), ("generation", 2, 3),
+                              ("end", summary["test_loss"]), ("close",)]
+    again = Recorder()
+    runner.resume(run_dir, generations=4, quiet=True, observers=[again])
+    assert again.calls[:2] == [("start", 3, 4), ("generation", 3, 4)] and again.calls[-1] == ("close",)
+
+
+def test_an_observer_is_closed_when_the_run_fails(tmp_path, tiny_config):
+    class Failing(Recorder):
+        def on_generation(self, row, state):
+            super().on_generation(row, state)
+            raise RuntimeError("observer broke")
+
+    failing = Failing()
+    with pytest.raises(RuntimeError, match="observer broke"):
+        runner.start(tiny_config, out=tmp_path / "run", quiet=True, observers=[failing])
+    assert failing.calls == [("start", 0, 3), ("generation", 0, 1), ("close",)]
+
+
+def test_observers_must_be_a_list_of_observers(tmp_path, tiny_config):
+    for wrong in (Recorder(), [print]):
+        with pytest.raises(TypeError, match="observers must be a list"):
+            runner.start(tiny_config, out=tmp_path / "run", quiet=True, observers=wrong)
+    assert not (tmp_path / "run").exists()
+
+
+# -- TensorBoard ----------------------------------------------------------------------------
+
+def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def _logbook(run_dir) -> list[dict]:
+    with open(run_dir / "logbook.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_tensorboard_holds_the_logbooks_scalars(tmp_path, tiny_config):
+    pytest.importorskip("tensorboard")
+    run_dir = runner.start(_with(tiny_config, "run", tensorboard=True), out=tmp_path / "run", quiet=True)
+    scalars = _scalars(run_dir / runner.TENSORBOARD_DIR)
+    rows = _logbook(run_dir)
+    columns = [c for c in rows[0] if c != "generation"]
+    assert set(columns) <= set(scalars)
+    for column in columns:
+        assert [step for step, _ in scalars[column]] == [0, 1, 2], column
+        assert [v for _, v in scalars[column]] == pytest.approx([float(r[column]) for r in rows], rel=1e-6), column
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert scalars["final/test_loss"] == [(3, pytest.approx(summary["test_loss"], rel=1e-6))]
+
+
+def test_tensorboard_after_a_crash_and_resume_holds_each_generation_once(tmp_path, tiny_config):
+    pytest.importorskip("tensorboard")
+    log_dir = tmp_path / "tb"
+    run_dir = runner.start(tiny_config, out=tmp_path / "run", quiet=True, observers=[TensorBoard(log_dir)])
+    sorted((run_dir / "checkpoints").glob("gen_*.pt"))[-1].unlink()  # as if it died during generation 2
+    (run_dir / "summary.json").unlink()
+    runner.resume(run_dir, generations=4, quiet=True, observers=[TensorBoard(log_dir)])
+    scalars = _scalars(log_dir)
+    rows = _logbook(run_dir)
+    assert [step for step, _ in scalars["validation_loss_best"]] == [0, 1, 2, 3]
+    assert [v for _, v in scalars["validation_loss_best"]] == pytest.approx(
+        [float(r["validation_loss_best"]) for r in rows], rel=1e-6)
+
+
+def test_tensorboard_missing_is_one_line_naming_the_extra(tmp_path, tiny_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as without the package
+    with pytest.raises(UserError, match=r"pip install coevo\[tensorboard\]"):
+        TensorBoard(tmp_path / "tb")
+    with pytest.raises(UserError, match=r"pip install coevo\[tensorboard\]"):
+        runner.start(_with(tiny_config, "run", tensorboard=True), out=tmp_path / "run", quiet=True)
+    assert list(tmp_path.iterdir()) == []

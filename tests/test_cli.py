@@ -186,3 +186,12 @@ def test_save_centres_writes_the_ensemble(tmp_path, tiny_overrides, capsys):
     model = torch.load(out / "best.pt", weights_only=True)
     assert torch.equal(centres["encoders"][best]["0.weight"], model["encoder"]["0.weight"])
     assert int(torch.argmin(centres["validation_loss"])) == best
+
+
+def test_missing_tensorboard_exits_2_naming_the_extra(tmp_path, tiny_overrides, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as without the package
+    out = tmp_path / "run"
+    code, _, err = run_cli(["run", "--quiet", "--out", str(out), *sets(tiny_overrides + ["run.tensorboard=true"])],
+                           capsys)
+    assert code == 2 and err.count("\n") == 1 and "pip install coevo[tensorboard]" in err
+    assert not out.exists()
