@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from coevo import __version__
 from coevo.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coevo", description="Train and prune autoencoders by spatial coevolution.")
+    parser.add_argument("--version", action="version", version=f"coevo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run coevolution or canonical training")
@@ -21,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override one key (repeatable), e.g. --set run.generations=50")
     run.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-...)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved configuration (TOML) and exit; runs and writes nothing")
 
     res = sub.add_parser("resume", help="continue a run from its last checkpoint")
     res.add_argument("run_dir", type=Path)
@@ -47,6 +51,9 @@ def _run(args: argparse.Namespace) -> int:
         from coevo import config, report, runner
 
         cfg = config.load(args.config, args.overrides)
+        if args.print_config:
+            print(config.dumps(cfg), end="")
+            return 0
         run_dir = runner.start(cfg, args.out, quiet=args.quiet)
         print(report.format_summary(report.read_summary(run_dir)))
         print(f"run directory: {run_dir}")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from coevo import config as config_module
-from coevo import report
+from coevo import provenance, report
 from coevo.canonical import train_canonical
 from coevo.checkpoint import RunState, atomic_write_bytes, load_latest
 from coevo.config import Config
@@ -209,6 +209,7 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         "loss": cfg.model.loss,
         "cells": len(enc),
         "parameters": enc.layout.size + dec.layout.size,
+        "provenance": provenance.collect(),
     }
     model = {"encoder": state_dict(enc.layout, enc.params[best], enc.mask[best]),
              "decoder": state_dict(dec.layout, dec.params[best], dec.mask[best])}

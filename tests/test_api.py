@@ -1,22 +1,26 @@
 """coevo as a library: configs built in Python are validated, runs leave the caller's process as
-they found it, user observers and the TensorBoard observer."""
+they found it, user observers and the TensorBoard observer, provenance in summary.json."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
+import platform
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 
 import numba
 import numpy as np
 import pytest
 import torch
 
-from coevo import bench, bench_spec, runner
+import coevo
+from coevo import bench, bench_spec, provenance, runner
 from coevo.config import Config, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from coevo.errors import ConfigError, UserError
 from coevo.observers import Observer, TensorBoard
@@ -252,3 +256,39 @@ def test_tensorboard_missing_is_one_line_naming_the_extra(tmp_path, tiny_config,
     with pytest.raises(UserError, match=r"pip install coevo\[tensorboard\]"):
         runner.start(_with(tiny_config, "run", tensorboard=True), out=tmp_path / "run", quiet=True)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- provenance ------------------------------------------------------------------------------
+
+def test_summary_records_provenance(tmp_path, tiny_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not a git repository
+    run_dir = runner.start(tiny_config, out="run", quiet=True)
+    record = json.loads((run_dir / "summary.json").read_text())["provenance"]
+    assert record["coevo"] == coevo.__version__ == metadata.version("coevo")
+    assert record["python"] == platform.python_version()
+    assert record["numpy"] == np.__version__ and record["torch"] == torch.__version__
+    assert record["numba"] == numba.__version__ and record["deap"] == metadata.version("deap")
+    assert record["git_commit"] is None and record["git_dirty"] is None
+    assert record["blas"], "no BLAS found"
+    for lib in record["blas"]:
+        assert lib["internal_api"] and lib["version"] and lib["filename"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_provenance_names_the_git_commit(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "exp.toml").write_text("[run]\n")
+    subprocess.run([*git, "add", "exp.toml"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (repo / "runs").mkdir()  # untracked outputs do not make it dirty
+    assert provenance.git_commit(repo) == (head, False)
+    (repo / "exp.toml").write_text("[run]\nseed = 2\n")
+    assert provenance.git_commit(repo) == (head, True)
+    monkeypatch.chdir(repo)
+    assert provenance.collect()["git_commit"] == head
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no git executable at all
+    assert provenance.git_commit(repo) == (None, None)

@@ -195,3 +195,31 @@ def test_missing_tensorboard_exits_2_naming_the_extra(tmp_path, tiny_overrides, 
                            capsys)
     assert code == 2 and err.count("\n") == 1 and "pip install coevo[tensorboard]" in err
     assert not out.exists()
+
+
+def test_version_prints_coevos_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"coevo {metadata.version('coevo')}"
+
+
+def test_print_config_prints_the_resolved_toml_and_writes_nothing(tmp_path, tiny_overrides, capsys, monkeypatch):
+    import tomllib
+
+    from coevo import config
+
+    monkeypatch.chdir(tmp_path)
+    file = tmp_path / "c.toml"
+    file.write_text('[run]\nmode = "canonical"\nseed = 5\n')
+    args = ["--config", str(file), *sets(tiny_overrides + ["run.seed=9"])]
+    code, out, err = run_cli(["run", "--print-config", "--out", "would-be", *args], capsys)
+    assert code == 0 and err == ""
+    assert config.from_dict(tomllib.loads(out)) == config.load(file, tiny_overrides + ["run.seed=9"])
+    assert 'mode = "canonical"' in out and "seed = 9" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["c.toml"]  # no run directory, no runs/
+    code, _, err = run_cli(["run", "--print-config", *sets(["run.mode=fast"])], capsys)
+    assert code == 2 and "run.mode" in err
+
