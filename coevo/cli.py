@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="sweep operators x schedules x modes with trials; rows, report, plots")
     bench.add_argument("spec", nargs="?", type=Path, help="sweep spec (TOML); or use --preset")
-    bench.add_argument("--preset", help="a spec shipped with coevo: quick (minutes), paper (SPEC 8, long)")
+    bench.add_argument("--preset", help="a spec shipped with coevo: quick (minutes), paper (the paper's sweep, long)")
     bench.add_argument("--out", type=Path, help="bench directory (default: bench-runs/<name>); re-running resumes it")
     bench.add_argument("--jobs", type=int, help="trials run at once (default: one per core)")
     bench.add_argument("--report", type=Path, metavar="DIR", help="only rebuild DIR's report from its rows")

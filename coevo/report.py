@@ -95,7 +95,13 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def read_summary(run_dir: Path) -> dict:
-    path = Path(run_dir) / "summary.json"
+    """A finished run's summary.json; a missing directory or one that is no run is a UserError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if not (run_dir / "config.toml").exists():
+        raise UserError(f"{run_dir} is not a coevo run directory (no config.toml)")
+    path = run_dir / "summary.json"
     if not path.exists():
         raise UserError(f"{run_dir} has no summary.json (the run did not finish; try `coevo resume {run_dir}`)")
     return json.loads(path.read_text())

@@ -188,15 +188,6 @@ def test_save_centres_writes_the_ensemble(tmp_path, tiny_overrides, capsys):
     assert int(torch.argmin(centres["validation_loss"])) == best
 
 
-def test_missing_tensorboard_exits_2_naming_the_extra(tmp_path, tiny_overrides, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as without the package
-    out = tmp_path / "run"
-    code, _, err = run_cli(["run", "--quiet", "--out", str(out), *sets(tiny_overrides + ["run.tensorboard=true"])],
-                           capsys)
-    assert code == 2 and err.count("\n") == 1 and "pip install coevo[tensorboard]" in err
-    assert not out.exists()
-
-
 def test_version_prints_coevos_version(capsys):
     from importlib import metadata
 
@@ -223,3 +214,20 @@ def test_print_config_prints_the_resolved_toml_and_writes_nothing(tmp_path, tiny
     code, _, err = run_cli(["run", "--print-config", *sets(["run.mode=fast"])], capsys)
     assert code == 2 and "run.mode" in err
 
+
+def test_report_on_a_missing_directory_says_so(tmp_path, capsys):
+    code, _, err = run_cli(["report", str(tmp_path / "nope")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "does not exist" in err and "resume" not in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["report", str(tmp_path / "empty")], capsys)
+    assert code == 2 and "is not a coevo run directory" in err and "resume" not in err
+
+
+def test_missing_tensorboard_exits_2_naming_the_extra(tmp_path, tiny_overrides, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as without the package
+    out = tmp_path / "run"
+    code, _, err = run_cli(["run", "--quiet", "--out", str(out), *sets(tiny_overrides + ["run.tensorboard=true"])],
+                           capsys)
+    assert code == 2 and err.count("\n") == 1 and "pip install coevo[tensorboard]" in err
+    assert not out.exists()
