@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
-# Extras installed with coevo: the test suite and Ray (the ray engine and its tests).
+# Extras installed with coevo: the test suite (it includes tensorboard, for the TensorBoard
+# observer's tests) and Ray (the ray engine and its tests).
 # `make EXTRAS=test ...` leaves Ray out; the Ray tests are then skipped.
 EXTRAS ?= test,ray
 

@@ -1,7 +1,7 @@
 """A plain per-module implementation of one coevolution generation: the speed baseline.
 
 One ``nn.Module`` per network, Python loops over cells and over the s x s pairs, autograd and
-``torch.optim.Adam`` per pair, as a straightforward implementation of SPEC section 4 would do.
+``torch.optim.Adam`` per pair, as a straightforward implementation of the paper's generation would do.
 It draws from the same derived random streams as coevo, so from the same start it computes
 the same generation: ``tests/test_equivalence.py`` uses it as the oracle for the batching, and
 ``benchmarks/speed.py`` as the baseline the speed-up is measured against.

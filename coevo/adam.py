@@ -2,9 +2,10 @@
 
 The update is torch's Adam (no weight decay, no amsgrad) applied row by row, with each row's
 own step count and learning rate. Gradients are masked first, so moments of pruned entries
-stay exactly zero, and the mask is re-applied to the parameters after the step (SPEC 3).
+stay exactly zero, and the mask is re-applied to the parameters after the step: a pruned
+entry stays exactly zero for the rest of the run.
 
-Training on the CPU does not come here: :mod:`coevo.cpu_epoch` fuses the same update into its
+Training on the CPU does not come here: :mod:`coevo.cpu_kernels` fuses the same update into its
 per-network epoch. This path serves other devices (``run.device = "cuda"``) and is the CPU
 kernel's test oracle.
 """

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 from coevo import bench_report
 from coevo import config as config_module
 from coevo.bench_spec import Spec, Trial, parse
-from coevo.errors import UserError
+from coevo.errors import ConfigError, UserError
 
 SPEC_FILE = "spec.toml"
 
@@ -155,6 +155,11 @@ def run(spec: Spec, out: Path, jobs: int | None = None, quiet: bool = False,
     out = Path(out)
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
+    for combination in spec.combinations:  # parse checked these; a Spec built in Python did not pass there
+        try:
+            config_module.from_dict(combination.config)
+        except ConfigError as exc:
+            raise ConfigError(f"combination {combination.label} ({combination.mode}): {exc}") from None
     todo = prepare(spec, out)
     total = len(spec.expand())
     outcome = Outcome(out, total, skipped=total - len(todo))

@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-
-from coevo.errors import UserError  # noqa: E402
+from coevo.errors import UserError
+from coevo.report import subplots  # Agg figures outside pyplot: the caller's backend is left alone
 
 # matplotlib 3.10 renamed boxplot's vert=False
 HORIZONTAL = {"orientation": "horizontal"} if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10) \
@@ -585,7 +583,7 @@ def _ranges(values: Sequence[int]) -> str:
 
 
 def _colours(groups: Sequence[Group]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
     return {g.id: cmap(i % cmap.N) for i, g in enumerate(sorted(groups, key=lambda g: g.index))}
 
 
@@ -593,7 +591,7 @@ def plot_boxes(by_mode: dict[str, list[Group]], key: str, title: str, path: Path
     """One panel per mode, one horizontal box per combination (best rank on top), trials as points."""
     rng = np.random.default_rng(0)  # jitter only
     heights = [max(1.5, 0.45 * len(gs) + 0.8) for gs in by_mode.values()]
-    fig, axes = plt.subplots(len(by_mode), 1, figsize=(8, sum(heights)), squeeze=False,
+    fig, axes = subplots(len(by_mode), 1, figsize=(8, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, (mode, groups) in zip(axes[:, 0], by_mode.items()):
         data = [g.values(key) for g in reversed(groups)]
@@ -605,7 +603,6 @@ def plot_boxes(by_mode: dict[str, list[Group]], key: str, title: str, path: Path
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -626,7 +623,7 @@ def _logbook_curves(out: Path, group: Group, column: str) -> list[np.ndarray]:
 def plot_curves(out: Path, groups: Sequence[Group], path: Path, colours: dict) -> Path | None:
     """Validation loss, training loss and kept fraction over generations: per combination the
     median over its trials and the interquartile band (over the trials that reached each generation)."""
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4))
+    fig, axes = subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4))
     drawn = False
     for ax, (column, name) in zip(axes, CURVES):
         for g in sorted(groups, key=lambda g: g.index):
@@ -646,13 +643,11 @@ def plot_curves(out: Path, groups: Sequence[Group], path: Path, colours: dict) -
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     if not drawn:
-        plt.close(fig)
         return None
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{groups[0].mode}: median over trials, interquartile band", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -672,7 +667,7 @@ def plot_pareto(by_mode: dict[str, list[Group]], path: Path, colours: dict) -> P
     groups = [g for gs in by_mode.values() for g in gs]
     medians = [(_median(g.values("test_loss")), _median(g.values("kept_fraction"))) for g in groups]
     front = set(pareto_front(medians))
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = subplots(figsize=(8, 5.5))
     for i, g in enumerate(groups):
         ax.scatter(g.values("kept_fraction"), g.values("test_loss"), s=12, alpha=0.4, color=colours[g.id],
                    marker=markers[g.mode])
@@ -688,5 +683,4 @@ def plot_pareto(by_mode: dict[str, list[Group]], path: Path, colours: dict) -> P
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

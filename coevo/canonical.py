@@ -1,4 +1,4 @@
-"""Canonical mode (SPEC 5): one autoencoder trained by gradient descent, pruned after each
+"""Canonical mode (the paper's baseline): one autoencoder trained by gradient descent, pruned after each
 epoch with probability p_sched(t), with the same operators and schedules as coevolution.
 
 It reuses the coevolution's per-cell functions on a grid of one cell, so training, pruning

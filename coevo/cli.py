@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from coevo import __version__
 from coevo.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coevo", description="Train and prune autoencoders by spatial coevolution.")
+    parser.add_argument("--version", action="version", version=f"coevo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run coevolution or canonical training")
@@ -23,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override one key (repeatable), e.g. --set run.generations=50")
     run.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-...)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved configuration (TOML) and exit; runs and writes nothing")
 
     res = sub.add_parser("resume", help="continue a run from its last checkpoint")
     res.add_argument("run_dir", type=Path)
@@ -36,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="sweep operators x schedules x modes with trials; rows, report, plots")
     bench.add_argument("spec", nargs="?", type=Path, help="sweep spec (TOML); or use --preset")
-    bench.add_argument("--preset", help="a spec shipped with coevo: quick (minutes), paper (SPEC 8, long)")
+    bench.add_argument("--preset", help="a spec shipped with coevo: quick (minutes), paper (the paper's sweep, long)")
     bench.add_argument("--out", type=Path, help="bench directory (default: bench-runs/<name>); re-running resumes it")
     bench.add_argument("--jobs", type=int, help="trials run at once (default: one per core)")
     bench.add_argument("--report", type=Path, metavar="DIR", help="only rebuild DIR's report from its rows")
@@ -49,6 +53,9 @@ def _run(args: argparse.Namespace) -> int:
         from coevo import config, report, runner
 
         cfg = config.load(args.config, args.overrides, args.preset)
+        if args.print_config:
+            print(config.dumps(cfg), end="")
+            return 0
         run_dir = runner.start(cfg, args.out, quiet=args.quiet)
         print(report.format_summary(report.read_summary(run_dir)))
         print(f"run directory: {run_dir}")
@@ -58,8 +65,6 @@ def _run(args: argparse.Namespace) -> int:
 
         if args.generations is not None and args.generations < 1:
             raise UserError(f"--generations must be >= 1, got {args.generations}")
-        if not (args.run_dir / "config.toml").exists():
-            raise UserError(f"{args.run_dir} is not a coevo run directory (no config.toml)")
         run_dir = runner.resume(args.run_dir, args.generations, quiet=args.quiet)
         print(report.format_summary(report.read_summary(run_dir)))
         return 0

@@ -45,6 +45,8 @@ class RunConfig:
     order, on any engine). 'asynchronous': the reference's order, cells one by one in a shuffled
     order each generation (derived from the seed), each reading its neighbours' latest centres
     (local engine only)."""
+    tensorboard: bool = False
+    """Also write the logbook's scalars to RUN_DIR/tensorboard (needs pip install coevo[tensorboard])."""
 
 
 @dataclass(frozen=True)
@@ -275,13 +277,28 @@ def from_dict(raw: dict[str, Any]) -> Config:
     return config
 
 
+def _check_types(c: Any) -> None:
+    """Every field of every section has its declared type (a Config built in Python skips
+    :func:`from_dict`, so this is where ``RunConfig(mode="foo")`` is caught)."""
+    if not isinstance(c, Config):
+        raise ConfigError(f"a run needs a coevo.config.Config, got {type(c).__name__}; "
+                          f"build one with Config(), config.load(...) or config.from_dict(...)")
+    for section, cls in _SECTION_TYPES.items():
+        values = getattr(c, section)
+        if not isinstance(values, cls):
+            raise ConfigError(f"[{section}] must be a {cls.__name__}, got {type(values).__name__}")
+        for key, tp in typing.get_type_hints(cls).items():
+            _coerce(f"{section}.{key}", tp, getattr(values, key))
+
+
 def validate(c: Config) -> None:
-    """Range and cross-field checks; each failure names the key and the allowed values."""
+    """Types, ranges and cross-field checks; each failure names the key and the allowed values."""
 
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)
 
+    _check_types(c)
     need(c.run.generations >= 1, f"run.generations must be >= 1, got {c.run.generations}")
     need(c.run.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0 (0 = never), got {c.run.checkpoint_every}")
     need(c.run.engine in ("local", "ray"), f"run.engine = {c.run.engine!r} is not allowed; choose one of: local, ray")

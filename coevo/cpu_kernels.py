@@ -368,8 +368,15 @@ def _meta(layout: Layout, transpose_wide: bool) -> tuple[np.ndarray, ...]:
 
 
 def _fields(stack: Stack) -> tuple[np.ndarray, ...]:
-    """The stack's fields as the kernels index them: (params, mask, exp_avg, exp_avg_sq, steps)."""
-    return tuple(np.ascontiguousarray(getattr(stack, f).numpy()) for f in FIELDS)
+    """The stack's fields as the kernels index them: (params, mask, exp_avg, exp_avg_sq, steps),
+    zero-copy views. A field must be C-contiguous: a contiguous copy of an output stack would
+    take the kernel's writes and be thrown away, so this refuses rather than copies."""
+    arrays = tuple(getattr(stack, f).numpy() for f in FIELDS)
+    for name, array in zip(FIELDS, arrays):
+        if not array.flags.c_contiguous:
+            raise ValueError(f"stack field {name} is not C-contiguous (strides {array.strides}); "
+                             f"the kernels read and write it in place: pass a contiguous tensor")
+    return arrays
 
 
 def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: np.ndarray,

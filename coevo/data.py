@@ -34,7 +34,8 @@ class Dataset:
 def binary_clustering(
     n_clusters: int, n_dims: int, rows_per_cluster: int, noise: float, rng: np.random.Generator
 ) -> Dataset:
-    """SPEC section 2: K centroids in {0,1}^D with P(bit=1)=0.75; rows flip each bit with prob p.
+    """The paper's binary clustering problem: K centroids in {0,1}^D with P(bit=1)=0.75; rows
+    flip each bit with probability p.
 
     The three splits share the centroids and draw their own noise.
     """

@@ -1,27 +1,49 @@
 """Observers: the loop never prints or writes; it calls these at the start and after each
-generation (progress bar, logbook file, checkpoints, DEAP logbook)."""
+generation (progress bar, logbook file, checkpoints, DEAP logbook, TensorBoard).
+
+:class:`Observer` is also the public extension point: subclass it, override the hooks you
+need, and pass instances to ``coevo.runner.start(config, observers=[...])``.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 from pathlib import Path
-from typing import Protocol
 
 from deap import tools
 
 from coevo import checkpoint
 from coevo.checkpoint import RunState
 from coevo.config import Config
+from coevo.errors import UserError
+
+TENSORBOARD_MISSING = "the TensorBoard observer needs the tensorboard package: pip install coevo[tensorboard]"
 
 
-class Observer(Protocol):
-    def on_start(self, config: Config, state: RunState) -> None: ...
+class Observer:
+    """Hooks a run calls; every one does nothing unless overridden.
 
-    def on_generation(self, row: dict, state: RunState) -> None: ...
+    Order of calls: ``on_start`` once (also on resume, with the checkpoint's state), then
+    ``on_generation`` after every generation, then ``on_end`` once with the summary after
+    summary.json is written, and ``close`` always last, also when the run fails. Treat
+    ``row``, ``state`` and ``summary`` as read-only: other observers see the same objects.
+    """
+
+    def on_start(self, config: Config, state: RunState) -> None:
+        """Before the first generation this process runs (``state.generation`` done so far)."""
+
+    def on_generation(self, row: dict, state: RunState) -> None:
+        """After each generation: ``row`` is the logbook row (the columns of logbook.csv)."""
+
+    def on_end(self, summary: dict) -> None:
+        """After a finished run: ``summary`` is what summary.json holds."""
+
+    def close(self) -> None:
+        """Release files or connections; called after the run, whether it finished or failed."""
 
 
-class LogbookRecorder:
+class LogbookRecorder(Observer):
     """Keeps every row in a DEAP ``tools.Logbook``."""
 
     def __init__(self) -> None:
@@ -34,7 +56,7 @@ class LogbookRecorder:
         self.logbook.record(**row)
 
 
-class CsvLogbook:
+class CsvLogbook(Observer):
     """Appends one row per generation to ``logbook.csv`` and flushes it, so a crash loses nothing
     that was recorded. On resume, rows past the checkpoint are dropped first."""
 
@@ -70,7 +92,7 @@ class CsvLogbook:
             self._file.close()
 
 
-class Checkpointer:
+class Checkpointer(Observer):
     """Saves a checkpoint every ``every`` generations and after the last one."""
 
     def __init__(self, run_dir: Path, every: int, last_generation: int) -> None:
@@ -88,7 +110,7 @@ class Checkpointer:
             checkpoint.save(self.run_dir, state, self.rows)
 
 
-class ProgressBar:
+class ProgressBar(Observer):
     """A tqdm bar with the current best validation loss and kept fraction."""
 
     def __init__(self, total: int, description: str) -> None:
@@ -113,3 +135,39 @@ class ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TensorBoard(Observer):
+    """The logbook's scalars as TensorBoard events in ``log_dir``: one scalar per logbook
+    column (same name), at step = generation. On resume, events past the checkpoint are
+    purged, so the curves hold every generation once. Needs ``pip install coevo[tensorboard]``."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch raises ImportError when the tensorboard package is absent
+            raise UserError(TENSORBOARD_MISSING) from None
+        self._writer_class = SummaryWriter
+        self.log_dir = Path(log_dir)
+        self.writer = None
+
+    def on_start(self, config: Config, state: RunState) -> None:
+        self.writer = self._writer_class(str(self.log_dir), purge_step=state.generation or None)
+
+    def on_generation(self, row: dict, state: RunState) -> None:
+        assert self.writer is not None, "on_start was not called"
+        step = int(row["generation"])
+        for key, value in row.items():
+            if key != "generation" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, global_step=step)
+
+    def on_end(self, summary: dict) -> None:
+        if self.writer is not None:
+            for key in ("test_loss", "validation_loss", "kept_fraction"):
+                if isinstance(summary.get(key), (int, float)):
+                    self.writer.add_scalar(f"final/{key}", summary[key], global_step=summary["generations"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

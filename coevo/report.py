@@ -1,18 +1,30 @@
-"""Figures and summaries of a run directory (matplotlib, no display needed)."""
+"""Figures and summaries of a run directory (matplotlib, no display needed).
+
+Figures are drawn on Agg canvases directly, never through pyplot: coevo does not switch the
+caller's matplotlib backend, and in a notebook nothing it draws is displayed or kept open.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from coevo.errors import UserError
 
-from coevo.errors import UserError  # noqa: E402
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
+             **kwargs: Any) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` without pyplot: a figure drawn by Agg and its axes. Nothing to close:
+    pyplot never learns of the figure, so it is freed with its last reference."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def read_logbook(run_dir: Path) -> dict[str, np.ndarray]:
@@ -37,7 +49,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     loss_name = _loss_name(run_dir)
     paths = []
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     ax.fill_between(g, log["train_loss_min"], log["train_loss_max"], alpha=0.25, label="train, cells min-max")
     ax.plot(g, log["train_loss_median"], label="train, median cell")
     ax.plot(g, log["validation_loss_best"], label="validation, best cell")
@@ -47,7 +59,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax.legend()
     paths.append(_save(fig, out / "loss.png"))
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     ax.plot(g, log["kept_encoder"], label="encoders (mean over cells)")
     ax.plot(g, log["kept_decoder"], label="decoders (mean over cells)")
     ax.plot(g, log["kept_best"], "--", label="best pair")
@@ -56,7 +68,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax.legend()
     paths.append(_save(fig, out / "kept.png"))
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     ax.fill_between(g, log["lr_min"], log["lr_max"], alpha=0.25, label="cells min-max")
     ax.plot(g, log["lr_median"], label="median")
     ax.set(xlabel="generation", ylabel="learning rate", title="Learning rates")
@@ -76,15 +88,20 @@ def _loss_name(run_dir: Path) -> str:
         return "reconstruction"
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def read_summary(run_dir: Path) -> dict:
-    path = Path(run_dir) / "summary.json"
+    """A finished run's summary.json; a missing directory or one that is no run is a UserError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if not (run_dir / "config.toml").exists():
+        raise UserError(f"{run_dir} is not a coevo run directory (no config.toml)")
+    path = run_dir / "summary.json"
     if not path.exists():
         raise UserError(f"{run_dir} has no summary.json (the run did not finish; try `coevo resume {run_dir}`)")
     return json.loads(path.read_text())

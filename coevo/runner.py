@@ -1,21 +1,29 @@
 """Runs as a user sees them: a run directory with config, logbook, checkpoints, summary, model
 and plots. Everything that can be refused is checked before the directory is created, so a
 refused run never creates or changes one.
+
+This is also coevo's Python API: ``start(config, out, observers=[...])`` and ``resume``. A run
+leaves the caller's process as it found it (see :func:`global_state_kept`), so it can run in a
+notebook or inside a larger program.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import random
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator, Sequence
 
+import numba
 import numpy as np
 import torch
 
 from coevo import config as config_module
-from coevo import report
+from coevo import provenance, report
 from coevo.canonical import train_canonical
 from coevo.checkpoint import RunState, atomic_write_bytes, load_latest
 from coevo.config import Config
@@ -24,14 +32,48 @@ from coevo.errors import UserError
 from coevo.evolve import coevolve, final_losses, make_toolbox, prune_probability
 from coevo.genome import state_dict
 from coevo.measures import baseline_loss, loss_floor, stack_kept_fractions
-from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, ProgressBar
+from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, Observer, ProgressBar, TensorBoard
 from coevo.problem import Problem, build
 
 SUMMARY_TIMING_KEYS = ("seconds_per_generation", "wall_seconds")
+TENSORBOARD_DIR = "tensorboard"
+
+
+def flush_denormal_enabled() -> bool:
+    """Whether float32 denormals are flushed to zero in this thread (torch has no getter)."""
+    return bool((torch.tensor([1e-30], dtype=torch.float32) * 1e-10).item() == 0.0)
+
+
+@contextlib.contextmanager
+def global_state_kept() -> Iterator[None]:
+    """Restore on exit what a run changes process-wide: torch's and Numba's thread counts,
+    flush-denormal, and the global random states of python (DEAP's tournament reseeds it),
+    numpy and torch (a resume restores the checkpoint's). Inside, the run sets them freely."""
+    torch_threads = torch.get_num_threads()
+    numba_threads = numba.get_num_threads()  # may start Numba's OpenMP pool, which resets torch's
+    torch.set_num_threads(torch_threads)
+    denormal = flush_denormal_enabled()
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        numba.set_num_threads(numba_threads)
+        torch.set_num_threads(torch_threads)
+        torch.set_flush_denormal(denormal)
 
 
 def prepare(config: Config) -> Problem:
-    """Load data and resolve every plug-in: all user mistakes surface here, before any file is written."""
+    """Validate the config, load data and resolve every plug-in: all user mistakes surface here,
+    before any file is written (a bad config raises :class:`coevo.errors.ConfigError`)."""
+    with global_state_kept():
+        return _prepare(config)
+
+
+def _prepare(config: Config) -> Problem:
+    config_module.validate(config)
     problem = build(config)
     make_toolbox(config)
     prune_probability(config, 0, 1)
@@ -45,49 +87,89 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{stamp}-{config.run.mode}-{config.prune.operator.replace(':', '.')}-s{config.run.seed}"
 
 
-def start(config: Config, out: Path | None = None, quiet: bool = False) -> Path:
-    """Run a configuration from scratch into a new run directory; returns its path."""
-    t0 = time.perf_counter()
-    problem = prepare(config)
-    run_dir = Path(out) if out is not None else default_run_dir(config)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise UserError(f"run directory {run_dir} already exists and is not empty; "
-                        f"choose another --out, or continue it with `coevo resume {run_dir}`")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
-    state = _execute(problem, run_dir, None, None, quiet)
-    finish(problem, run_dir, state, time.perf_counter() - t0)
-    return run_dir
+def start(config: Config, out: str | Path | None = None, quiet: bool = False,
+          observers: Sequence[Observer] = ()) -> Path:
+    """Run a configuration from scratch into a new run directory; returns its path.
 
-
-def resume(run_dir: Path, generations: int | None = None, quiet: bool = False) -> Path:
-    """Continue a run from its newest good checkpoint (optionally to a new generation count)."""
-    t0 = time.perf_counter()
-    run_dir = Path(run_dir)
-    config = config_module.load(run_dir / "config.toml")
-    if generations is not None:
-        config = config.replace(run__generations=generations)
-    problem = prepare(config)
-    state, rows, warnings = load_latest(run_dir, problem.enc_layout, problem.dec_layout, config.run.device)
-    for w in warnings:
-        print(f"coevo: {w}")
-    if state.generation > config.run.generations:
-        raise UserError(f"{run_dir} already ran {state.generation} generations; "
-                        f"--generations must be at least that")
-    if generations is not None:
+    ``observers`` (:class:`coevo.observers.Observer` instances) are called after coevo's own,
+    at the start, after every generation and at the end of the run."""
+    with global_state_kept():
+        t0 = time.perf_counter()
+        problem = _prepare(config)
+        run_dir = Path(out) if out is not None else default_run_dir(config)
+        extra = _observers(config, run_dir, observers)
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise UserError(f"run directory {run_dir} already exists and is not empty; "
+                            f"choose another --out, or continue it with `coevo resume {run_dir}`")
+        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
-    state = _execute(problem, run_dir, state, rows, quiet)
-    finish(problem, run_dir, state, time.perf_counter() - t0)
+        _run(problem, run_dir, None, None, quiet, extra, t0)
     return run_dir
 
 
-def _execute(problem: Problem, run_dir: Path, state: RunState | None, rows: int | None, quiet: bool) -> RunState:
+def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = False,
+           observers: Sequence[Observer] = ()) -> Path:
+    """Continue a run from its newest good checkpoint (optionally to a new generation count)."""
+    with global_state_kept():
+        t0 = time.perf_counter()
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"run directory {run_dir} does not exist")
+        if not (run_dir / "config.toml").exists():
+            raise UserError(f"{run_dir} is not a coevo run directory (no config.toml)")
+        config = config_module.load(run_dir / "config.toml")
+        if generations is not None:
+            config = config.replace(run__generations=generations)
+        problem = _prepare(config)
+        extra = _observers(config, run_dir, observers)
+        state, rows, warnings = load_latest(run_dir, problem.enc_layout, problem.dec_layout, config.run.device)
+        for w in warnings:
+            print(f"coevo: {w}")
+        if state.generation > config.run.generations:
+            raise UserError(f"{run_dir} already ran {state.generation} generations; "
+                            f"--generations must be at least that")
+        if generations is not None:
+            atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
+        _run(problem, run_dir, state, rows, quiet, extra, t0)
+    return run_dir
+
+
+def _observers(config: Config, run_dir: Path, user: Sequence[Observer]) -> list[Observer]:
+    """The optional observers the config asks for, then the user's; checked before any write."""
+    lone = isinstance(user, Observer)  # observers=obs where [obs] was meant
+    user = [] if lone else list(user)
+    if lone or not all(callable(getattr(o, "on_start", None)) and callable(getattr(o, "on_generation", None))
+                       for o in user):
+        raise TypeError("observers must be a list of coevo.observers.Observer instances "
+                        "(objects with on_start and on_generation methods)")
+    extra: list[Observer] = [TensorBoard(run_dir / TENSORBOARD_DIR)] if config.run.tensorboard else []
+    return extra + user
+
+
+def _run(problem: Problem, run_dir: Path, state: RunState | None, rows: int | None, quiet: bool,
+         extra: list[Observer], t0: float) -> None:
+    """The loop, then the outputs; ``extra`` observers see the summary and are always closed."""
+    try:
+        state = _execute(problem, run_dir, state, rows, quiet, extra)
+        summary = finish(problem, run_dir, state, time.perf_counter() - t0)
+        for obs in extra:
+            if callable(getattr(obs, "on_end", None)):
+                obs.on_end(summary)
+    finally:
+        for obs in extra:
+            if callable(getattr(obs, "close", None)):
+                obs.close()
+
+
+def _execute(problem: Problem, run_dir: Path, state: RunState | None, rows: int | None, quiet: bool,
+             extra: Sequence[Observer] = ()) -> RunState:
     cfg = problem.config
     csv_log = CsvLogbook(run_dir / "logbook.csv", keep_rows=rows)
     observers = [csv_log, LogbookRecorder(), Checkpointer(run_dir, cfg.run.checkpoint_every, cfg.run.generations)]
     bar = None if quiet else ProgressBar(cfg.run.generations, f"{cfg.run.mode} {cfg.prune.operator}")
     if bar is not None:
         observers.append(bar)
+    observers += extra
     try:
         if cfg.run.mode == "coevolution":
             return coevolve(problem, observers, state, make_engine(cfg))
@@ -131,6 +213,7 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         "loss": cfg.model.loss,
         "cells": len(enc),
         "parameters": enc.layout.size + dec.layout.size,
+        "provenance": provenance.collect(),
     }
     model = {"encoder": state_dict(enc.layout, enc.params[best], enc.mask[best]),
              "decoder": state_dict(dec.layout, dec.params[best], dec.mask[best])}

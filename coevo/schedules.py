@@ -1,4 +1,4 @@
-"""Pruning schedules: pure functions p_sched(t, T, p, s, params) -> probability (SPEC 7).
+"""Pruning schedules: pure functions p_sched(t, T, p, s, params) -> probability.
 
 t is the 0-based generation, T the last generation index, p the configured probability and
 s the sub-population size. Register your own with ``@schedules.register("name")`` or name it

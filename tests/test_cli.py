@@ -186,3 +186,48 @@ def test_save_centres_writes_the_ensemble(tmp_path, tiny_overrides, capsys):
     model = torch.load(out / "best.pt", weights_only=True)
     assert torch.equal(centres["encoders"][best]["0.weight"], model["encoder"]["0.weight"])
     assert int(torch.argmin(centres["validation_loss"])) == best
+
+
+def test_version_prints_coevos_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"coevo {metadata.version('coevo')}"
+
+
+def test_print_config_prints_the_resolved_toml_and_writes_nothing(tmp_path, tiny_overrides, capsys, monkeypatch):
+    import tomllib
+
+    from coevo import config
+
+    monkeypatch.chdir(tmp_path)
+    file = tmp_path / "c.toml"
+    file.write_text('[run]\nmode = "canonical"\nseed = 5\n')
+    args = ["--config", str(file), *sets(tiny_overrides + ["run.seed=9"])]
+    code, out, err = run_cli(["run", "--print-config", "--out", "would-be", *args], capsys)
+    assert code == 0 and err == ""
+    assert config.from_dict(tomllib.loads(out)) == config.load(file, tiny_overrides + ["run.seed=9"])
+    assert 'mode = "canonical"' in out and "seed = 9" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["c.toml"]  # no run directory, no runs/
+    code, _, err = run_cli(["run", "--print-config", *sets(["run.mode=fast"])], capsys)
+    assert code == 2 and "run.mode" in err
+
+
+def test_report_on_a_missing_directory_says_so(tmp_path, capsys):
+    code, _, err = run_cli(["report", str(tmp_path / "nope")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "does not exist" in err and "resume" not in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["report", str(tmp_path / "empty")], capsys)
+    assert code == 2 and "is not a coevo run directory" in err and "resume" not in err
+
+
+def test_missing_tensorboard_exits_2_naming_the_extra(tmp_path, tiny_overrides, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as without the package
+    out = tmp_path / "run"
+    code, _, err = run_cli(["run", "--quiet", "--out", str(out), *sets(tiny_overrides + ["run.tensorboard=true"])],
+                           capsys)
+    assert code == 2 and err.count("\n") == 1 and "pip install coevo[tensorboard]" in err
+    assert not out.exists()

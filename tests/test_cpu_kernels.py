@@ -161,3 +161,14 @@ print(torch.get_num_threads())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_fields_are_views_and_a_non_contiguous_stack_is_refused():
+    """A contiguous copy of an output stack would take the kernel's writes and lose them."""
+    layout, _ = autoencoder_layouts(17, [9], 3)
+    stack = _stack(layout, 8, np.random.default_rng(0))
+    for field, view in zip(FIELDS, cpu_kernels._fields(stack)):
+        assert np.shares_memory(view, getattr(stack, field).numpy()), field
+    every_other = stack.map(lambda t: t[::2])  # a strided view of every second network
+    with pytest.raises(ValueError, match="params is not C-contiguous"):
+        cpu_kernels._fields(every_other)
