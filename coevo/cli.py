@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="redraw a run's plots and print its summary")
     rep.add_argument("run_dir", type=Path)
 
-    sub.add_parser("operators", help="list pruning operators and schedules")
+    sub.add_parser("operators", help="list pruning operators and schedules, with their parameters")
 
     bench = sub.add_parser("bench", help="sweep operators x schedules x modes with trials; rows, report, plots")
     bench.add_argument("spec", nargs="?", type=Path, help="sweep spec (TOML); or use --preset")
@@ -75,11 +75,14 @@ def _run(args: argparse.Namespace) -> int:
         from coevo.registry import summary
 
         for title, registry in (("operators", operators.registry), ("schedules", schedules.registry)):
-            print(f"{title}:")
+            print(f"{title} (parameters go in [{registry.params_key}]):")
             items = list(registry.items())
             width = max(len(n) for n, _ in items)
             for name, item in items:
                 print(f"  {name:<{width}}  {summary(item)}")
+                parameters = registry.describe_parameters(item)
+                if parameters:
+                    print(f"  {'':<{width}}    parameters: {parameters}")
         return 0
     if args.command == "bench":
         from coevo import bench, bench_spec
