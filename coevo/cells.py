@@ -20,6 +20,7 @@ from coevo.errors import OperatorError, UserError
 from coevo.genome import Decoder, Encoder
 from coevo.population import Stack
 from coevo.operators.base import PruneContext
+from coevo.registry import GlobalRandomWatch
 
 # purposes of the derived random streams
 EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION = 1, 2, 3, 4, 5
@@ -116,6 +117,7 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
                 "decoder": [a.cpu().numpy() for a in dec_acts[1:]]}
 
     context = PruneContext(generation, settings, record)
+    watch = GlobalRandomWatch()
     for cls, stack in ((Encoder, enc), (Decoder, dec)):
         net = stack.network(i, cls)
         try:
@@ -127,3 +129,4 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
         if isinstance(result, tuple) and len(result) == 1:
             result = result[0]  # DEAP style: (individual,)
         stack.store_masks(i, net if result is None else result, operator_name)
+    watch.check(f"pruning operator {operator_name!r}", "draw from its rng argument (seeded per cell) so that runs reproduce")

@@ -24,6 +24,7 @@ from coevo.errors import OperatorError, UserError
 from coevo.genome import Encoder
 from coevo.observers import Observer
 from coevo.problem import Problem
+from coevo.registry import GlobalRandomWatch
 from coevo.population import Stack
 from coevo import operators
 
@@ -50,16 +51,19 @@ def make_toolbox(config: Config) -> base.Toolbox:
 
 def prune_probability(config: Config, generation: int, subpopulation: int) -> float:
     """p_sched(t) of the configured schedule with its ``prune.schedule_params``, checked to be a
-    probability."""
+    probability, and computed without touching a global random generator (a schedule is a pure
+    function of its arguments)."""
     name = config.prune.schedule
     schedule, params = schedules.registry.resolve(name, config.prune.schedule_params)
     last = config.run.generations - 1
+    watch = GlobalRandomWatch()
     try:
         p = float(schedule(generation, last, config.prune.probability, subpopulation, **params))
     except UserError:
         raise
     except Exception as exc:
         raise OperatorError(f"pruning schedule {name!r} raised {type(exc).__name__}: {exc}") from exc
+    watch.check(f"pruning schedule {name!r}", "a schedule must be a pure function of (t, T, p, s) and its parameters")
     if not 0.0 <= p <= 1.0:
         raise OperatorError(f"pruning schedule {name!r} returned {p!r} at generation "
                             f"{generation}; a schedule must return a probability in [0, 1]")

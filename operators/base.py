@@ -9,7 +9,8 @@ It changes ``layer.weight_mask`` / ``layer.bias_mask`` (numpy bool arrays, in pl
 assigning new arrays of the same shape and dtype) and returns the net, or ``(net,)`` as DEAP
 mutations do. It may read the weights (read-only) and ``context``; it must not revive a pruned
 entry, remove the last alive neuron of a layer, or draw from a global random generator (``rng``
-is the only source). coevo zeroes the pruned weights and their optimizer moments afterwards. Operators are in
+is the only source: coevo checks python's, numpy's and torch's global generators around every
+call). coevo zeroes the pruned weights and their optimizer moments afterwards. Operators are in
 place: they mutate the network they are given.
 
 Its own settings are keyword parameters with defaults, after the four the contract passes (a

@@ -1,5 +1,6 @@
 """User-defined operators and schedules: import paths, classes, entry points, their parameters
-(config, checks, bench sweeps), the README's examples, and the errors a broken plug-in gives."""
+(config, checks, bench sweeps), the global-RNG watch, the README's
+examples, and the errors a broken plug-in gives."""
 
 from __future__ import annotations
 
@@ -440,6 +441,30 @@ def test_bench_takes_parameters_in_combinations_and_sweeps(tmp_path, user_module
         n = combination.settings["prune.params.n"]
         assert config.load(run_dir / "config.toml").prune.params == {"n": n}
         assert pruned_per_layer(run_dir) == [2 * n] * 4
+
+
+# ---------------------------------------------------------------- the global random generators
+
+@pytest.mark.parametrize("attr, generator", [
+    ("uses_numpy_global", "numpy's global generator (np.random)"),
+    ("uses_python_random", "python's random module"),
+    ("uses_torch_global", "torch's global CPU generator"),
+    ("reseeds_numpy", "numpy's global generator (np.random)"),
+])
+def test_an_operator_that_uses_a_global_generator_exits_2(tmp_path, tiny_overrides, user_module, capsys, attr,
+                                                          generator):
+    name = f"{user_module}:{attr}"
+    code, err, _ = run(tmp_path, tiny_overrides + [f"prune.operator={name}", "prune.probability=1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"pruning operator {name!r} used {generator}" in err and "draw from its rng argument" in err
+
+
+def test_a_schedule_that_uses_a_global_generator_exits_2(tmp_path, tiny_overrides, user_module, capsys):
+    name = f"{user_module}:random_schedule"
+    code, err, _ = run(tmp_path, tiny_overrides + [f"prune.schedule={name}"], capsys)
+    assert code == 2 and f"pruning schedule {name!r} used python's random module" in err
+    assert "a schedule must be a pure function" in err
+    assert not (tmp_path / "run").exists()  # the schedule is first called when the run is prepared
 
 
 # ---------------------------------------------------------------- the README's examples
