@@ -1,11 +1,13 @@
 """User-defined operators and schedules: import paths, classes, entry points, their parameters
-(config, checks, bench sweeps), the global-RNG watch, the README's
-examples, and the errors a broken plug-in gives."""
+(config, checks, bench sweeps), the global-RNG watch, a user's files that shadow packages, the
+README's examples, and the errors a broken plug-in gives."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import coevo
 from coevo import bench_report, bench_spec, config, operators
 from coevo import schedules
 from coevo.cli import main
@@ -465,6 +468,37 @@ def test_a_schedule_that_uses_a_global_generator_exits_2(tmp_path, tiny_override
     assert code == 2 and f"pruning schedule {name!r} used python's random module" in err
     assert "a schedule must be a pure function" in err
     assert not (tmp_path / "run").exists()  # the schedule is first called when the run is prepared
+
+
+# ---------------------------------------------------------------- a user's files named like packages
+
+def coevo_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process, run from ``cwd`` with PYTHONPATH=. as the README says."""
+    env = {**os.environ, "PYTHONPATH": "."}
+    return subprocess.run([sys.executable, "-m", "coevo", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_users_operators_py_does_not_shadow_coevos_operators(tmp_path):
+    (tmp_path / "operators.py").write_text('"""A user\'s own module named operators."""\nX = 1\n')
+    result = coevo_cli(tmp_path, "operators")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^  conjunctive +Lexicase", result.stdout, re.M)
+
+
+def test_a_file_that_shadows_a_package_coevo_needs_exits_2_naming_it(tmp_path):
+    (tmp_path / "deap.py").write_text("X = 1\n")
+    result = coevo_cli(tmp_path, "operators")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"coevo: error: {tmp_path / 'deap.py'} shadows the package 'deap'")
+
+
+def test_a_broken_coevo_operators_import_exits_2(monkeypatch, capsys):
+    monkeypatch.delattr(coevo, "operators")
+    monkeypatch.setitem(sys.modules, "coevo.operators", None)  # as if the package could not be found
+    assert main(["operators"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "coevo's own module 'coevo.operators' cannot be imported" in err
 
 
 # ---------------------------------------------------------------- the README's examples
