@@ -20,6 +20,10 @@ A spec is a TOML file (or a preset shipped in :mod:`coevo.presets`)::
     schedule = "exponential"
     prune.probability = 0.5
 
+    [[combination]]             # an operator's or schedule's parameter: section.table.name
+    operator = "conjunctive"
+    prune.params.threshold = 0.2
+
 Combinations are the listed ``[[combination]]`` tables (or one empty table) crossed with every
 ``[sweep]`` axis. Every combination's config is built and its operator and schedule resolved
 here, so a bad spec fails with one line naming the key before any trial runs or any file is
@@ -126,9 +130,7 @@ class Spec:
                  f"name = {_toml_value(self.name)}", f"trials = {self.trials}", f"seed_start = {self.seed_start}",
                  f"baseline = {_inline(self.baseline)}", ""]
         for section, values in self.base.items():
-            lines.append(f"[base.{section}]")
-            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
-            lines.append("")
+            lines += config_module.toml_table(f"base.{section}", values)
         if self.sweep:
             lines.append("[sweep]")
             lines += [f"{key} = {_toml_value(values)}" for key, values in self.sweep.items()]
@@ -220,7 +222,9 @@ def _base(raw: dict) -> dict[str, dict[str, Any]]:
 
 
 def _flatten(where: str, table: Any) -> dict[str, Any]:
-    """``{mode = .., prune = {probability = ..}, "train.lr" = ..}`` -> ``{"run.mode": .., "prune.probability": ..}``."""
+    """``{mode = .., prune = {probability = .., params = {threshold = ..}}, "train.lr" = ..}`` ->
+    ``{"run.mode": .., "prune.probability": .., "prune.params.threshold": ..}``: a nested table
+    (an operator's parameters) becomes ``section.table.name`` keys, one per parameter."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table, got {table!r}")
     flat: dict[str, Any] = {}
@@ -230,6 +234,13 @@ def _flatten(where: str, table: Any) -> dict[str, Any]:
             raise ConfigError(f"{where}: {key} is given twice")
         flat[key] = value
 
+    def put_tree(key: str, value: Any) -> None:
+        if isinstance(value, dict) and key.count(".") < 2:
+            for name, item in value.items():
+                put_tree(f"{key}.{name}", item)
+        else:
+            put(key, value)
+
     for key, value in table.items():
         if key in LABELS:
             if not isinstance(value, str) and not (isinstance(value, list) and where == "sweep"):
@@ -237,11 +248,8 @@ def _flatten(where: str, table: Any) -> dict[str, Any]:
             put(key, value)
         elif key in SHORTHANDS:
             put(SHORTHANDS[key], value)
-        elif key in SECTIONS and isinstance(value, dict):
-            for name, item in value.items():
-                put(f"{key}.{name}", item)
-        elif "." in key and key.split(".", 1)[0] in SECTIONS:
-            put(key, value)
+        elif key in SECTIONS and isinstance(value, dict) or "." in key and key.split(".", 1)[0] in SECTIONS:
+            put_tree(key, value)
         else:
             raise ConfigError(f"{where}: key {key!r} is unknown; use mode, operator, schedule or a config "
                               f"section.key (e.g. prune.probability)")
@@ -263,8 +271,24 @@ def _listed(tables: Any) -> list[dict[str, Any]]:
 
 
 def _set(cfg: dict[str, dict[str, Any]], key: str, value: Any) -> None:
-    section, name = key.split(".", 1)
-    cfg[section][name] = value
+    """Set ``section.key`` or ``section.table.name`` (a copy of the table: ``cfg`` shares tables with the base)."""
+    section, name, *inner = key.split(".")
+    if not inner:
+        cfg[section][name] = value
+        return
+    table = cfg[section].get(name, {})
+    if not isinstance(table, dict) or len(inner) != 1:
+        raise ConfigError(f"{key}: {section}.{name} is not a table of parameters; use section.key or "
+                          f"section.table.name (e.g. prune.params.threshold)")
+    cfg[section][name] = {**table, inner[0]: value}
+
+
+def _get(cfg: dict[str, dict[str, Any]], key: str) -> Any:
+    """The value of ``section.key`` or ``section.table.name``; None where a table lacks the name
+    (a parameter this combination leaves at its default, or its operator does not take)."""
+    section, name, *inner = key.split(".")
+    value = cfg[section][name]
+    return value.get(inner[0]) if inner else value
 
 
 def _combinations(base: dict, sweep: dict[str, list], listed: list[dict[str, Any]]) -> list[Combination]:
@@ -291,17 +315,16 @@ def _combinations(base: dict, sweep: dict[str, list], listed: list[dict[str, Any
                 raise ConfigError(f"{where}: {exc}") from None
             for section, values in preset.items():
                 cfg[section].update(values)
-        for key, value in overrides.items():
-            if key not in LABELS:
-                _set(cfg, key, value)
         try:
+            for key, value in overrides.items():
+                if key not in LABELS:
+                    _set(cfg, key, value)
             configs.append(config_module.to_dict(config_module.from_dict(cfg)))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     built: list[tuple[str, dict, dict, dict]] = []
     for (where, overrides), cfg in zip(raw, configs):
-        settings = {key: overrides.get(key, "") if key == "preset" else cfg[key.split(".")[0]][key.split(".", 1)[1]]
-                    for key in (*AXES, *varied)}
+        settings = {key: overrides.get(key, "") if key == "preset" else _get(cfg, key) for key in (*AXES, *varied)}
         built.append((where, cfg, settings, overrides))
     ids: dict[str, str] = {}
     combinations = []
@@ -325,7 +348,8 @@ def _short(value: Any) -> str:
 
 def _identifier(settings: dict[str, Any], varied: list[str], name: str | None = None) -> str:
     """Directory-safe: the named combination's name, else its axes and varied settings."""
-    parts = [name] if name else [_short(settings[k]) for k in AXES] + [f"{k}={_short(settings[k])}" for k in varied]
+    parts = [name] if name else [_short(settings[k]) for k in AXES] + [f"{k}={_short(settings[k])}" for k in varied
+                                                                       if settings[k] is not None]
     return re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
 
 

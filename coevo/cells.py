@@ -21,6 +21,7 @@ from coevo.genome import Decoder, Encoder
 from coevo.measures import stack_kept_fractions
 from coevo.population import Stack
 from coevo.operators.base import PruneContext
+from coevo.registry import GlobalRandomWatch
 
 # purposes of the derived random streams
 EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET = 1, 2, 3, 4, 5, 6, 7
@@ -140,6 +141,7 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
                 "decoder": [a.cpu().numpy() for a in dec_acts[1:]]}
 
     context = PruneContext(generation, settings, record)
+    watch = GlobalRandomWatch()
     for cls, stack in ((Encoder, enc), (Decoder, dec)):
         net = stack.network(i, cls)
         try:
@@ -151,3 +153,4 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
         if isinstance(result, tuple) and len(result) == 1:
             result = result[0]  # DEAP style: (individual,)
         stack.store_masks(i, net if result is None else result, operator_name)
+    watch.check(f"pruning operator {operator_name!r}", "draw from its rng argument (seeded per cell) so that runs reproduce")

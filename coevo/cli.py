@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="redraw a run's plots and print its summary")
     rep.add_argument("run_dir", type=Path)
 
-    sub.add_parser("operators", help="list pruning operators and schedules")
+    sub.add_parser("operators", help="list pruning operators and schedules, with their parameters")
 
     bench = sub.add_parser("bench", help="sweep operators x schedules x modes with trials; rows, report, plots")
     bench.add_argument("spec", nargs="?", type=Path, help="sweep spec (TOML); or use --preset")
@@ -82,11 +83,14 @@ def _run(args: argparse.Namespace) -> int:
         from coevo.registry import summary
 
         for title, registry in (("operators", operators.registry), ("schedules", schedules.registry)):
-            print(f"{title}:")
+            print(f"{title} (parameters go in [{registry.params_key}]):")
             items = list(registry.items())
             width = max(len(n) for n, _ in items)
             for name, item in items:
                 print(f"  {name:<{width}}  {summary(item)}")
+                parameters = registry.describe_parameters(item)
+                if parameters:
+                    print(f"  {'':<{width}}    parameters: {parameters}")
         from coevo.config import preset_text, presets
 
         print("presets (coevo run --preset NAME):")
@@ -123,12 +127,40 @@ def _first_comment(text: str) -> str:
     return " ".join(lines).split(": ")[0].split(". ")[0]
 
 
+PACKAGES_NEEDED = ("coevo", "numpy", "torch", "numba", "deap", "scipy", "matplotlib", "tqdm")
+"""Packages (never single-file modules) that coevo imports: a plain ``NAME.py`` found in their
+place is a user's file shadowing them."""
+
+
+def _import_failure(exc: ImportError | AttributeError) -> str | None:
+    """A one-line message for an import of coevo's own packages that failed because a user's file
+    shadows one of them or coevo's installation is broken; None for any other error (a bug)."""
+    for name in PACKAGES_NEEDED:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.submodule_search_locations is None and spec.origin:
+            return (f"{spec.origin} shadows the package {name!r} that coevo needs ({type(exc).__name__}: {exc}); "
+                    f"rename that file, or run from a directory whose files do not take package names")
+    if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] == "coevo":
+        return (f"coevo's own module {exc.name!r} cannot be imported ({exc}); the installation is broken: "
+                f"reinstall coevo (pip install -e . in its checkout)")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
     except UserError as exc:
         print(f"coevo: error: {exc}", file=sys.stderr)
+        return 2
+    except (ImportError, AttributeError) as exc:
+        message = _import_failure(exc)
+        if message is None:
+            raise
+        print(f"coevo: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("coevo: interrupted; the last checkpoint is kept (coevo resume DIR continues)", file=sys.stderr)

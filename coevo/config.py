@@ -130,16 +130,14 @@ class PruneConfig:
     """Configured prune probability p, shaped over time by the schedule."""
     amount: float = 0.1
     """Fraction of the currently alive entries of each layer to prune."""
-    exponential_k: float = 2.0
-    """k of the exponential schedule."""
-    final_fraction: float = 0.25
-    """f of the final_n schedule."""
     cases: int = 100
-    """Training rows whose activations guide VARIANCE and CONJUNCTIVE."""
-    threshold: float = 0.1
-    """CONJUNCTIVE: normalised activation below which a neuron is marked."""
-    variance_direction: Literal["low", "high"] = "low"
-    """VARIANCE: prune preferentially 'low'-variance neurons (default) or 'high'."""
+    """Training rows recorded for ``context.activations`` (what VARIANCE and CONJUNCTIVE read).
+    A setting of the recorder, not of one operator: every operator that asks sees the same rows."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The operator's own keyword parameters (TOML ``[prune.params]``, ``--set prune.params.NAME=...``),
+    checked against its signature when the run is prepared; `coevo operators` lists them."""
+    schedule_params: dict[str, Any] = field(default_factory=dict)
+    """The schedule's own keyword parameters (``[prune.schedule_params]``), e.g. exponential's ``k``."""
     target_kept: float = 0.45
     """Stop pruning a pair once its kept fraction (alive entries on a live path) is at or below
     this target, and never prune it past the target by more than one step (0 = no target)."""
@@ -150,6 +148,26 @@ class PruneConfig:
     regrow: bool = False
     """The reference's pruning: zero the drawn entries but keep no mask, so they train again (a
     weight reset, not pruning); the kept fraction then counts non-zero entries."""
+
+
+LEGACY_PRUNE_KEYS = {
+    "threshold": ("params", "threshold", 0.1, "the conjunctive operator"),
+    "variance_direction": ("params", "direction", "low", "the variance operator"),
+    "exponential_k": ("schedule_params", "k", 2.0, "the exponential schedule"),
+    "final_fraction": ("schedule_params", "fraction", 0.25, "the final_n schedule"),
+}
+"""[prune] keys that became operator or schedule parameters: old key -> (table, new name, old
+default, whose). Every config.toml written before carries them: at their default they are dropped
+(the parameter's default is the same value), and any other value is refused, naming the new key."""
+
+
+def _drop_legacy_prune_keys(values: dict[str, Any]) -> dict[str, Any]:
+    kept = dict(values)
+    for old, (table, name, default, whose) in LEGACY_PRUNE_KEYS.items():
+        if old in kept and kept.pop(old) != default:
+            raise ConfigError(f"prune.{old} is now prune.{table}.{name}, a parameter of {whose}: "
+                              f"write it under [prune.{table}] (or --set prune.{table}.{name}=...)")
+    return kept
 
 
 @dataclass(frozen=True)
@@ -171,7 +189,8 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def replace(self, **sections: Any) -> "Config":
-        """Return a copy with whole sections or ``section__key`` values replaced."""
+        """Return a copy with whole sections or ``section__key`` values replaced (a table such as
+        ``prune__params`` is merged key by key, as ``--set prune.params.NAME=...`` is)."""
         return from_dict(_merge(to_dict(self), _unflatten(sections)))
 
 
@@ -199,7 +218,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"unknown section [{section}]; known sections: {', '.join(_SECTION_TYPES)}")
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] must be a table of keys, got {values!r}")
-        merged[section].update(values)
+        for key, value in values.items():
+            current = merged[section].get(key)
+            # a nested table (prune.params) gains keys from each layer instead of being replaced
+            merged[section][key] = {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
     return merged
 
 
@@ -252,7 +274,49 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value
+    if origin is dict:
+        return _parameter_table(key, value)
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in coevo, not the user's
+
+
+def is_checked_type(tp: Any) -> bool:
+    """Whether :func:`coerce` knows ``tp`` (bool, int, float, str, a Literal, a tuple of them)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return True
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return len(args) == 2 and args[1] is Ellipsis and is_checked_type(args[0])
+    return tp in (bool, int, float, str)
+
+
+def coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check a value against a type :func:`is_checked_type` knows; the ConfigError names ``key``.
+    Plug-in parameters are checked this way against their annotations."""
+    return _coerce(key, tp, value)
+
+
+def _parameter_table(key: str, value: Any) -> dict[str, Any]:
+    """A table of plug-in parameters: Python identifiers -> values config.toml can hold. Their
+    meaning is checked later, against the plug-in's signature."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a table of NAME = value (TOML [{key}]), got {value!r}")
+    table = {}
+    for name, item in value.items():
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise ConfigError(f"{key}: {name!r} is not a parameter name (a Python identifier)")
+        table[name] = _plain_value(f"{key}.{name}", item)
+    return table
+
+
+def _plain_value(key: str, value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    raise ConfigError(f"{key} must be a number, string, boolean or a list of them, got {value!r}")
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -265,6 +329,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] must be a table of keys, got {values!r}")
         hints = typing.get_type_hints(cls)
+        if section == "prune":
+            values = _drop_legacy_prune_keys(values)
         kwargs = {}
         for key, value in values.items():
             if key not in hints:
@@ -342,29 +408,30 @@ def validate(c: Config) -> None:
         need(0.0 <= value < 1.0, f"train.{key} must be in [0, 1), got {value}")
     need(0.0 <= c.prune.probability <= 1.0, f"prune.probability must be in [0, 1], got {c.prune.probability}")
     need(0.0 <= c.prune.amount <= 1.0, f"prune.amount must be in [0, 1], got {c.prune.amount}")
-    need(c.prune.exponential_k > 0, f"prune.exponential_k must be > 0, got {c.prune.exponential_k}")
-    need(0.0 <= c.prune.final_fraction <= 1.0,
-         f"prune.final_fraction must be in [0, 1], got {c.prune.final_fraction}")
     need(0.0 <= c.prune.target_kept < 1.0, f"prune.target_kept must be in [0, 1) (0 = no target), got {c.prune.target_kept}")
     need(0.0 <= c.prune.reset_fraction <= 1.0, f"prune.reset_fraction must be in [0, 1], got {c.prune.reset_fraction}")
     need(c.prune.cases >= 1, f"prune.cases must be >= 1, got {c.prune.cases}")
-    need(0.0 <= c.prune.threshold <= 1.0, f"prune.threshold must be in [0, 1], got {c.prune.threshold}")
     need(c.selection.tournament_size >= 1,
          f"selection.tournament_size must be >= 1, got {c.selection.tournament_size}")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """Parse ``section.key=value``; the value is read as TOML, else taken as a plain string."""
+    """Parse ``section.key=value``; the value is read as TOML, else taken as a plain string.
+    ``section.table.name=value`` (e.g. ``prune.params.threshold=0.2``) sets one entry of a nested
+    table: it comes back as ``(section, table, {name: value})``."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r} must look like section.key=value")
     path, raw = text.split("=", 1)
     parts = path.strip().split(".")
-    if len(parts) != 2 or not all(parts):
-        raise ConfigError(f"--set {text!r}: the key must be section.key (e.g. run.generations=20)")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError(f"--set {text!r}: the key must be section.key (e.g. run.generations=20) "
+                          f"or section.table.name (e.g. prune.params.threshold=0.2)")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    if len(parts) == 3:
+        return parts[0], parts[1], {parts[2]: value}
     return parts[0], parts[1], value
 
 
@@ -413,14 +480,27 @@ def load(path: str | Path | None = None, overrides: typing.Sequence[str] = (), p
 
 
 def dumps(config: Config) -> str:
-    """The resolved configuration as TOML text (every key, seed included)."""
+    """The resolved configuration as TOML text (every key, seed included); :func:`load` reads it
+    back to an equal Config."""
     lines: list[str] = []
     for section, values in to_dict(config).items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
+        lines += toml_table(section, values)
     return "\n".join(lines)
+
+
+def toml_table(name: str, values: dict[str, Any]) -> list[str]:
+    """``[name]`` and its keys as TOML lines, then each nested table as ``[name.key]``."""
+    lines = [f"[{name}]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    lines.append("")
+    for key, value in values.items():
+        if isinstance(value, dict):
+            lines += toml_table(f"{name}.{_toml_key(key)}", value)
+    return lines
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(ch.isalnum() or ch in "_-" for ch in key) and key.isascii() else _toml_value(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -430,7 +510,9 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
 

@@ -20,43 +20,53 @@ from coevo.cells import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, deri
 from coevo.checkpoint import RunState
 from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
-from coevo.errors import OperatorError
+from coevo.errors import OperatorError, UserError
 from coevo.genome import Encoder
 from coevo.measures import stack_kept_fractions
 from coevo.observers import Observer
 from coevo.problem import Problem
+from coevo.registry import GlobalRandomWatch
 from coevo.population import Stack
 from coevo import operators
 
 CONCEPTS = {"best": np.min, "worst": np.max, "mean": np.mean}
 
 
-def apply_operator(net, operator, amount: float, rng: np.random.Generator, context):
-    """DEAP-style mutation: prune ``net`` in place with ``operator``; returns ``(net,)``."""
-    result = operator(net, amount, rng, context)
+def apply_operator(net, operator, amount: float, rng: np.random.Generator, context, **params):
+    """DEAP-style mutation: prune ``net`` in place with ``operator`` and its keyword ``params``
+    (``prune.params``, bound once by :func:`make_toolbox`); returns ``(net,)``."""
+    result = operator(net, amount, rng, context, **params)
     return (net,) if result is None else result if isinstance(result, tuple) else (result,)
 
 
 def make_toolbox(config: Config) -> base.Toolbox:
-    """The DEAP toolbox of a run: ``select`` (tournament) and ``mutate`` (the pruning operator)."""
+    """The DEAP toolbox of a run: ``select`` (tournament) and ``mutate`` (the pruning operator,
+    with ``prune.amount`` and ``prune.params`` bound as DEAP binds keyword arguments). Resolving
+    the operator checks its parameters, so a bad one stops here, before a run starts."""
     toolbox = base.Toolbox()
     toolbox.register("select", tools.selTournament, k=1, tournsize=config.selection.tournament_size)
-    operator = operators.registry.get(config.prune.operator)
-    toolbox.register("mutate", apply_operator, operator=operator, amount=config.prune.amount)
+    operator, params = operators.registry.resolve(config.prune.operator, config.prune.params)
+    toolbox.register("mutate", apply_operator, operator=operator, amount=config.prune.amount, **params)
     return toolbox
 
 
 def prune_probability(config: Config, generation: int, subpopulation: int) -> float:
-    """p_sched(t) of the configured schedule, checked to be a probability."""
-    schedule = schedules.registry.get(config.prune.schedule)
-    params = schedules.ScheduleParams(k=config.prune.exponential_k, f=config.prune.final_fraction)
+    """p_sched(t) of the configured schedule with its ``prune.schedule_params``, checked to be a
+    probability, and computed without touching a global random generator (a schedule is a pure
+    function of its arguments)."""
+    name = config.prune.schedule
+    schedule, params = schedules.registry.resolve(name, config.prune.schedule_params)
     last = config.run.generations - 1
+    watch = GlobalRandomWatch()
     try:
-        p = float(schedule(generation, last, config.prune.probability, subpopulation, params))
+        p = float(schedule(generation, last, config.prune.probability, subpopulation, **params))
+    except UserError:
+        raise
     except Exception as exc:
-        raise OperatorError(f"pruning schedule {config.prune.schedule!r} raised {type(exc).__name__}: {exc}") from exc
+        raise OperatorError(f"pruning schedule {name!r} raised {type(exc).__name__}: {exc}") from exc
+    watch.check(f"pruning schedule {name!r}", "a schedule must be a pure function of (t, T, p, s) and its parameters")
     if not 0.0 <= p <= 1.0:
-        raise OperatorError(f"pruning schedule {config.prune.schedule!r} returned {p!r} at generation "
+        raise OperatorError(f"pruning schedule {name!r} returned {p!r} at generation "
                             f"{generation}; a schedule must return a probability in [0, 1]")
     return p
 

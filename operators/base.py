@@ -1,21 +1,28 @@
 """The pruning-operator contract, its registry, and the context operators may read.
 
-An operator is a plain function (or an object with ``__call__``)::
+An operator is a plain function (or a small class whose instances are called)::
 
-    def prune(net: Network, amount: float, rng: numpy.random.Generator, context: PruneContext) -> Network
+    def prune(net: Network, amount: float, rng: numpy.random.Generator, context: PruneContext,
+              *, my_setting: float = 0.5) -> Network
 
 It changes ``layer.weight_mask`` / ``layer.bias_mask`` (numpy bool arrays, in place or by
 assigning new arrays of the same shape and dtype) and returns the net, or ``(net,)`` as DEAP
 mutations do. It may read the weights (read-only) and ``context``; it must not revive a pruned
-entry or remove the last alive neuron of a layer. coevo zeroes the pruned weights and their
-optimizer moments afterwards. Operators are in place: they mutate the network they are given.
+entry, remove the last alive neuron of a layer, or draw from a global random generator (``rng``
+is the only source: coevo checks python's, numpy's and torch's global generators around every
+call). coevo zeroes the pruned weights and their optimizer moments afterwards. Operators are in
+place: they mutate the network they are given.
+
+Its own settings are keyword parameters with defaults, after the four the contract passes (a
+class takes them in its constructor instead): ``[prune.params]`` in TOML or ``--set
+prune.params.my_setting=0.7``, checked against the signature before a run starts.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -26,8 +33,9 @@ from coevo.registry import Registry
 
 @dataclass
 class PruneContext:
-    """What an operator may look at besides the network: the generation, the prune settings,
-    and (lazily, only if asked) the layer activations of the pair on training rows."""
+    """What an operator may look at besides the network: the generation, the ``[prune]`` settings
+    (its own parameters arrive as keyword arguments instead), and (lazily, only if asked) the
+    layer activations of the pair on ``settings.cases`` training rows."""
 
     generation: int
     settings: PruneConfig
@@ -50,10 +58,11 @@ class PruneContext:
 
 class PruneOperator(Protocol):
     def __call__(self, net: Network, amount: float, rng: np.random.Generator,
-                 context: PruneContext) -> Network | tuple[Network]: ...
+                 context: PruneContext, **params: Any) -> Network | tuple[Network]: ...
 
 
-registry: Registry[PruneOperator] = Registry("operator", "prune.operator", "coevo.operators")
+registry: Registry[PruneOperator] = Registry("operator", "prune.operator", "coevo.operators",
+                                             params_key="prune.params", contract=("net", "amount", "rng", "context"))
 register = registry.register
 
 

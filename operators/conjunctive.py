@@ -5,8 +5,8 @@ training split) taken in a random order drawn from ``rng``:
 
 1. the candidates start as the layer's alive neurons;
 2. while more than one candidate remains, take the next case: min-max normalise its activations
-   over the alive neurons and keep the candidates whose normalised value is below
-   ``prune.threshold`` (tau). A case that would leave no candidate, or on which every alive neuron
+   over the alive neurons and keep the candidates whose normalised value is below ``threshold``
+   (tau, ``prune.params.threshold``, default 0.1). A case that would leave no candidate, or on which every alive neuron
    is alike, is skipped, as lexicase selection never empties its pool;
 3. the candidates left are pruned whole (incoming weight row and bias); if no case narrowed the
    pool (tau = 0, or no informative case), nothing is pruned.
@@ -18,7 +18,11 @@ holding an input's last weight keeps that weight.
 ``prune.amount`` caps the neurons pruned per layer at a fraction of the alive neurons, rounded
 stochastically (unbiased), and never all of them; when the filter leaves more candidates than
 that, the ones pruned are drawn uniformly among them (lexicase's random tie break). The case count
-is ``prune.cases``. In place: it changes the masks of the network it is given.
+is ``prune.cases`` (a setting of the activation recorder). In place: it changes the masks of the
+network it is given.
+
+A small class rather than a function, so that a threshold outside [0, 1] is refused when the run
+is prepared (its constructor runs then), before anything is written.
 """
 
 from __future__ import annotations
@@ -31,17 +35,23 @@ from coevo.operators.kernels import conjunctive_prune_layer
 
 
 @register("conjunctive")
-def conjunctive_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
-    """Lexicase filter over training cases: prune neurons that stay below prune.threshold (capped by amount)."""
-    threshold = float(context.settings.threshold)
-    for i, (layer, acts) in enumerate(zip(net.layers, context.activations(net), strict=True)):
-        if acts.ndim != 2 or acts.shape[1] != layer.weight_mask.shape[0]:
-            raise ValueError(f"activations of layer {i} have shape {acts.shape}; expected (cases, "
-                             f"{layer.weight_mask.shape[0]})")
-        if layer.output_units:
-            continue  # its neurons are the autoencoder's outputs: never removed
-        acts = np.ascontiguousarray(acts, dtype=np.float64)
-        order = rng.permutation(acts.shape[0])
-        with sparing_units(layer, rng):
-            conjunctive_prune_layer(layer.weight_mask, layer.bias_mask, acts, order, threshold, amount, rng)
-    return net
+class Conjunctive:
+    """Lexicase filter over training cases: prune neurons that stay below threshold (capped by amount)."""
+
+    def __init__(self, threshold: float = 0.1) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold is a normalised activation: it must be in [0, 1], got {threshold}")
+        self.threshold = float(threshold)
+
+    def __call__(self, net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
+        for i, (layer, acts) in enumerate(zip(net.layers, context.activations(net), strict=True)):
+            if acts.ndim != 2 or acts.shape[1] != layer.weight_mask.shape[0]:
+                raise ValueError(f"activations of layer {i} have shape {acts.shape}; expected (cases, "
+                                 f"{layer.weight_mask.shape[0]})")
+            if layer.output_units:
+                continue  # its neurons are the autoencoder's outputs: never removed
+            acts = np.ascontiguousarray(acts, dtype=np.float64)
+            order = rng.permutation(acts.shape[0])
+            with sparing_units(layer, rng):
+                conjunctive_prune_layer(layer.weight_mask, layer.bias_mask, acts, order, self.threshold, amount, rng)
+        return net

@@ -5,7 +5,7 @@ neuron is scored by the standard deviation of its output over the recorded train
 (``context.activations(net)``), min-max normalised over the layer's alive neurons to s in [0, 1].
 Every alive entry (incoming weight or bias) of a neuron gets the sampling weight
 
-    (1 - s) + EPSILON   for prune.variance_direction = "low" (the default), or
+    (1 - s) + EPSILON   for direction = "low" (the default; prune.params.direction), or
     s + EPSILON         for "high" (the reference's scaling, which favours high-variance neurons),
 
 and a fraction ``amount`` of the layer's alive entries (an unbiased stochastic rounding) is drawn
@@ -15,6 +15,8 @@ a layer is never cut, nor the last entry of an input or output unit (``sparing_u
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 
@@ -44,9 +46,9 @@ def neuron_weights(std: np.ndarray, alive: np.ndarray, direction: str = "low") -
 
 
 @register("variance")
-def variance_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
-    """Prune a fraction `amount` of alive entries, favouring low-variance neurons (prune.variance_direction)."""
-    direction = context.settings.variance_direction
+def variance_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext, *,
+                   direction: Literal["low", "high"] = "low") -> Network:
+    """Prune a fraction `amount` of alive entries, favouring low-variance neurons (or high: direction)."""
     for i, (layer, acts) in enumerate(zip(net.layers, context.activations(net), strict=True)):
         if acts.ndim != 2 or acts.shape[1] != layer.weight_mask.shape[0]:
             raise ValueError(f"activations of layer {i} have shape {acts.shape}; expected (cases, "

@@ -36,6 +36,35 @@ def test_dumps_round_trips(tmp_path):
     assert config.load(path) == c
 
 
+def test_plugin_parameter_tables_merge_and_round_trip(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[prune]\noperator = "my.ops:f"\n[prune.params]\nlevel = 3\nname = "x"\n'
+                    '[prune.schedule_params]\nk = 1.5\n')
+    c = config.load(path, ["prune.params.level=4", "prune.params.sizes=[1, 2]",
+                           "prune.schedule_params.on=true"])
+    assert c.prune.params == {"level": 4, "name": "x", "sizes": [1, 2]}  # --set adds and overrides keys
+    assert c.prune.schedule_params == {"k": 1.5, "on": True}
+    text = config.dumps(c)
+    assert "[prune.params]\nlevel = 4\nname = \"x\"\nsizes = [1, 2]\n" in text
+    path.write_text(text)
+    assert config.load(path) == c
+    assert config.Config().replace(prune__params={"a": 1}).prune.params == {"a": 1}
+    assert config.load(path, ["prune.params.level=5"]).prune.params["level"] == 5
+
+
+def test_keys_that_became_parameters():
+    """Every config.toml written before holds them: at their old default they are dropped, any
+    other value names the key to use now."""
+    old = ["prune.threshold=0.1", 'prune.variance_direction="low"', "prune.exponential_k=2", "prune.final_fraction=0.25"]
+    assert config.load(None, old) == config.Config()
+    for override, new in (("prune.threshold=0.3", "prune.params.threshold"),
+                          ('prune.variance_direction="high"', "prune.params.direction"),
+                          ("prune.exponential_k=3", "prune.schedule_params.k"),
+                          ("prune.final_fraction=0.5", "prune.schedule_params.fraction")):
+        with pytest.raises(ConfigError, match=f"is now {new}"):
+            config.load(None, [override])
+
+
 @pytest.mark.parametrize("override, fragment", [
     ("nosection.key=1", "unknown section [nosection]"),
     ("run.nokey=1", "unknown key run.nokey"),
@@ -54,6 +83,12 @@ def test_dumps_round_trips(tmp_path):
     ("model.hidden=30", "model.hidden must be a list of int"),
     ("train.lr_decay=1", "train.lr_decay must be true or false"),
     ("run", "must look like section.key=value"),
+    ("prune.params.a.b=1", "the key must be section.key"),
+    ("prune.params={a = {b = 1}}", "prune.params.a must be a number, string, boolean or a list of them"),
+    ("prune.params.x=nan", "prune.params.x must be a finite number"),
+    ('prune.params={"not a name" = 1}', "'not a name' is not a parameter name"),
+    ("prune.params=3", "prune.params must be a table"),
+    ("run.seed.x=1", "run.seed must be an integer"),
 ])
 def test_bad_values_name_the_key(override, fragment):
     with pytest.raises(ConfigError) as err:

@@ -15,7 +15,7 @@ from coevo.genome import Decoder, Encoder, LayerSpec, Layout, autoencoder_layout
 from coevo.measures import compact_size, kept_fractions, live_entries
 from coevo.operators import sparing_units
 from coevo.operators.base import PruneContext
-from coevo.operators.conjunctive import conjunctive_prune
+from coevo.operators.conjunctive import Conjunctive
 from coevo.operators.random_pruning import random_prune
 from coevo.population import Stack
 
@@ -125,7 +125,7 @@ def _pair(n_dims=30, seed=0):
     return (Stack.fresh(enc_l, init_params(enc_l, 1, rng)), Stack.fresh(dec_l, init_params(dec_l, 1, rng)))
 
 
-@pytest.mark.parametrize("operator", [random_prune, conjunctive_prune])
+@pytest.mark.parametrize("operator", [random_prune, Conjunctive(threshold=0.5)], ids=["random", "conjunctive"])
 def test_builtin_operators_never_cut_an_input_or_output_unit(operator):
     enc, dec = _pair()
     rng = np.random.default_rng(3)
@@ -133,7 +133,7 @@ def test_builtin_operators_never_cut_an_input_or_output_unit(operator):
     record = lambda: {"encoder": [acts_rng.random((20, 6)), acts_rng.random((20, 3))],  # noqa: E731
                       "decoder": [acts_rng.random((20, 6)), acts_rng.random((20, 30))]}
     for _ in range(40):  # prune hard, many times: without sparing, units would be cut
-        context = PruneContext(0, PruneConfig(threshold=0.5), record)
+        context = PruneContext(0, PruneConfig(), record)
         for stack, cls in ((enc, Encoder), (dec, Decoder)):
             net = stack.network(0, cls)
             operator(net, 0.6, rng, context)

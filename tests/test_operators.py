@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from coevo.cli import main
 from coevo.config import PruneConfig
 from coevo.genome import Layer, Network
 from coevo.operators.base import PruneContext
-from coevo.operators.conjunctive import conjunctive_prune
+from coevo.operators.conjunctive import Conjunctive
 from coevo.operators.kernels import conjunctive_prune_layer, lexicase_filter, weighted_prune_layer
 from coevo.operators.random_pruning import random_prune
 from coevo.operators.variance import EPSILON, neuron_weights, variance_prune
@@ -28,6 +29,9 @@ def layer(out: int, fan_in: int, bias: bool = True) -> Layer:
 
 def context(acts: list[np.ndarray], **settings) -> PruneContext:
     return PruneContext(0, PruneConfig(**settings), lambda: {"network": acts})
+
+
+conjunctive_prune = Conjunctive()  # the default threshold, 0.1
 
 
 def refuse() -> dict:
@@ -104,13 +108,15 @@ def test_conjunctive_amount_caps_neurons_and_draws_among_survivors():
     assert net.layers[0].alive_neurons().sum() == 5
 
 
-def test_conjunctive_reads_the_case_count_and_threshold_from_config():
+def test_conjunctive_threshold_is_a_parameter():
     acts = np.tile(np.linspace(0.0, 1.0, 10), (3, 1))  # normalised values 0, .11, .22, ...
     for tau, expected in ((0.1, 1), (0.3, 3), (0.0, 0)):
         net = Network([layer(10, 4)])
-        conjunctive_prune(net, 1.0, np.random.default_rng(0), context([acts], threshold=tau))
+        operators.registry.get("conjunctive", {"threshold": tau})(net, 1.0, np.random.default_rng(0), context([acts]))
         assert (~net.layers[0].alive_neurons()).sum() == expected
-    assert PruneConfig().cases == 100 and PruneConfig().threshold == 0.1
+    assert Conjunctive().threshold == 0.1 and PruneConfig().cases == 100
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\], got 1.5"):
+        Conjunctive(threshold=1.5)
 
 
 def test_conjunctive_never_prunes_every_alive_neuron():
@@ -162,7 +168,7 @@ def test_variance_prunes_low_variance_neurons_more_often(direction):
     counts = np.zeros(6)
     for seed in range(400):
         net = Network([layer(6, 20)])
-        variance_prune(net, 0.1, np.random.default_rng(seed), context([acts], variance_direction=direction))
+        variance_prune(net, 0.1, np.random.default_rng(seed), context([acts]), direction=direction)
         counts += (~net.layers[0].weight_mask).sum(axis=1) + ~net.layers[0].bias_mask
     if direction == "high":
         counts = counts[::-1]
@@ -177,7 +183,8 @@ def test_variance_shape_mismatch_is_an_error():
 
 # ---------------------------------------------------------------- every operator
 
-GUIDED = {"variance": variance_prune, "conjunctive": conjunctive_prune, "random": random_prune}
+GUIDED = {"variance": variance_prune, "conjunctive": Conjunctive(threshold=0.5), "random": random_prune}
+LAST_NEURON = {**GUIDED, "conjunctive": Conjunctive(threshold=1.0)}
 
 
 @pytest.mark.parametrize("name", sorted(GUIDED))
@@ -189,7 +196,7 @@ def test_amount_bounds_how_much_is_pruned(name, amount):
     for seed in range(10):
         net = Network([layer(out, fan_in) for out, fan_in in shapes])
         before = [(l.alive, l.alive_neurons().sum()) for l in net.layers]
-        GUIDED[name](net, amount, np.random.default_rng(seed), context(acts, threshold=0.5))
+        GUIDED[name](net, amount, np.random.default_rng(seed), context(acts))
         for l, (alive, neurons) in zip(net.layers, before):
             if name == "conjunctive":  # amount caps whole neurons
                 assert neurons - l.alive_neurons().sum() <= np.ceil(amount * neurons)
@@ -203,7 +210,7 @@ def test_the_last_neuron_of_a_layer_survives(name):
     net = Network([layer(3, 2), layer(2, 3, bias=False)])
     for seed in range(30):
         acts = [rng.random((8, 3)), rng.random((8, 2))]
-        GUIDED[name](net, 1.0, np.random.default_rng(seed), context(acts, threshold=1.0))
+        LAST_NEURON[name](net, 1.0, np.random.default_rng(seed), context(acts))
         assert all(l.alive_neurons().sum() >= 1 for l in net.layers)
     assert all(l.alive_neurons().sum() == 1 for l in net.layers)  # amount 1 does go all the way down
 
@@ -254,3 +261,37 @@ def test_runs_record_activations_only_for_guided_operators(tmp_path, tiny_overri
         for acts in calls:  # prune.cases rows, every layer of both networks (widths 8, 3 | 8, 40)
             assert [a.shape for a in acts["encoder"] + acts["decoder"]] == [(7, 8), (7, 3), (7, 8), (7, 40)]
     assert all(k < 1 for k in kept.values()), kept
+
+
+# ---------------------------------------------------------------- parameters from config
+
+def test_builtin_parameters_reach_the_operators_through_the_cli(tmp_path, tiny_overrides, capsys):
+    """threshold 0 prunes nothing (no case can narrow the pool); a TOML [prune.params] table and
+    --set prune.params.NAME=... both reach the operator."""
+    kept = {}
+    for tau in (0.0, 0.6):
+        out = tmp_path / f"tau{tau}"
+        config_file = tmp_path / f"tau{tau}.toml"
+        config_file.write_text(f'[prune]\noperator = "conjunctive"\nprobability = 1.0\namount = 0.5\n'
+                               f'[prune.params]\nthreshold = {tau}\n')
+        args = [x for o in tiny_overrides for x in ("--set", o)]
+        assert main(["run", "--quiet", "--config", str(config_file), "--out", str(out), *args]) == 0, \
+            capsys.readouterr().err
+        kept[tau] = json.loads((out / "summary.json").read_text())["kept_fraction"]
+        assert 'threshold = ' + repr(tau) in (out / "config.toml").read_text()
+    assert kept[0.0] == 1.0 and kept[0.6] < 0.9, kept
+    code = main(["run", "--quiet", "--out", str(tmp_path / "bad"), *[x for o in tiny_overrides for x in ("--set", o)],
+                 "--set", "prune.operator=variance", "--set", "prune.params.direction=sideways"])
+    err = capsys.readouterr().err
+    assert code == 2 and "prune.params.direction = 'sideways' is not allowed; choose one of: low, high" in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_coevo_operators_lists_parameters_with_defaults(capsys):
+    assert main(["operators"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  conjunctive +Lexicase.*\n +parameters: threshold: float = 0\.1$", out, re.M)
+    assert re.search(r"^  variance +.*\n +parameters: direction: 'low' \| 'high' = 'low'$", out, re.M)
+    assert re.search(r"^  exponential +.*\n +parameters: k: float = 2\.0$", out, re.M)
+    assert re.search(r"^  final_n +.*\n +parameters: fraction: float = 0\.25$", out, re.M)
+    assert re.search(r"^  random +.*\n  \S", out, re.M)  # no parameters: no parameters line

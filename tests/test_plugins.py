@@ -1,21 +1,25 @@
-"""User-defined operators and schedules: import paths, classes, entry points, the README's
-examples, and the errors a broken plug-in gives."""
+"""User-defined operators and schedules: import paths, classes, entry points, their parameters
+(config, checks, bench sweeps), the global-RNG watch, a user's files that shadow packages, the
+README's examples, and the errors a broken plug-in gives."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
-from coevo import operators
+import coevo
+from coevo import bench_report, bench_spec, config, operators
 from coevo import schedules
 from coevo.cli import main
-from coevo.schedules import ScheduleParams
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -32,14 +36,67 @@ def prune_first(net, amount, rng, context):
     return (net,)
 
 
-def always(t, T, p, s, params):
+def always(t, T, p, s):
     """Prune every generation."""
     return 1.0
 
 
-def never(t, T, p, s, params):
+def never(t, T, p, s):
     """Never prune."""
     return 0.0
+
+
+def prune_first_n(net, amount, rng, context, *, n: int = 1):
+    """Prune the first n alive weights of every layer."""
+    for layer in net.layers:
+        alive = np.flatnonzero(layer.weight_mask)
+        for index in alive[: min(n, alive.size - 1)]:
+            layer.weight_mask[np.unravel_index(index, layer.weight_mask.shape)] = False
+    return net
+
+
+class PruneFirst:
+    """prune_first_n as a class: n is a constructor parameter, checked there."""
+
+    def __init__(self, n: int = 1):
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        self.n = n
+
+    def __call__(self, net, amount, rng, context):
+        return prune_first_n(net, amount, rng, context, n=self.n)
+
+
+def every_kth(t, T, p, s, *, k: int = 2):
+    """Prune every k-th generation."""
+    return 1.0 if t % k == 0 else 0.0
+
+
+def uses_numpy_global(net, amount, rng, context):
+    np.random.random()
+    return net
+
+
+def uses_python_random(net, amount, rng, context):
+    import random
+    random.random()
+    return net
+
+
+def uses_torch_global(net, amount, rng, context):
+    import torch
+    torch.rand(1)
+    return net
+
+
+def reseeds_numpy(net, amount, rng, context):
+    np.random.seed(12345)
+    return net
+
+
+def random_schedule(t, T, p, s):
+    import random
+    return p * random.random()
 
 
 class PruneHalf:
@@ -89,7 +146,7 @@ def kills_a_layer(net, amount, rng, context):
     return net
 
 
-def bad_schedule(t, T, p, s, params):
+def bad_schedule(t, T, p, s):
     return 2.0
 '''
 
@@ -151,7 +208,11 @@ def test_a_class_named_by_import_path_is_instantiated(tmp_path, tiny_overrides, 
     assert code == 0, err
     assert summary["kept_fraction"] < 0.2  # halved three times, at least
     code, err, _ = run(tmp_path, tiny_overrides + [f"prune.operator={user_module}:NeedsArgument"], capsys, "bad")
-    assert code == 2 and "must be constructible with no arguments" in err and "NeedsArgument" in err
+    assert code == 2 and f"operator '{user_module}:NeedsArgument' needs prune.params.level (it has no default)" in err
+    assert not (tmp_path / "bad").exists()
+    code, err, _ = run(tmp_path, tiny_overrides + [f"prune.operator={user_module}:NeedsArgument",
+                                                   "prune.params.level=3"], capsys, "good")
+    assert code == 0, err
 
 
 def test_decorator_registration(tmp_path, tiny_overrides, clean_registries, capsys):
@@ -162,7 +223,7 @@ def test_decorator_registration(tmp_path, tiny_overrides, clean_registries, caps
         return net
 
     @schedules.register("every_time")
-    def every_time(t, T, p, s, params):
+    def every_time(t, T, p, s):
         return 1.0
 
     with pytest.raises(ValueError, match="already registered"):
@@ -183,7 +244,7 @@ def test_an_entry_point_plug_in_is_found(tmp_path, tiny_overrides, monkeypatch, 
 
         class Halfway:
             """Fancy plug-in schedule: half of p."""
-            def __call__(self, t, T, p, s, params):
+            def __call__(self, t, T, p, s):
                 return p / 2
     '''))
     dist = site / "fancy_pruning-1.0.dist-info"
@@ -245,37 +306,244 @@ def test_an_unknown_name_exits_2_with_the_known_names(tmp_path, tiny_overrides, 
     assert code == 2 and "cannot import module 'no_such_module_xyz'" in err
 
 
+# ---------------------------------------------------------------- parameters
+
+def pruned_per_layer(run_dir: Path) -> list[int]:
+    """Pruned weights of each layer of best.pt (encoder then decoder), counted from its masks."""
+    model = torch.load(run_dir / "best.pt", weights_only=True)
+    return [int((~model[net][key]).sum()) for net in ("encoder", "decoder")
+            for key in sorted(model[net]) if key.endswith("weight_mask")]
+
+
+@pytest.mark.parametrize("attr", ["prune_first_n", "PruneFirst"])
+def test_parameters_reach_a_function_or_a_class(tmp_path, tiny_overrides, user_module, capsys, attr):
+    """prune.params.n reaches the function as a keyword argument, or the class's constructor;
+    3 generations x n pruned weights per layer, every cell mutated every generation."""
+    options = tiny_overrides + [f"prune.operator={user_module}:{attr}", f"prune.schedule={user_module}:always"]
+    for n in (1, 2):
+        code, err, _ = run(tmp_path, options + [f"prune.params.n={n}"], capsys, f"n{n}")
+        assert code == 0, err
+        assert pruned_per_layer(tmp_path / f"n{n}") == [3 * n] * 4
+    code, err, _ = run(tmp_path, options, capsys, "default")  # no table: the default n = 1
+    assert code == 0, err
+    assert pruned_per_layer(tmp_path / "default") == [3] * 4
+
+
+def test_the_run_directory_config_keeps_the_parameters_and_resume_uses_them(tmp_path, tiny_overrides,
+                                                                            user_module, capsys):
+    options = tiny_overrides + [f"prune.operator={user_module}:prune_first_n", f"prune.schedule={user_module}:every_kth",
+                                "prune.params.n=2", "prune.schedule_params.k=1"]
+    code, err, _ = run(tmp_path, options, capsys)
+    assert code == 0, err
+    written = config.load(tmp_path / "run" / "config.toml")
+    assert written == config.load(None, options)
+    assert written.prune.params == {"n": 2} and written.prune.schedule_params == {"k": 1}
+    assert main(["resume", "--quiet", str(tmp_path / "run"), "--generations", "5"]) == 0, capsys.readouterr().err
+    assert pruned_per_layer(tmp_path / "run") == [5 * 2] * 4  # n = 2 and k = 1 (every generation) held on
+
+
+def test_a_schedule_parameter_is_passed(tmp_path, tiny_overrides, user_module, capsys):
+    options = tiny_overrides + [f"prune.operator={user_module}:prune_first_n", f"prune.schedule={user_module}:every_kth"]
+    code, err, _ = run(tmp_path, options + ["prune.schedule_params.k=2"], capsys, "k2")
+    assert code == 0, err
+    assert pruned_per_layer(tmp_path / "k2") == [2] * 4  # generations 0 and 2 of 0, 1, 2
+
+
+@pytest.mark.parametrize("attr, extra, fragment", [
+    ("prune_first_n", ["prune.params.m=1"], "prune.params.m is not a parameter of operator '{op}'; it accepts: n"),
+    ("prune_first_n", ["prune.params.n=abc"], "prune.params.n must be an integer, got 'abc'"),
+    ("prune_first", ["prune.params.n=1"], "prune.params.n is not a parameter of operator '{op}'; it takes no parameters"),
+    ("PruneFirst", ["prune.params.n=-1"], "prune.operator = '{op}': PruneFirst(n=-1) raised ValueError: n must be >= 0"),
+    ("prune_first_n", ["prune.schedule_params.k=2"], "prune.schedule_params.k is not a parameter of schedule 'fixed'; "
+                                                     "it takes no parameters"),
+])
+def test_bad_parameters_exit_2_before_anything_is_written(tmp_path, tiny_overrides, user_module, capsys, attr, extra,
+                                                          fragment):
+    op = f"{user_module}:{attr}"
+    code, err, _ = run(tmp_path, tiny_overrides + [f"prune.operator={op}"] + extra, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert fragment.format(op=op) in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_builtin_schedules_check_their_parameters(tmp_path, tiny_overrides, capsys):
+    code, err, _ = run(tmp_path, tiny_overrides + ["prune.schedule=exponential", "prune.schedule_params.k=-1"], capsys)
+    assert code == 2 and "pruning schedule 'exponential' raised ValueError: prune.schedule_params.k must be > 0" in err
+    code, err, _ = run(tmp_path, tiny_overrides + ["prune.schedule=exponential", "prune.schedule_params.rate=1"], capsys)
+    assert code == 2 and "prune.schedule_params.rate is not a parameter of schedule 'exponential'; it accepts: k" in err
+    assert not (tmp_path / "run").exists()
+
+
+PARAMETER_SPEC = """
+name = "params"
+trials = 1
+generations = 2
+baseline = { operator = "none" }
+
+[base.run]
+checkpoint_every = 0
+[base.data]
+n_dims = 40
+n_clusters = 3
+rows_per_cluster = 10
+[base.model]
+hidden = [8]
+latent = 3
+[base.grid]
+cells = 4
+[base.train]
+learning_rate = 0.001
+[base.prune]
+schedule = "{module}:always"
+
+[[combination]]
+operator = "none"
+
+[[combination]]
+operator = "{module}:prune_first_n"
+prune.params.n = 2
+
+[[combination]]
+operator = "{module}:PruneFirst"
+prune = { params = { n = 3 } }
+"""
+
+
+def test_bench_takes_parameters_in_combinations_and_sweeps(tmp_path, user_module, capsys):
+    spec = bench_spec.parse(PARAMETER_SPEC.replace("{module}", user_module))
+    settings = [c.settings["prune.params.n"] for c in spec.combinations]
+    assert settings == [None, 2, 3]  # None: the operator takes no n (or leaves it at its default)
+    assert [c.config["prune"]["params"] for c in spec.combinations] == [{}, {"n": 2}, {"n": 3}]
+    assert spec.combinations[1].id.endswith("prune.params.n=2") and "n=" not in spec.combinations[0].id
+    assert bench_spec.parse(spec.dumps()).identity() == spec.identity()
+    # a [sweep] axis on a parameter, with the baseline named by it
+    swept = bench_spec.parse(PARAMETER_SPEC.replace("{module}", user_module).split("[[combination]]")[0].replace(
+        'baseline = { operator = "none" }', 'baseline = { "prune.params.n" = 1 }')
+        + f'[sweep]\n"prune.params.n" = [1, 4]\n"run.mode" = ["coevolution", "canonical"]\n'
+        + f'[[combination]]\noperator = "{user_module}:prune_first_n"\n')
+    assert [(c.mode, c.config["prune"]["params"]) for c in swept.combinations] == [
+        ("coevolution", {"n": 1}), ("canonical", {"n": 1}), ("coevolution", {"n": 4}), ("canonical", {"n": 4})]
+    assert bench_spec.parse(swept.dumps()).identity() == swept.identity()
+    # a parameter the operator does not take fails, naming the combination, before any trial runs
+    bad = PARAMETER_SPEC.replace("{module}", user_module) + '[sweep]\n"prune.params.n" = [1, 2]\n'
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    assert main(["bench", str(path), "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "combination none" in err and "prune.params.n is not a parameter of operator 'none'" in err
+    assert not (tmp_path / "bad").exists()
+    # end to end: each trial's run directory holds its parameters, and they did what they say
+    path = tmp_path / "params.toml"
+    path.write_text(PARAMETER_SPEC.replace("{module}", user_module))
+    assert main(["bench", str(path), "--out", str(tmp_path / "bench"), "--jobs", "1", "--quiet"]) == 0, \
+        capsys.readouterr().err
+    rows = bench_report.read_rows(tmp_path / "bench" / bench_report.ROWS)
+    assert sorted(r["settings"]["prune.params.n"] or 0 for r in rows) == [0, 2, 3]
+    for combination in spec.combinations[1:]:
+        run_dir = tmp_path / "bench" / "trials" / combination.id / "seed-1"
+        n = combination.settings["prune.params.n"]
+        assert config.load(run_dir / "config.toml").prune.params == {"n": n}
+        assert pruned_per_layer(run_dir) == [2 * n] * 4
+
+
+# ---------------------------------------------------------------- the global random generators
+
+@pytest.mark.parametrize("attr, generator", [
+    ("uses_numpy_global", "numpy's global generator (np.random)"),
+    ("uses_python_random", "python's random module"),
+    ("uses_torch_global", "torch's global CPU generator"),
+    ("reseeds_numpy", "numpy's global generator (np.random)"),
+])
+def test_an_operator_that_uses_a_global_generator_exits_2(tmp_path, tiny_overrides, user_module, capsys, attr,
+                                                          generator):
+    name = f"{user_module}:{attr}"
+    code, err, _ = run(tmp_path, tiny_overrides + [f"prune.operator={name}", "prune.probability=1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"pruning operator {name!r} used {generator}" in err and "draw from its rng argument" in err
+
+
+def test_a_schedule_that_uses_a_global_generator_exits_2(tmp_path, tiny_overrides, user_module, capsys):
+    name = f"{user_module}:random_schedule"
+    code, err, _ = run(tmp_path, tiny_overrides + [f"prune.schedule={name}"], capsys)
+    assert code == 2 and f"pruning schedule {name!r} used python's random module" in err
+    assert "a schedule must be a pure function" in err
+    assert not (tmp_path / "run").exists()  # the schedule is first called when the run is prepared
+
+
+# ---------------------------------------------------------------- a user's files named like packages
+
+def coevo_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process, run from ``cwd`` with PYTHONPATH=. as the README says."""
+    env = {**os.environ, "PYTHONPATH": "."}
+    return subprocess.run([sys.executable, "-m", "coevo", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_users_operators_py_does_not_shadow_coevos_operators(tmp_path):
+    (tmp_path / "operators.py").write_text('"""A user\'s own module named operators."""\nX = 1\n')
+    result = coevo_cli(tmp_path, "operators")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^  conjunctive +Lexicase", result.stdout, re.M)
+
+
+def test_a_file_that_shadows_a_package_coevo_needs_exits_2_naming_it(tmp_path):
+    (tmp_path / "deap.py").write_text("X = 1\n")
+    result = coevo_cli(tmp_path, "operators")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"coevo: error: {tmp_path / 'deap.py'} shadows the package 'deap'")
+
+
+def test_a_broken_coevo_operators_import_exits_2(monkeypatch, capsys):
+    monkeypatch.delattr(coevo, "operators")
+    monkeypatch.setitem(sys.modules, "coevo.operators", None)  # as if the package could not be found
+    assert main(["operators"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "coevo's own module 'coevo.operators' cannot be imported" in err
+
+
 # ---------------------------------------------------------------- the README's examples
 
 def readme_examples() -> tuple[dict[str, str], list[str]]:
-    """The python blocks of the README's plug-in section that start with '# file: NAME.py', and
-    the --set options of its run command."""
+    """The python and TOML blocks of the README's plug-in section that start with
+    '# file: NAME', and the bash block that runs them."""
     text = README.read_text()
     section = text.split("## Writing your own pruning operator and schedule", 1)[1].split("\n## ", 1)[0]
     files = {}
-    for block in re.findall(r"```python\n(.*?)```", section, re.S):
-        first = block.splitlines()[0]
-        match = re.fullmatch(r"# file: (\w+)\.py", first)
+    for block in re.findall(r"```(?:python|toml)\n(.*?)```", section, re.S):
+        match = re.fullmatch(r"# file: ([\w.-]+)", block.splitlines()[0])
         if match:
             files[match.group(1)] = block
-    command = next(b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if "coevo run" in b)
-    return files, re.findall(r"--set (\S+)", command)
+    commands = next(b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if "coevo run" in b)
+    return files, commands.splitlines()
 
 
-def test_the_readme_operator_and_schedule_work_as_written(tmp_path, tiny_overrides, monkeypatch, capsys):
-    files, options = readme_examples()
-    assert len(files) == 2, files.keys()
-    assert any(o.startswith("prune.operator=") for o in options)
-    assert any(o.startswith("prune.schedule=") for o in options)
+def test_the_readme_operator_schedule_config_and_sweep_work_as_written(tmp_path, tiny_overrides, monkeypatch, capsys):
+    files, commands = readme_examples()
+    assert sorted(files) == ["my_pruning.py", "my_schedules.py", "weak-sweep.toml", "weak.toml"]
     for name, source in files.items():
-        (tmp_path / f"{name}.py").write_text(source)
-        monkeypatch.delitem(sys.modules, name, raising=False)
+        (tmp_path / name).write_text(source)
+    for module in ("my_pruning", "my_schedules"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
-    code, err, summary = run(tmp_path, tiny_overrides + options + ["prune.probability=1", "prune.amount=0.2"], capsys)
-    assert code == 0, err
+    monkeypatch.chdir(tmp_path)
+    run_command = next(c for c in commands if "coevo run " in c)
+    words = run_command.split()
+    assert words[:3] == ["PYTHONPATH=.", ".venv/bin/coevo", "run"]
+    tiny = [o for o in tiny_overrides if not o.startswith("prune.")]  # the file's prune settings hold
+    code = main([*words[2:], "--quiet", "--out", "run", *sets(tiny + ["prune.probability=1"])])
+    assert code == 0, capsys.readouterr().err
+    used = config.load(tmp_path / "run" / "config.toml").prune
+    assert used.operator == "my_pruning:prune_weak" and used.schedule == "my_schedules:cosine"
+    assert used.params == {"activity": 0.25}  # the --set over the file's 0.5
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["kept_fraction"] < 1
-    schedule = schedules.registry.get(next(o for o in options if o.startswith("prune.schedule=")).split("=", 1)[1])
-    values = [schedule(t, 10, 0.5, 3, ScheduleParams()) for t in range(11)]
+    cosine = schedules.registry.get("my_schedules:cosine")
+    values = [cosine(t, 10, 0.5, 3) for t in range(11)]
     assert values[0] == 0 and values[-1] == pytest.approx(0.5) and values == sorted(values)
-    for name in files:
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    # the sweep file: resolved (operator imported, parameters checked) as `coevo bench` would
+    bench_command = next(c for c in commands if "coevo bench " in c)
+    spec = bench_spec.load(tmp_path / bench_command.split()[3])
+    assert [c.config["prune"]["params"] for c in spec.combinations] == [{"activity": a} for a in (0.0, 0.5, 1.0)]
+    assert [bench_spec.matches(c.settings, spec.baseline) for c in spec.combinations] == [True, False, False]
+    for module in ("my_pruning", "my_schedules"):
+        monkeypatch.delitem(sys.modules, module, raising=False)

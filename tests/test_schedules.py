@@ -3,9 +3,6 @@ import math
 import pytest
 
 from coevo import schedules
-from coevo.schedules import ScheduleParams
-
-P = ScheduleParams(k=2.0, f=0.25)
 T, p, s = 10, 0.5, 3
 
 # (schedule, t, expected) straight from SPEC section 7
@@ -22,18 +19,21 @@ TABLE = [
 
 @pytest.mark.parametrize("name, t, expected", TABLE)
 def test_schedule_values(name, t, expected):
-    assert schedules.registry.get(name)(t, T, p, s, P) == pytest.approx(expected, abs=1e-12)
+    assert schedules.registry.get(name)(t, T, p, s) == pytest.approx(expected, abs=1e-12)
 
 
 def test_decrease_starts_at_p_not_one():
     # the reference computes 1 - p*t/T, which starts at 1 whatever p is
-    assert schedules.decrease(0, T, 0.2, s, P) == pytest.approx(0.2)
+    assert schedules.decrease(0, T, 0.2, s) == pytest.approx(0.2)
 
 
 def test_final_n_fraction_and_exponential_rate_are_parameters():
-    assert schedules.final_n(5, T, p, s, ScheduleParams(f=0.5)) == 0.5
-    assert schedules.final_n(4, T, p, s, ScheduleParams(f=0.5)) == 0.0
-    assert schedules.exponential(10, T, p, s, ScheduleParams(k=1.0)) == pytest.approx(0.5 * (1 - math.exp(-1)))
+    assert schedules.final_n(5, T, p, s, fraction=0.5) == 0.5
+    assert schedules.final_n(4, T, p, s, fraction=0.5) == 0.0
+    assert schedules.exponential(10, T, p, s, k=1.0) == pytest.approx(0.5 * (1 - math.exp(-1)))
+    # from config, by name: [prune.schedule_params]
+    assert schedules.registry.get("final_n", {"fraction": 0.5})(5, T, p, s) == 0.5
+    assert schedules.registry.get("exponential", {"k": 1})(10, T, p, s) == pytest.approx(0.5 * (1 - math.exp(-1)))
 
 
 def test_all_seven_are_registered():
