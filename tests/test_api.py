@@ -21,7 +21,7 @@ import torch
 
 import coevo
 from coevo import bench, bench_spec, provenance, runner
-from coevo.config import Config, ModelConfig, PruneConfig, RunConfig, TrainConfig
+from coevo.config import Config, ModelConfig, PruneConfig, RunConfig
 from coevo.errors import ConfigError, UserError
 from coevo.observers import Observer, TensorBoard
 
