@@ -243,12 +243,17 @@ GLOBAL_GENERATORS = ("python's random module", "numpy's global generator (np.ran
 
 
 def _global_states() -> tuple[Any, Any, torch.Tensor]:
-    return random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    # numpy's as a dict, whatever its bit generator: MT19937's key array and pos, the cached gaussian
+    return random.getstate(), np.random.get_state(legacy=False), torch.random.get_rng_state()
 
 
-def _same_numpy_state(a: tuple, b: tuple) -> bool:
-    # ('MT19937', key, pos, has_gauss, cached_gaussian): every draw moves pos, the cached gaussian or the key
-    return a[2:] == b[2:] and np.array_equal(a[1], b[1])
+def _same(a: Any, b: Any) -> bool:
+    """Equality of nested state dicts holding numpy arrays."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b
 
 
 class GlobalRandomWatch:
@@ -269,7 +274,7 @@ class GlobalRandomWatch:
     def check(self, who: str, fix: str) -> None:
         """Raise an OperatorError naming ``who`` and ``fix`` if a global generator has moved."""
         (py, npy, tch), after = self._states, _global_states()
-        same = (after[0] == py, _same_numpy_state(after[1], npy), torch.equal(after[2], tch))
+        same = (after[0] == py, _same(after[1], npy), torch.equal(after[2], tch))
         touched = [label for label, ok in zip(GLOBAL_GENERATORS, same) if not ok]
         if touched:
             raise OperatorError(f"{who} used {' and '.join(touched)}; {fix}")

@@ -13,6 +13,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -468,6 +469,30 @@ def test_a_schedule_that_uses_a_global_generator_exits_2(tmp_path, tiny_override
     assert code == 2 and f"pruning schedule {name!r} used python's random module" in err
     assert "a schedule must be a pure function" in err
     assert not (tmp_path / "run").exists()  # the schedule is first called when the run is prepared
+
+
+def test_the_watch_sees_every_kind_of_global_draw_and_nothing_else():
+    from coevo.errors import OperatorError
+    from coevo.registry import GlobalRandomWatch
+
+    def moved(action) -> bool:
+        watch = GlobalRandomWatch()
+        action()
+        try:
+            watch.check("x", "y")
+        except OperatorError:
+            return True
+        return False
+
+    assert not moved(lambda: np.random.default_rng(0).random())  # a seeded generator of one's own is fine
+    assert moved(np.random.normal) and moved(np.random.normal)  # the second uses numpy's cached gaussian
+    assert moved(lambda: np.random.seed(7)) and moved(lambda: torch.manual_seed(7))
+    previous = np.random.get_bit_generator()
+    try:
+        np.random.set_bit_generator(np.random.Philox(1))  # another global bit generator
+        assert not moved(lambda: None) and moved(np.random.random)
+    finally:
+        np.random.set_bit_generator(previous)
 
 
 # ---------------------------------------------------------------- a user's files named like packages
