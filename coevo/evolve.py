@@ -186,7 +186,7 @@ def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engi
     # select: tournament on encoder fitness
     parents = select_parents(neighbours, enc_fitness, dec_fitness, toolbox)
     # train + mutate: copies of the selected pairs, one pass over the data, then maybe pruned
-    variation = engine.vary(state.encoders, state.decoders, parents, state.lr, p, gen, toolbox.mutate,
+    variation = engine.vary(state.encoders, state.decoders, parents, parents, state.lr, p, gen, toolbox.mutate,
                             cfg.prune.operator)
     # replace: the trained pairs become the new centres
     state.encoders, state.decoders = variation.encoders, variation.decoders
@@ -207,8 +207,8 @@ def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: Loc
         losses = engine.evaluate(enc, dec, gen, cells=cell).cpu().numpy()
         enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
         parent = select_parents(neighbours[cell], enc_fitness, dec_fitness, toolbox)
-        variation = engine.vary(enc, dec, parent, state.lr[cell], p, gen, toolbox.mutate, cfg.prune.operator,
-                                cells=cell)
+        variation = engine.vary(enc, dec, parent, parent, state.lr[cell], p, gen, toolbox.mutate,
+                                cfg.prune.operator, cells=cell)
         enc.put(k, variation.encoders)
         dec.put(k, variation.decoders)
         train_loss[k], pruned[k] = variation.train_loss[0], variation.pruned[0]

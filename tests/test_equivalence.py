@@ -33,7 +33,7 @@ def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, 
         enc_fit, dec_fit = solution_concept(losses, concept)
         random.seed(f"{cfg.run.seed}:{gen}")
         parents = select_parents(neighbours, enc_fit, dec_fit, toolbox)
-        variation = engine.vary(enc, dec, parents, lr, probability, gen, toolbox.mutate, cfg.prune.operator)
+        variation = engine.vary(enc, dec, parents, parents, lr, probability, gen, toolbox.mutate, cfg.prune.operator)
         enc, dec = variation.encoders, variation.decoders
 
         random.seed(f"{cfg.run.seed}:{gen}")
@@ -47,15 +47,19 @@ def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, 
         assert not bool(enc.mask.all())  # pruning really happened and was matched
 
 
-def test_torch_path_equals_the_cpu_kernels(tiny_overrides, monkeypatch):
-    """Other devices run coevo.batched's torch ops; on the CPU the same generation must come out."""
+@pytest.mark.parametrize("dec_parents", [[1, 2, 3, 4, 5, 6, 0], [2, 2, 4, 3, 6, 0, 0]], ids=["encoder", "independent"])
+def test_torch_path_equals_the_cpu_kernels(tiny_overrides, monkeypatch, dec_parents):
+    """Other devices run coevo.batched's torch ops; on the CPU the same generation must come out,
+    also when a cell trains an encoder and a decoder from different cells with different step counts."""
     from coevo import batched, cells
 
     cfg = config.load(None, tiny_overrides + ["grid.cells=7", "prune.probability=0.5"])
     problem = build(cfg)
     neighbours = topology.neighbourhoods(cfg.grid)
     enc, dec = problem.fresh_stacks(7)
-    parents = np.array([1, 2, 3, 4, 5, 6, 0])
+    enc_parents, dec_parents = np.array([1, 2, 3, 4, 5, 6, 0]), np.array(dec_parents)
+    enc.steps += torch.arange(7, dtype=torch.float64)
+    dec.steps += 3 * torch.arange(7, dtype=torch.float64).flip(0)
     lr = np.linspace(0.001, 0.01, 7)
     toolbox = make_toolbox(cfg)
     results = []
@@ -67,7 +71,7 @@ def test_torch_path_equals_the_cpu_kernels(tiny_overrides, monkeypatch):
         engine = LocalEngine()
         engine.start(CellData(problem.train, cfg), neighbours)
         losses = engine.evaluate(enc, dec, 0)
-        v = engine.vary(enc, dec, parents, lr, 0.5, 0, toolbox.mutate, cfg.prune.operator)
+        v = engine.vary(enc, dec, enc_parents, dec_parents, lr, 0.5, 0, toolbox.mutate, cfg.prune.operator)
         results.append((losses, v))
     (l1, v1), (l2, v2) = results
     assert torch.allclose(l1, l2, atol=1e-6)
