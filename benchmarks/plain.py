@@ -88,13 +88,13 @@ def plain_generation(encoders: list[PlainNet], decoders: list[PlainNet], lr: np.
             for i, e in enumerate(row):
                 for j, d in enumerate(row):
                     losses[k, i, j] = _loss(decoders[d].module(encoders[e].module(x)), x, config.model.loss).item()
-    # fitness + select (the same DEAP tournament as coevo)
+    # fitness + select (the same DEAP tournaments as coevo)
     enc_fit, dec_fit = solution_concept(losses, config.selection.solution_concept)
-    parents = select_parents(neighbours, enc_fit, dec_fit, toolbox)
+    enc_parents, dec_parents = select_parents(neighbours, enc_fit, dec_fit, toolbox, config.selection.pairing)
     new_enc, new_dec = [], []
-    for k, parent in enumerate(parents):
+    for k, (enc_parent, dec_parent) in enumerate(zip(enc_parents, dec_parents)):
         # train a copy of the selected pair with torch's Adam, masks applied by hand
-        enc, dec = copy.deepcopy(encoders[parent]), copy.deepcopy(decoders[parent])
+        enc, dec = copy.deepcopy(encoders[enc_parent]), copy.deepcopy(decoders[dec_parent])
         plain_train_pair(enc, dec, float(lr[k]), derive_rng(seed, generation, k, TRAIN_ORDER).permutation(n_rows),
                          train, config)
         # mutate: with probability p, prune both networks with the configured operator

@@ -73,6 +73,20 @@ def test_ray_engine_equals_local_engine(local_ray, local_result, tmp_path, capsy
 
 
 @pytest.mark.ray
+def test_independent_pairing_on_ray_equals_local_engine(local_ray, local_result, tmp_path, capsys):
+    """selection.pairing = "independent": each shard is shipped the encoders and the decoders its
+    cells selected, from different cells; the run is the local engine's, and not the default's."""
+    independent = ["selection.pairing=independent"]
+    runs = {}
+    for name, overrides in (("local", SIX_CELLS + independent), ("ray", SIX_CELLS + independent + RAY)):
+        assert main(["run", "--quiet", "--out", str(tmp_path / name), *sets(overrides)]) == 0
+        runs[name] = summary(tmp_path / name)
+    capsys.readouterr()
+    assert_same_run(runs["local"], runs["ray"])
+    assert runs["local"]["test_loss_cells"] != local_result["test_loss_cells"]  # the pairing took effect
+
+
+@pytest.mark.ray
 def test_uneven_shards_of_a_torus_match_the_local_engine(local_ray, tiny_config):
     """Four workers on a 3x3 Moore torus (shards of 3, 2, 2, 2 cells, each reading a halo of
     neighbours from other shards): losses, new centres and prune decisions as the local engine,
