@@ -88,13 +88,13 @@ def plain_generation(encoders: list[PlainNet], decoders: list[PlainNet], lr: np.
             for i, e in enumerate(row):
                 for j, d in enumerate(row):
                     losses[k, i, j] = _loss(decoders[d].module(encoders[e].module(x)), x, config.model.loss).item()
-    # fitness + select (the same DEAP tournament as coevo)
+    # fitness + select (the same DEAP tournaments as coevo)
     enc_fit, dec_fit = solution_concept(losses, config.selection.solution_concept)
-    parents = select_parents(neighbours, enc_fit, dec_fit, toolbox)
+    enc_parents, dec_parents = select_parents(neighbours, enc_fit, dec_fit, toolbox, config.selection.pairing)
     new_enc, new_dec = [], []
-    for k, parent in enumerate(parents):
+    for k, (enc_parent, dec_parent) in enumerate(zip(enc_parents, dec_parents)):
         # train a copy of the selected pair with torch's Adam, masks applied by hand
-        enc, dec = copy.deepcopy(encoders[parent]), copy.deepcopy(decoders[parent])
+        enc, dec = copy.deepcopy(encoders[enc_parent]), copy.deepcopy(decoders[dec_parent])
         plain_train_pair(enc, dec, float(lr[k]), derive_rng(seed, generation, k, TRAIN_ORDER).permutation(n_rows),
                          train, config)
         # mutate: with probability p, prune both networks with the configured operator
@@ -121,12 +121,15 @@ def plain_generation(encoders: list[PlainNet], decoders: list[PlainNet], lr: np.
 
 def plain_train_pair(enc: PlainNet, dec: PlainNet, lr: float, order: np.ndarray, train: torch.Tensor,
                      config: Config) -> None:
-    """One pass over the data for one pair with torch's Adam, masks applied by hand (in place)."""
-    params = list(enc.module.parameters()) + list(dec.module.parameters())
+    """One pass over the data for one pair with torch's Adam, masks applied by hand (in place).
+    Torch keeps a step count per parameter: each network's parameters start from its own."""
+    enc_params, dec_params = list(enc.module.parameters()), list(dec.module.parameters())
+    params = enc_params + dec_params
     masks = enc.masks + dec.masks
+    steps = [enc.step] * len(enc_params) + [dec.step] * len(dec_params)
     opt = torch.optim.Adam(params, lr=lr, betas=(config.train.beta1, config.train.beta2))
-    for p, m, v in zip(params, enc.exp_avg + dec.exp_avg, enc.exp_avg_sq + dec.exp_avg_sq):
-        opt.state[p] = {"step": torch.tensor(enc.step), "exp_avg": m, "exp_avg_sq": v}
+    for p, m, v, step in zip(params, enc.exp_avg + dec.exp_avg, enc.exp_avg_sq + dec.exp_avg_sq, steps):
+        opt.state[p] = {"step": torch.tensor(step), "exp_avg": m, "exp_avg_sq": v}
     for start in range(0, len(order), config.train.batch_size):
         x = train[order[start : start + config.train.batch_size]]
         opt.zero_grad()
@@ -141,4 +144,5 @@ def plain_train_pair(enc: PlainNet, dec: PlainNet, lr: float, order: np.ndarray,
         with torch.no_grad():
             for p, mask in zip(params, masks):
                 p.mul_(mask)
-    enc.step = dec.step = float(opt.state[params[0]]["step"])
+    enc.step = float(opt.state[enc_params[0]]["step"])
+    dec.step = float(opt.state[dec_params[0]]["step"])

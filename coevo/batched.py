@@ -112,7 +112,8 @@ def _train_forward(layout: Layout, views: list, x: torch.Tensor) -> list[torch.T
 
 
 def train_epoch(
-    pairs: Stack,
+    enc: Stack,
+    dec: Stack,
     data: torch.Tensor,
     orders: torch.Tensor,
     lr: np.ndarray,
@@ -123,40 +124,44 @@ def train_epoch(
     fresh_optimizer_each_batch: bool = False,
     bce_weight: float = 0.0,
 ) -> np.ndarray:
-    """One pass over ``data`` for every network in ``pairs`` (N autoencoders, encoder columns
-    first), in place; all N networks take each mini-batch step together. ``orders`` (N, n) holds
-    each network's own row order; ``lr`` (N,) its learning rate. Returns each network's training
-    loss over the epoch: the mean over rows of each mini-batch's loss before its step, as training
-    loops report it. Any device; the CPU runs :func:`coevo.cpu_kernels.train_pairs` instead."""
-    n = len(pairs)
-    grads = torch.zeros(n * pairs.layout.size, dtype=pairs.params.dtype, device=pairs.params.device)
-    param_views = pairs.layout.split(pairs.params)
-    grad_views = pairs.layout.split_segment_major(grads, n)
-    optimizer = StackedAdam(pairs, lr, beta1, beta2)
-    loss_sum = torch.zeros(n, dtype=torch.float64, device=pairs.params.device)
+    """One pass over ``data`` for the N autoencoders (``enc[i]``, ``dec[i]``), in place; all N
+    take each mini-batch step together. ``orders`` (N, n) holds each pair's own row order; ``lr``
+    (N,) its learning rate. Each stack has its own Adam: the encoder and decoder of a pair may
+    come from different cells and carry different step counts. Returns each pair's training
+    loss over the epoch: the mean over rows of each mini-batch's loss before its step, as
+    training loops report it. Any device; the CPU runs :func:`coevo.cpu_kernels.train_pairs`."""
+    n = len(enc)
+    layout = enc.layout + dec.layout
+    grads = [torch.zeros(n * s.layout.size, dtype=s.params.dtype, device=s.params.device) for s in (enc, dec)]
+    param_views = enc.layout.split(enc.params) + dec.layout.split(dec.params)
+    grad_views = enc.layout.split_segment_major(grads[0], n) + dec.layout.split_segment_major(grads[1], n)
+    optimizers = [StackedAdam(s, lr, beta1, beta2) for s in (enc, dec)]
+    loss_sum = torch.zeros(n, dtype=torch.float64, device=enc.params.device)
     for rows in orders.split(batch_size, dim=1):
         x = torch.index_select(data, 0, rows.reshape(-1)).view(n, -1, data.shape[1])  # (N, B, D)
-        acts = _train_forward(pairs.layout, param_views, x)
+        acts = _train_forward(layout, param_views, x)
         loss_sum += reconstruction_loss(acts[-1], x, loss).double() * rows.shape[1]
-        backward(pairs.layout, param_views, grad_views, acts, x, loss, bce_weight)
-        if fresh_optimizer_each_batch:
-            optimizer.reset()
-        optimizer.step(grads)
+        backward(layout, param_views, grad_views, acts, x, loss, bce_weight)
+        for optimizer, grad in zip(optimizers, grads):
+            if fresh_optimizer_each_batch:
+                optimizer.reset()
+            optimizer.step(grad)
     return (loss_sum / orders.shape[1]).cpu().numpy()
 
 
-def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: np.ndarray,
-                lr: np.ndarray, batch_size: int, loss: Loss, beta1: float, beta2: float,
+def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, data: torch.Tensor,
+                orders: np.ndarray, lr: np.ndarray, batch_size: int, loss: Loss, beta1: float, beta2: float,
                 fresh_optimizer_each_batch: bool = False,
                 bce_weight: float = 0.0) -> tuple[Stack, Stack, np.ndarray]:
-    """Copies of the pairs ``parents`` trained for one epoch (see :func:`train_epoch`): new
-    encoder and decoder stacks and each pair's training loss. The same contract as
-    :func:`coevo.cpu_kernels.train_pairs`."""
+    """Copies of the pairs (encoder ``enc_parents[i]``, decoder ``dec_parents[i]``) trained for
+    one epoch (see :func:`train_epoch`): new encoder and decoder stacks and each pair's training
+    loss. The same contract as :func:`coevo.cpu_kernels.train_pairs`."""
     device = enc.params.device
-    pairs = Stack.join(enc[torch.as_tensor(parents, device=device)], dec[torch.as_tensor(parents, device=device)])
-    train_loss = train_epoch(pairs, data, torch.as_tensor(orders, device=device), lr, batch_size, loss, beta1, beta2,
-                             fresh_optimizer_each_batch, bce_weight)
-    return pairs.part(enc.layout, 0), pairs.part(dec.layout, enc.layout.size), train_loss
+    new_enc = enc[torch.as_tensor(enc_parents, device=device)]
+    new_dec = dec[torch.as_tensor(dec_parents, device=device)]
+    train_loss = train_epoch(new_enc, new_dec, data, torch.as_tensor(orders, device=device), lr, batch_size, loss,
+                             beta1, beta2, fresh_optimizer_each_batch, bce_weight)
+    return new_enc, new_dec, train_loss
 
 
 def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: Loss,

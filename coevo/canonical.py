@@ -42,8 +42,8 @@ def train_canonical(problem: Problem, observers: Sequence[Observer] = (), state:
             state.lr = np.array([step_lr(cfg.train.learning_rate, epoch, cfg.run.generations)])
         # train one epoch, then prune with probability p_sched(t) (sub-population size 1)
         p = prune_probability(cfg, epoch, 1)
-        variation = vary_cells(state.encoders, state.decoders, parents, cells, state.lr, p, epoch, shared,
-                               toolbox.mutate, cfg.prune.operator)
+        variation = vary_cells(state.encoders, state.decoders, parents, parents, cells, state.lr, p, epoch,
+                               shared, toolbox.mutate, cfg.prune.operator)
         state.encoders, state.decoders = variation.encoders, variation.decoders
         state.generation = epoch + 1
         m = measure(problem, state.encoders, state.decoders, variation.train_loss)

@@ -76,17 +76,19 @@ class Variation:
     train_loss: np.ndarray  # each cell's training loss over its epoch (before pruning)
 
 
-def vary_cells(enc: Stack, dec: Stack, parents: np.ndarray, cells: np.ndarray, lr: np.ndarray,
-               prune_probability: float, generation: int, shared: CellData,
+def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, cells: np.ndarray,
+               lr: np.ndarray, prune_probability: float, generation: int, shared: CellData,
                mutate: Callable[..., Any], operator_name: str) -> Variation:
-    """Train a copy of each cell's selected pair (``parents[i]`` is the cell whose centres cell
-    ``cells[i]`` selected) for one pass over the data, then prune it with the given probability."""
+    """Train a copy of each cell's selected pair for one pass over the data, then prune it with
+    the given probability. Cell ``cells[i]`` selected the encoder of cell ``enc_parents[i]`` and
+    the decoder of cell ``dec_parents[i]`` (the same cell unless ``selection.pairing`` is
+    ``"independent"``)."""
     cfg = shared.config
     n_rows = shared.train.shape[0]
     orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows) for k in cells])
     train = cpu_kernels.train_pairs if enc.params.device.type == "cpu" else batched.train_pairs
-    new_enc, new_dec, train_loss = train(enc, dec, parents, shared.train, orders, lr, cfg.train.batch_size,
-                                         cfg.model.loss, cfg.train.beta1, cfg.train.beta2,
+    new_enc, new_dec, train_loss = train(enc, dec, enc_parents, dec_parents, shared.train, orders, lr,
+                                         cfg.train.batch_size, cfg.model.loss, cfg.train.beta1, cfg.train.beta2,
                                          cfg.train.fresh_optimizer_each_batch, cfg.train.bce_weight)
     pruned = np.zeros(len(cells), dtype=bool)
     settings = cfg.prune

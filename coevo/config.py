@@ -176,6 +176,10 @@ class SelectionConfig:
     """Tournament size for selecting the pair to train."""
     solution_concept: Literal["best", "worst", "mean"] = "best"
     """How a genome's row (encoder) or column (decoder) of the loss matrix becomes its fitness."""
+    pairing: Literal["encoder", "independent"] = "encoder"
+    """Which decoder a cell trains with its selected encoder. "encoder" (the reference's): the
+    winner's own partner, so decoder fitness is never used. "independent" (Lipizzaner's): a
+    second tournament on decoder (column) fitness, so each population is selected by its own."""
 
 
 @dataclass(frozen=True)
@@ -413,6 +417,8 @@ def validate(c: Config) -> None:
     need(c.prune.cases >= 1, f"prune.cases must be >= 1, got {c.prune.cases}")
     need(c.selection.tournament_size >= 1,
          f"selection.tournament_size must be >= 1, got {c.selection.tournament_size}")
+    need(c.selection.pairing in ("encoder", "independent"),
+         f"selection.pairing = {c.selection.pairing!r} is not allowed; choose one of: encoder, independent")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

@@ -128,6 +128,13 @@ def _adam(p, g, m, v, keep, step_size, inv_sqrt_bc2, beta1, beta2, one_minus_bet
 
 
 @numba.njit(**_JIT)
+def _bias_terms(lr, steps, beta1, beta2):  # pragma: no cover - jitted
+    """Adam's step size lr / (1 - beta1^t) and 1 / sqrt(1 - beta2^t) after ``steps`` steps, in
+    float64 then rounded, as ``coevo.adam.bias_terms``."""
+    return np.float32(lr / (1.0 - beta1**steps)), np.float32(1.0 / np.sqrt(1.0 - beta2**steps))
+
+
+@numba.njit(**_JIT)
 def _widest(width, fan_in, fan_out):  # pragma: no cover - jitted
     """The widest of ``width`` and every layer's fan-in and fan-out: the activation buffers' row size."""
     for layer in range(fan_in.size):
@@ -177,11 +184,14 @@ def _forward(p, fan_in, fan_out, offsets, transposed, activation, x, acts, bits)
 
 
 @numba.njit(**_JIT)
-def _train_pair(i, parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, fan_out, offsets, transposed,
-                activation, n_enc_layers, batch_size, loss, bce_weight, beta1, beta2, fresh):  # pragma: no cover - jitted
-    """Train a copy of (encoder, decoder) ``parent`` for one epoch over ``order``; the result is
-    row i of the new stacks. ``enc``, ``dec``, ``new_*`` are (params, mask, exp_avg, exp_avg_sq,
-    steps). Returns the sum of the per-element training loss (each batch before its step).
+def _train_pair(i, enc_parent, dec_parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, fan_out, offsets,
+                transposed, activation, n_enc_layers, batch_size, loss, bce_weight, beta1, beta2,
+                fresh):  # pragma: no cover - jitted
+    """Train a copy of the pair (encoder ``enc_parent``, decoder ``dec_parent``) for one epoch
+    over ``order``; the result is row i of the new stacks. ``enc``, ``dec``, ``new_*`` are
+    (params, mask, exp_avg, exp_avg_sq, steps). Returns the sum of the per-element training loss
+    (each batch before its step). Each half keeps its own Adam step count: the two may come from
+    different cells (``selection.pairing = "independent"``), with different training histories.
 
     The epoch works on a copy where wide-output layers (``transposed``: the decoder's 30 ->
     1000) are stored (in, out): BLAS multiplies 5-row batches by them 2-3x faster that way."""
@@ -193,12 +203,12 @@ def _train_pair(i, parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, 
     d_meta = (fan_in[n_enc_layers:], fan_out[n_enc_layers:], offsets[n_enc_layers:] - size_e,
               transposed[n_enc_layers:])
     for src, work in ((enc[0], p), (enc[2], m), (enc[3], v)):
-        _relayout(src[parent], work[:size_e], *e_meta, True)
+        _relayout(src[enc_parent], work[:size_e], *e_meta, True)
     for src, work in ((dec[0], p), (dec[2], m), (dec[3], v)):
-        _relayout(src[parent], work[size_e:], *d_meta, True)
-    _relayout(enc[1][parent], keep[:size_e], *e_meta, True)
-    _relayout(dec[1][parent], keep[size_e:], *d_meta, True)
-    steps = enc[4][parent]
+        _relayout(src[dec_parent], work[size_e:], *d_meta, True)
+    _relayout(enc[1][enc_parent], keep[:size_e], *e_meta, True)
+    _relayout(dec[1][dec_parent], keep[size_e:], *d_meta, True)
+    enc_steps, dec_steps = enc[4][enc_parent], dec[4][dec_parent]
 
     width = _widest(data.shape[1], fan_in, fan_out)
     acts = np.zeros((n_layers + 1, batch_size * width), dtype=np.float32)  # input first
@@ -247,35 +257,39 @@ def _train_pair(i, parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, 
                 else:
                     for j in range(a.size):
                         delta[j] = back[j] * (a[j] - a[j] * a[j])
-        # masked Adam, with this network's own step count and learning rate
+        # masked Adam at this cell's learning rate, each half with its own step count
         if fresh:
             m[:] = 0.0
             v[:] = 0.0
-            steps = 0.0
-        steps += 1.0
-        step_size = np.float32(lr / (1.0 - beta1**steps))
-        inv_sqrt_bc2 = np.float32(1.0 / np.sqrt(1.0 - beta2**steps))
-        _adam(p, grad, m, v, keep, step_size, inv_sqrt_bc2, b1, b2, omb1, omb2)
+            enc_steps = dec_steps = 0.0
+        enc_steps += 1.0
+        dec_steps += 1.0
+        step_size, inv_sqrt_bc2 = _bias_terms(lr, enc_steps, beta1, beta2)
+        _adam(p[:size_e], grad[:size_e], m[:size_e], v[:size_e], keep[:size_e], step_size, inv_sqrt_bc2,
+              b1, b2, omb1, omb2)
+        step_size, inv_sqrt_bc2 = _bias_terms(lr, dec_steps, beta1, beta2)
+        _adam(p[size_e:], grad[size_e:], m[size_e:], v[size_e:], keep[size_e:], step_size, inv_sqrt_bc2,
+              b1, b2, omb1, omb2)
 
     for work, dst in ((p, new_enc[0]), (m, new_enc[2]), (v, new_enc[3])):
         _relayout(work[:size_e], dst[i], *e_meta, False)
     for work, dst in ((p, new_dec[0]), (m, new_dec[2]), (v, new_dec[3])):
         _relayout(work[size_e:], dst[i], *d_meta, False)
-    new_enc[1][i] = enc[1][parent]
-    new_dec[1][i] = dec[1][parent]
-    new_enc[4][i] = steps
-    new_dec[4][i] = steps
+    new_enc[1][i] = enc[1][enc_parent]
+    new_dec[1][i] = dec[1][dec_parent]
+    new_enc[4][i] = enc_steps
+    new_dec[4][i] = dec_steps
     return loss_sum
 
 
 @numba.njit(parallel=True, **_JIT)
-def _train_kernel(parents, enc, dec, new_enc, new_dec, data, orders, lr, fan_in, fan_out, offsets, transposed,
-                  activation, n_enc_layers, batch_size, loss, bce_weight, beta1, beta2, fresh,
+def _train_kernel(enc_parents, dec_parents, enc, dec, new_enc, new_dec, data, orders, lr, fan_in, fan_out, offsets,
+                  transposed, activation, n_enc_layers, batch_size, loss, bce_weight, beta1, beta2, fresh,
                   loss_sums):  # pragma: no cover - jitted
-    for i in numba.prange(parents.size):
-        loss_sums[i] = _train_pair(i, parents[i], enc, dec, new_enc, new_dec, data, orders[i], lr[i], fan_in, fan_out,
-                                   offsets, transposed, activation, n_enc_layers, batch_size, loss, bce_weight,
-                                   beta1, beta2, fresh)
+    for i in numba.prange(enc_parents.size):
+        loss_sums[i] = _train_pair(i, enc_parents[i], dec_parents[i], enc, dec, new_enc, new_dec, data, orders[i],
+                                   lr[i], fan_in, fan_out, offsets, transposed, activation, n_enc_layers, batch_size,
+                                   loss, bce_weight, beta1, beta2, fresh)
 
 
 @numba.njit(**_JIT)
@@ -379,23 +393,25 @@ def _fields(stack: Stack) -> tuple[np.ndarray, ...]:
     return arrays
 
 
-def train_pairs(enc: Stack, dec: Stack, parents: np.ndarray, data: torch.Tensor, orders: np.ndarray,
-                lr: np.ndarray, batch_size: int, loss: str, beta1: float, beta2: float,
+def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, data: torch.Tensor,
+                orders: np.ndarray, lr: np.ndarray, batch_size: int, loss: str, beta1: float, beta2: float,
                 fresh_optimizer_each_batch: bool = False, bce_weight: float = 0.0,
                 threads: int | None = None) -> tuple[Stack, Stack, np.ndarray]:
-    """New stacks whose row i is the pair (encoder, decoder) ``parents[i]`` after one epoch
-    over ``data`` in the row order ``orders[i]`` at learning rate ``lr[i]``; the inputs are not
-    changed. Also returns each pair's training loss over the epoch (mean per element, ``loss``
-    alone: the ``bce_weight`` term only shapes the gradient).
+    """New stacks whose row i is the pair (encoder ``enc_parents[i]``, decoder ``dec_parents[i]``)
+    after one epoch over ``data`` in the row order ``orders[i]`` at learning rate ``lr[i]``; the
+    inputs are not changed. Each network keeps its own Adam step count. Also returns each pair's
+    training loss over the epoch (mean per element, ``loss`` alone: the ``bce_weight`` term only
+    shapes the gradient).
 
     ``threads`` (default: torch's intra-op thread count) is how many pairs train at once.
     """
-    n = len(parents)
+    n = len(enc_parents)
     new_enc, new_dec = (Stack(s.layout, *(getattr(s, f).new_empty((n, *getattr(s, f).shape[1:])) for f in FIELDS))
                         for s in (enc, dec))
     loss_sums = np.zeros(n, dtype=np.float64)
-    args = (np.ascontiguousarray(parents, dtype=np.int64), _fields(enc), _fields(dec), _fields(new_enc),
-            _fields(new_dec), np.ascontiguousarray(data.numpy()), np.ascontiguousarray(orders, dtype=np.int64),
+    args = (np.ascontiguousarray(enc_parents, dtype=np.int64), np.ascontiguousarray(dec_parents, dtype=np.int64),
+            _fields(enc), _fields(dec), _fields(new_enc), _fields(new_dec), np.ascontiguousarray(data.numpy()),
+            np.ascontiguousarray(orders, dtype=np.int64),
             np.ascontiguousarray(lr, dtype=np.float64), *_meta(enc.layout + dec.layout, True),
             len(enc.layout.layers), int(batch_size), LOSSES[loss], float(bce_weight), float(beta1), float(beta2),
             bool(fresh_optimizer_each_batch), loss_sums)

@@ -21,7 +21,7 @@ from coevo.checkpoint import RunState
 from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
 from coevo.errors import OperatorError, UserError
-from coevo.genome import Encoder
+from coevo.genome import Decoder, Encoder, Network
 from coevo.measures import stack_kept_fractions
 from coevo.observers import Observer
 from coevo.problem import Problem
@@ -78,23 +78,39 @@ def solution_concept(losses: np.ndarray, concept: str) -> tuple[np.ndarray, np.n
 
 
 def select_parents(neighbours: np.ndarray, enc_fitness: np.ndarray, dec_fitness: np.ndarray,
-                   toolbox: base.Toolbox) -> np.ndarray:
-    """For each cell, a tournament among its sub-population's encoders; the winner's index i
-    names the pair (E_i, D_i) to train. Returns the cell whose centres each cell copies.
+                   toolbox: base.Toolbox, pairing: str) -> tuple[np.ndarray, np.ndarray]:
+    """For each cell, the cells whose encoder and whose decoder it trains next: a tournament
+    among its sub-population's encoders on their fitness (rows), then
+
+    - ``pairing = "encoder"`` (the reference's): the winner E_i brings its own decoder D_i;
+    - ``pairing = "independent"`` (Lipizzaner's): a second tournament among the decoders on
+      their own fitness (columns) picks D_j, and (E_i, D_j) is trained.
+
+    Both tournaments draw from python's ``random`` (seeded per generation), encoder first, cell by
+    cell; "encoder" pairing draws exactly what it always did. Returns (encoder cells, decoder cells).
 
     The individuals are handles: selection needs only their fitness, and the genome itself
     stays in row ``ind.cell`` of the population stack (copied only once selected).
     """
-    parents = np.empty(neighbours.shape[0], dtype=np.int64)
+    enc_parents = np.empty(neighbours.shape[0], dtype=np.int64)
+    dec_parents = np.empty(neighbours.shape[0], dtype=np.int64)
     for k, row in enumerate(neighbours):
-        subpop = []
-        for i, cell in enumerate(row):
-            ind = Encoder([], cell=int(cell))
-            ind.fitness.values = (float(enc_fitness[k, i]),)
-            ind.partner_fitness = float(dec_fitness[k, i])
-            subpop.append(ind)
-        parents[k] = toolbox.select(subpop)[0].cell
-    return parents
+        enc_parents[k] = toolbox.select(_handles(Encoder, row, enc_fitness[k]))[0].cell
+        if pairing == "independent":
+            dec_parents[k] = toolbox.select(_handles(Decoder, row, dec_fitness[k]))[0].cell
+        else:
+            dec_parents[k] = enc_parents[k]
+    return enc_parents, dec_parents
+
+
+def _handles(cls: type[Network], cells: np.ndarray, fitness: np.ndarray) -> list[Network]:
+    """DEAP individuals of one sub-population: empty networks that name their cell, with fitness."""
+    subpop = []
+    for cell, value in zip(cells, fitness):
+        ind = cls([], cell=int(cell))
+        ind.fitness.values = (float(value),)
+        subpop.append(ind)
+    return subpop
 
 
 @dataclass
@@ -193,11 +209,11 @@ def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engi
     losses = engine.evaluate(state.encoders, state.decoders, gen).cpu().numpy()
     # fitness: the solution concept over rows (encoders) and columns (decoders)
     enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
-    # select: tournament on encoder fitness
-    parents = select_parents(neighbours, enc_fitness, dec_fitness, toolbox)
+    # select: tournament on encoder fitness (and on decoder fitness, with independent pairing)
+    enc_parents, dec_parents = select_parents(neighbours, enc_fitness, dec_fitness, toolbox, cfg.selection.pairing)
     # train + mutate: copies of the selected pairs, one pass over the data, then maybe pruned
-    variation = engine.vary(state.encoders, state.decoders, parents, state.lr, p, gen, toolbox.mutate,
-                            cfg.prune.operator)
+    variation = engine.vary(state.encoders, state.decoders, enc_parents, dec_parents, state.lr, p, gen,
+                            toolbox.mutate, cfg.prune.operator)
     # replace: the trained pairs become the new centres
     state.encoders, state.decoders = variation.encoders, variation.decoders
     return float(enc_fitness[:, 0].min()), variation.train_loss, variation.pruned
@@ -216,9 +232,10 @@ def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: Loc
         cell = np.array([k])
         losses = engine.evaluate(enc, dec, gen, cells=cell).cpu().numpy()
         enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
-        parent = select_parents(neighbours[cell], enc_fitness, dec_fitness, toolbox)
-        variation = engine.vary(enc, dec, parent, state.lr[cell], p, gen, toolbox.mutate, cfg.prune.operator,
-                                cells=cell)
+        enc_parent, dec_parent = select_parents(neighbours[cell], enc_fitness, dec_fitness, toolbox,
+                                                cfg.selection.pairing)
+        variation = engine.vary(enc, dec, enc_parent, dec_parent, state.lr[cell], p, gen, toolbox.mutate,
+                                cfg.prune.operator, cells=cell)
         enc.put(k, variation.encoders)
         dec.put(k, variation.decoders)
         train_loss[k], pruned[k] = variation.train_loss[0], variation.pruned[0]

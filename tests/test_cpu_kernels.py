@@ -41,8 +41,8 @@ def test_training_equals_the_torch_path(loss, fresh):
     enc, dec, data, parents, orders, lr = _setup(enc_l, dec_l)
     before = {f: (getattr(enc, f).clone(), getattr(dec, f).clone()) for f in FIELDS}
     # 23 rows in batches of 5: the last batch has 3
-    e1, d1, loss1 = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999, fresh)
-    e2, d2, loss2 = batched.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999, fresh)
+    e1, d1, loss1 = cpu_kernels.train_pairs(enc, dec, parents, parents, data, orders, lr, 5, loss, 0.5, 0.999, fresh)
+    e2, d2, loss2 = batched.train_pairs(enc, dec, parents, parents, data, orders, lr, 5, loss, 0.5, 0.999, fresh)
     _close(e1, e2)
     _close(d1, d2)
     assert np.allclose(loss1, loss2, rtol=1e-5)
@@ -54,12 +54,68 @@ def test_training_equals_the_torch_path(loss, fresh):
     assert torch.equal(e1.steps, torch.full((4,), 1.0 if fresh else 3.0 + 5, dtype=torch.float64))  # 5 batches
 
 
+STEPS_ENC = [3.0, 40.0, 0.0, 7.0, 1.0, 12.0]
+STEPS_DEC = [9.0, 2.0, 25.0, 0.0, 5.0, 60.0]
+
+
+def _independent_setup():
+    """Pairs whose encoder and decoder come from different cells with different Adam step
+    counts (``selection.pairing = "independent"``)."""
+    enc, dec, data, _, orders, lr = _setup(*autoencoder_layouts(17, [9, 6], 3))
+    enc.steps = torch.tensor(STEPS_ENC, dtype=torch.float64)
+    dec.steps = torch.tensor(STEPS_DEC, dtype=torch.float64)
+    enc_parents, dec_parents = np.array([1, 1, 5, 0]), np.array([2, 4, 5, 3])
+    return enc, dec, enc_parents, dec_parents, data, orders, lr
+
+
+@pytest.mark.parametrize("loss", ["l1", "bce"])
+@pytest.mark.parametrize("fresh", [False, True])
+def test_encoder_and_decoder_from_different_cells_equal_the_torch_path(loss, fresh):
+    enc, dec, enc_parents, dec_parents, data, orders, lr = _independent_setup()
+    e1, d1, loss1 = cpu_kernels.train_pairs(enc, dec, enc_parents, dec_parents, data, orders, lr, 5, loss, 0.5,
+                                            0.999, fresh)
+    e2, d2, loss2 = batched.train_pairs(enc, dec, enc_parents, dec_parents, data, orders, lr, 5, loss, 0.5, 0.999,
+                                        fresh)
+    _close(e1, e2)
+    _close(d1, d2)
+    assert np.allclose(loss1, loss2, rtol=1e-5)
+    # each network comes from its own cell, with its mask and its own step count (+ 5 batches)
+    assert torch.equal(e1.mask, enc.mask[enc_parents]) and torch.equal(d1.mask, dec.mask[dec_parents])
+    assert torch.equal(e1.steps, torch.ones(4, dtype=torch.float64) if fresh else enc.steps[enc_parents] + 5)
+    assert torch.equal(d1.steps, torch.ones(4, dtype=torch.float64) if fresh else dec.steps[dec_parents] + 5)
+
+
+def test_each_half_bias_corrects_with_its_own_step_count():
+    """Against torch.optim.Adam, which keeps a step count per parameter (the plain oracle of
+    benchmarks/plain.py): the kernel must bias-correct each half with its own network's count."""
+    import copy
+
+    from benchmarks.plain import from_stack, plain_train_pair, to_rows
+    from coevo import config
+
+    enc, dec, enc_parents, dec_parents, data, orders, lr = _independent_setup()
+    cfg = config.load(None, ["train.batch_size=5", "model.loss=mse", "train.bce_weight=0"])
+    e1, d1, _ = cpu_kernels.train_pairs(enc, dec, enc_parents, dec_parents, data, orders, lr, 5, "mse", 0.5, 0.999)
+    plain_enc, plain_dec = from_stack(enc), from_stack(dec)
+    trained = []
+    for i, (e, d) in enumerate(zip(enc_parents, dec_parents)):
+        pair = copy.deepcopy(plain_enc[e]), copy.deepcopy(plain_dec[d])
+        plain_train_pair(*pair, float(lr[i]), orders[i], data, cfg)
+        trained.append(pair)
+    for stack, nets in ((e1, [p[0] for p in trained]), (d1, [p[1] for p in trained])):
+        params, _ = to_rows(nets)
+        assert torch.allclose(stack.params, params, atol=2e-5, rtol=1e-4), (stack.params - params).abs().max()
+        assert stack.steps.tolist() == [n.step for n in nets]
+
+
 @pytest.mark.parametrize("loss", ["l1", "bce"])
 def test_bce_weight_trains_alike_on_both_paths(loss):
     enc, dec, data, parents, orders, lr = _setup(*autoencoder_layouts(17, [9], 3))
-    plain = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999)
-    e1, d1, loss1 = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999, bce_weight=0.3)
-    e2, d2, loss2 = batched.train_pairs(enc, dec, parents, data, orders, lr, 5, loss, 0.5, 0.999, bce_weight=0.3)
+    plain = cpu_kernels.train_pairs(enc, dec, parents, parents, data, orders, lr, 5, loss, 0.5, 0.999)
+    e1, d1, loss1 = cpu_kernels.train_pairs(enc, dec, parents, parents, data, orders, lr, 5, loss, 0.5, 0.999,
+                                            bce_weight=0.3)
+    e2, d2, loss2 = batched.train_pairs(enc, dec, parents, parents, data, orders, lr, 5, loss, 0.5, 0.999,
+                                        bce_weight=0.3)
     _close(e1, e2)
     _close(d1, d2)
     assert np.allclose(loss1, loss2, rtol=1e-5)
@@ -83,16 +139,16 @@ def test_sigmoid_hidden_layers_and_relu_output():
     enc_l = Layout((LayerSpec(12, 7, "sigmoid"), LayerSpec(7, 4, "sigmoid")))
     dec_l = Layout((LayerSpec(4, 12, "relu"),))
     enc, dec, data, parents, orders, lr = _setup(enc_l, dec_l, rows=20)
-    e1, d1, _ = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 4, "mse", 0.9, 0.99)
-    e2, d2, _ = batched.train_pairs(enc, dec, parents, data, orders, lr, 4, "mse", 0.9, 0.99)
+    e1, d1, _ = cpu_kernels.train_pairs(enc, dec, parents, parents, data, orders, lr, 4, "mse", 0.9, 0.99)
+    e2, d2, _ = batched.train_pairs(enc, dec, parents, parents, data, orders, lr, 4, "mse", 0.9, 0.99)
     _close(e1, e2)
     _close(d1, d2)
 
 
 def test_threads_do_not_change_the_result():
     enc, dec, data, parents, orders, lr = _setup(*autoencoder_layouts(17, [9], 3))
-    one = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 5, "l1", 0.5, 0.999, threads=1)
-    two = cpu_kernels.train_pairs(enc, dec, parents, data, orders, lr, 5, "l1", 0.5, 0.999, threads=2)
+    one = cpu_kernels.train_pairs(enc, dec, parents, parents, data, orders, lr, 5, "l1", 0.5, 0.999, threads=1)
+    two = cpu_kernels.train_pairs(enc, dec, parents, parents, data, orders, lr, 5, "l1", 0.5, 0.999, threads=2)
     for a, b in ((one[0], two[0]), (one[1], two[1])):
         for field in FIELDS:
             assert torch.equal(getattr(a, field), getattr(b, field)), field
@@ -107,7 +163,8 @@ def test_training_loss_is_the_epoch_mean_of_batch_losses():
     """With a zero learning rate nothing moves, so the epoch's loss is the loss on all rows."""
     enc_l, dec_l = autoencoder_layouts(17, [9, 6], 3)
     enc, dec, data, parents, orders, _ = _setup(enc_l, dec_l)
-    _, _, got = cpu_kernels.train_pairs(enc, dec, parents, data, orders, np.zeros(len(parents)), 5, "l1", 0.5, 0.999)
+    _, _, got = cpu_kernels.train_pairs(enc, dec, parents, parents, data, orders, np.zeros(len(parents)), 5, "l1",
+                                        0.5, 0.999)
     want = [batched.reconstruction_loss(batched.pair_forward(enc_l, dec_l, enc.params[k], dec.params[k], data),
                                         data, "l1").item() for k in parents]
     assert np.allclose(got, want, rtol=1e-5)
@@ -155,8 +212,8 @@ from coevo.population import Stack
 enc_l, dec_l = autoencoder_layouts(6, [4], 2)
 rng = np.random.default_rng(0)
 enc, dec = Stack.fresh(enc_l, init_params(enc_l, 2, rng)), Stack.fresh(dec_l, init_params(dec_l, 2, rng))
-cpu_kernels.train_pairs(enc, dec, np.arange(2), torch.rand(8, 6), np.stack([np.arange(8)] * 2), np.full(2, 0.01),
-                        4, "l1", 0.5, 0.999)
+cpu_kernels.train_pairs(enc, dec, np.arange(2), np.arange(2), torch.rand(8, 6), np.stack([np.arange(8)] * 2),
+                        np.full(2, 0.01), 4, "l1", 0.5, 0.999)
 print(torch.get_num_threads())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -14,15 +14,22 @@ from coevo.evolve import make_toolbox, select_parents, solution_concept
 from coevo.problem import build
 
 
-@pytest.mark.parametrize("loss, concept, probability", [("l1", "best", 1.0), ("mse", "mean", 0.5),
-                                                        ("bce", "worst", 0.0)])
-def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, probability):
+@pytest.mark.parametrize("loss, concept, probability, pairing", [
+    ("l1", "best", 1.0, "encoder"), ("mse", "mean", 0.5, "encoder"), ("bce", "worst", 0.0, "encoder"),
+    ("l1", "best", 1.0, "independent"), ("mse", "worst", 0.5, "independent"),
+])
+def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, probability, pairing):
     cfg = config.load(None, tiny_overrides + [f"model.loss={loss}", f"selection.solution_concept={concept}",
-                                              "grid.cells=5", "train.learning_rate=0.01", "prune.target_kept=0"])
+                                              "grid.cells=5", "train.learning_rate=0.01", "prune.target_kept=0",
+                                              f"selection.pairing={pairing}"])
     problem = build(cfg)
     neighbours = topology.neighbourhoods(cfg.grid)
     enc, dec = problem.fresh_stacks(5)
+    if pairing == "independent":  # encoders and decoders with their own, different step counts
+        enc.steps += torch.tensor([0.0, 4.0, 9.0, 1.0, 30.0], dtype=torch.float64)
+        dec.steps += torch.tensor([12.0, 0.0, 2.0, 50.0, 3.0], dtype=torch.float64)
     lr = np.linspace(0.005, 0.02, 5)
+    split = False  # did some cell train an encoder and a decoder from different cells
     toolbox = make_toolbox(cfg)
     plain_enc, plain_dec = from_stack(enc), from_stack(dec)
 
@@ -32,8 +39,10 @@ def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, 
         losses = engine.evaluate(enc, dec, gen).numpy()
         enc_fit, dec_fit = solution_concept(losses, concept)
         random.seed(f"{cfg.run.seed}:{gen}")
-        parents = select_parents(neighbours, enc_fit, dec_fit, toolbox)
-        variation = engine.vary(enc, dec, parents, lr, probability, gen, toolbox.mutate, cfg.prune.operator)
+        enc_parents, dec_parents = select_parents(neighbours, enc_fit, dec_fit, toolbox, pairing)
+        split |= bool((enc_parents != dec_parents).any())
+        variation = engine.vary(enc, dec, enc_parents, dec_parents, lr, probability, gen, toolbox.mutate,
+                                cfg.prune.operator)
         enc, dec = variation.encoders, variation.decoders
 
         random.seed(f"{cfg.run.seed}:{gen}")
@@ -43,19 +52,25 @@ def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, 
             params, masks = to_rows(nets)
             assert torch.equal(stack.mask, masks)
             assert torch.allclose(stack.params, params, atol=2e-5, rtol=1e-4), (stack.params - params).abs().max()
+            assert stack.steps.tolist() == [n.step for n in nets]
+    assert split == (pairing == "independent")
     if probability == 1.0:
         assert not bool(enc.mask.all())  # pruning really happened and was matched
 
 
-def test_torch_path_equals_the_cpu_kernels(tiny_overrides, monkeypatch):
-    """Other devices run coevo.batched's torch ops; on the CPU the same generation must come out."""
+@pytest.mark.parametrize("dec_parents", [[1, 2, 3, 4, 5, 6, 0], [2, 2, 4, 3, 6, 0, 0]], ids=["encoder", "independent"])
+def test_torch_path_equals_the_cpu_kernels(tiny_overrides, monkeypatch, dec_parents):
+    """Other devices run coevo.batched's torch ops; on the CPU the same generation must come out,
+    also when a cell trains an encoder and a decoder from different cells with different step counts."""
     from coevo import batched, cells
 
     cfg = config.load(None, tiny_overrides + ["grid.cells=7", "prune.probability=0.5"])
     problem = build(cfg)
     neighbours = topology.neighbourhoods(cfg.grid)
     enc, dec = problem.fresh_stacks(7)
-    parents = np.array([1, 2, 3, 4, 5, 6, 0])
+    enc_parents, dec_parents = np.array([1, 2, 3, 4, 5, 6, 0]), np.array(dec_parents)
+    enc.steps += torch.arange(7, dtype=torch.float64)
+    dec.steps += 3 * torch.arange(7, dtype=torch.float64).flip(0)
     lr = np.linspace(0.001, 0.01, 7)
     toolbox = make_toolbox(cfg)
     results = []
@@ -67,7 +82,7 @@ def test_torch_path_equals_the_cpu_kernels(tiny_overrides, monkeypatch):
         engine = LocalEngine()
         engine.start(CellData(problem.train, cfg), neighbours)
         losses = engine.evaluate(enc, dec, 0)
-        v = engine.vary(enc, dec, parents, lr, 0.5, 0, toolbox.mutate, cfg.prune.operator)
+        v = engine.vary(enc, dec, enc_parents, dec_parents, lr, 0.5, 0, toolbox.mutate, cfg.prune.operator)
         results.append((losses, v))
     (l1, v1), (l2, v2) = results
     assert torch.allclose(l1, l2, atol=1e-6)

@@ -25,7 +25,7 @@ def test_pruned_entries_stay_zero_through_training(train_pairs):
     parents = np.arange(3)
     for epoch in range(5):
         orders = np.stack([rng.permutation(40) for _ in range(3)])
-        e, d, _ = train_pairs(e, d, parents, data, orders, lr, 4, "l1", 0.5, 0.999)
+        e, d, _ = train_pairs(e, d, parents, parents, data, orders, lr, 4, "l1", 0.5, 0.999)
     for stack in (e, d):
         pruned = ~stack.mask
         assert pruned.any()
@@ -33,7 +33,7 @@ def test_pruned_entries_stay_zero_through_training(train_pairs):
         assert torch.all(stack.exp_avg[pruned] == 0) and torch.all(stack.exp_avg_sq[pruned] == 0)
     assert torch.any(e.params[e.mask] != start[e.mask])  # and the rest did train
     # fresh optimizer each batch (the reference's behaviour) keeps them zero too
-    e, d, _ = train_pairs(e, d, parents, data, orders, lr, 4, "mse", 0.5, 0.999, True)
+    e, d, _ = train_pairs(e, d, parents, parents, data, orders, lr, 4, "mse", 0.5, 0.999, True)
     assert torch.all(e.params[~e.mask] == 0) and torch.all(d.params[~d.mask] == 0)
 
 

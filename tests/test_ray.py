@@ -73,9 +73,24 @@ def test_ray_engine_equals_local_engine(local_ray, local_result, tmp_path, capsy
 
 
 @pytest.mark.ray
+def test_independent_pairing_on_ray_equals_local_engine(local_ray, local_result, tmp_path, capsys):
+    """selection.pairing = "independent": each shard is shipped the encoders and the decoders its
+    cells selected, from different cells; the run is the local engine's, and not the default's."""
+    independent = ["selection.pairing=independent"]
+    runs = {}
+    for name, overrides in (("local", SIX_CELLS + independent), ("ray", SIX_CELLS + independent + RAY)):
+        assert main(["run", "--quiet", "--out", str(tmp_path / name), *sets(overrides)]) == 0
+        runs[name] = summary(tmp_path / name)
+    capsys.readouterr()
+    assert_same_run(runs["local"], runs["ray"])
+    assert runs["local"]["test_loss_cells"] != local_result["test_loss_cells"]  # the pairing took effect
+
+
+@pytest.mark.ray
 def test_uneven_shards_of_a_torus_match_the_local_engine(local_ray, tiny_config):
     """Four workers on a 3x3 Moore torus (shards of 3, 2, 2, 2 cells, each reading a halo of
-    neighbours from other shards): losses, new centres and prune decisions as the local engine."""
+    neighbours from other shards): losses, new centres and prune decisions as the local engine,
+    with each cell's decoder from another cell than its encoder (independent pairing)."""
     import numpy as np
     import torch
 
@@ -91,7 +106,8 @@ def test_uneven_shards_of_a_torus_match_the_local_engine(local_ray, tiny_config)
     neighbours = topology.neighbourhoods(cfg.grid)
     enc, dec = problem.fresh_stacks(9)
     mutate = make_toolbox(cfg).mutate
-    parents = np.array([4, 0, 8, 3, 4, 2, 6, 7, 1])
+    enc_parents = np.array([4, 0, 8, 3, 4, 2, 6, 7, 1])
+    dec_parents = np.array([5, 5, 0, 7, 3, 8, 2, 1, 0])  # shards need decoders their encoders do not name
     lr = np.linspace(1e-3, 2e-3, 9)
     local, remote = LocalEngine(), RayEngine("", 4)
     local.start(CellData(problem.train, cfg), neighbours)
@@ -101,8 +117,8 @@ def test_uneven_shards_of_a_torus_match_the_local_engine(local_ray, tiny_config)
         for generation in range(2):
             assert torch.allclose(remote.evaluate(enc, dec, generation), local.evaluate(enc, dec, generation),
                                   rtol=1e-6, atol=0)
-            a = local.vary(enc, dec, parents, lr, 0.5, generation, mutate, cfg.prune.operator)
-            b = remote.vary(enc, dec, parents, lr, 0.5, generation, mutate, cfg.prune.operator)
+            a = local.vary(enc, dec, enc_parents, dec_parents, lr, 0.5, generation, mutate, cfg.prune.operator)
+            b = remote.vary(enc, dec, enc_parents, dec_parents, lr, 0.5, generation, mutate, cfg.prune.operator)
             assert np.array_equal(a.cells, b.cells) and np.array_equal(a.pruned, b.pruned) and a.pruned.any()
             for x, y in ((a.encoders, b.encoders), (a.decoders, b.decoders)):
                 assert torch.equal(x.mask, y.mask) and torch.equal(x.steps, y.steps)

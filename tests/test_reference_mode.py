@@ -58,7 +58,7 @@ def test_reset_fraction_zeroes_alive_weights_and_leaves_masks(tiny_overrides):
     problem = build(cfg)
     enc, dec = problem.fresh_stacks(4)
     cells = np.arange(4)
-    v = vary_cells(enc, dec, cells, cells, np.full(4, 1e-3), 1.0, 0, CellData(problem.train, cfg),
+    v = vary_cells(enc, dec, cells, cells, cells, np.full(4, 1e-3), 1.0, 0, CellData(problem.train, cfg),
                    make_toolbox(cfg).mutate, "random")
     assert v.pruned.all() and bool(v.encoders.mask.all()) and bool(v.decoders.mask.all())
     zero = float((v.encoders.params == 0).float().mean())

@@ -18,9 +18,10 @@ class Engine(Protocol):
     def evaluate(self, enc: Stack, dec: Stack, generation: int) -> torch.Tensor:
         """Loss matrices (cells, s, s) of every cell's sub-population."""
 
-    def vary(self, enc: Stack, dec: Stack, parents: np.ndarray, lr: np.ndarray, prune_probability: float,
-             generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
-        """Trained (maybe pruned) new centres of every cell, in cell order."""
+    def vary(self, enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, lr: np.ndarray,
+             prune_probability: float, generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
+        """Trained (maybe pruned) new centres of every cell, in cell order: cell k trains the
+        encoder of cell ``enc_parents[k]`` with the decoder of cell ``dec_parents[k]``."""
 
     def close(self) -> None:
         """Release workers."""

@@ -22,12 +22,12 @@ class LocalEngine:
         cells = self.cells if cells is None else cells
         return evaluate_cells(enc, dec, self.neighbours, cells, generation, self.shared)
 
-    def vary(self, enc: Stack, dec: Stack, parents: np.ndarray, lr: np.ndarray, prune_probability: float,
-             generation: int, mutate: Callable[..., Any], operator_name: str,
+    def vary(self, enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, lr: np.ndarray,
+             prune_probability: float, generation: int, mutate: Callable[..., Any], operator_name: str,
              cells: np.ndarray | None = None) -> Variation:
-        """New centres of every cell, or only of ``cells`` (``parents`` and ``lr`` then match them)."""
+        """New centres of every cell, or only of ``cells`` (the parents and ``lr`` then match them)."""
         cells = self.cells if cells is None else cells
-        return vary_cells(enc, dec, parents, cells, lr, prune_probability, generation, self.shared,
+        return vary_cells(enc, dec, enc_parents, dec_parents, cells, lr, prune_probability, generation, self.shared,
                           mutate, operator_name)
 
     def close(self) -> None:

@@ -5,7 +5,8 @@ per-cell functions as the local engine (:func:`coevo.cells.evaluate_cells`,
 :func:`coevo.cells.vary_cells`) on its shard. Every generation the driver ships each shard only
 the centres it reads, as numpy arrays: for evaluation the parameters of its cells'
 sub-populations (the shard plus its halo of neighbours), for variation the full genomes
-(parameters, masks, Adam moments, steps) of the parents its cells selected. Results come back
+(parameters, masks, Adam moments, steps) of the encoders and of the decoders its cells selected
+(from different cells when ``selection.pairing = "independent"``). Results come back
 as arrays and are joined in cell order.
 
 Cell work is a pure function of these arrays and of random streams derived from
@@ -87,13 +88,14 @@ class ShardWorker:
                                 np.array(neighbours), self.cells, generation, self._shared(train))
         return losses.cpu().numpy()
 
-    def vary(self, train: list, enc_layout: Layout, dec_layout: Layout, enc: dict, dec: dict, parents: np.ndarray,
-             lr: np.ndarray, prune_probability: float, generation: int, mutate: Callable[..., Any],
-             operator_name: str) -> dict:
-        """New centres of the shard's cells; ``parents`` index the shipped rows."""
+    def vary(self, train: list, enc_layout: Layout, dec_layout: Layout, enc: dict, dec: dict,
+             enc_parents: np.ndarray, dec_parents: np.ndarray, lr: np.ndarray, prune_probability: float,
+             generation: int, mutate: Callable[..., Any], operator_name: str) -> dict:
+        """New centres of the shard's cells; ``enc_parents`` index the shipped encoders and
+        ``dec_parents`` the shipped decoders."""
         v = vary_cells(arrays_stack(enc_layout, enc, self.device), arrays_stack(dec_layout, dec, self.device),
-                       np.array(parents), self.cells, np.array(lr), prune_probability, generation,
-                       self._shared(train), mutate, operator_name)
+                       np.array(enc_parents), np.array(dec_parents), self.cells, np.array(lr), prune_probability,
+                       generation, self._shared(train), mutate, operator_name)
         every = np.arange(len(self.cells))
         return {f.name: stack_arrays(value, every) if isinstance(value, Stack) else np.asarray(value)
                 for f in dataclasses.fields(v) if f.name != "cells" for value in [getattr(v, f.name)]}
@@ -193,15 +195,17 @@ class RayEngine:
                                                stack_arrays(dec, halo, ("params",)), table, generation))
         return torch.as_tensor(np.concatenate(self._gather(calls)), device=self.device)
 
-    def vary(self, enc: Stack, dec: Stack, parents: np.ndarray, lr: np.ndarray, prune_probability: float,
-             generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
+    def vary(self, enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, lr: np.ndarray,
+             prune_probability: float, generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
         mutate_ref = self._put_mutate(mutate, operator_name)
         calls = []
         for actor, shard in zip(self.actors, self.shards):
-            needed = np.unique(parents[shard])
+            # each shard gets only the encoders and the decoders its cells selected
+            enc_needed, dec_needed = np.unique(enc_parents[shard]), np.unique(dec_parents[shard])
             calls.append(actor.vary.remote(self._train, enc.layout, dec.layout,
-                                           stack_arrays(enc, needed), stack_arrays(dec, needed),
-                                           _local_view(needed, parents[shard]), np.asarray(lr)[shard],
+                                           stack_arrays(enc, enc_needed), stack_arrays(dec, dec_needed),
+                                           _local_view(enc_needed, enc_parents[shard]),
+                                           _local_view(dec_needed, dec_parents[shard]), np.asarray(lr)[shard],
                                            prune_probability, generation, mutate_ref, operator_name))
         parts = self._gather(calls)
         layouts = {"encoders": enc.layout, "decoders": dec.layout}
