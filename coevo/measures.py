@@ -20,12 +20,16 @@ measures serve runs whose pruning keeps no mask (``prune.regrow``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from coevo.config import Config
 from coevo.genome import Layout
+
+if TYPE_CHECKING:
+    from coevo.population import Stack
 
 
 def live_entries(layout: Layout, alive: np.ndarray) -> np.ndarray:
@@ -98,12 +102,12 @@ def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout
     )
 
 
-def stack_alive(stack) -> np.ndarray:
+def stack_alive(stack: "Stack") -> np.ndarray:
     """(N, P) entries of a :class:`~coevo.population.Stack` that are masked in and not exactly zero."""
     return (stack.mask & (stack.params != 0)).cpu().numpy()
 
 
-def stack_kept_fractions(enc, dec) -> KeptFractions:
+def stack_kept_fractions(enc: "Stack", dec: "Stack") -> KeptFractions:
     """Kept fractions of every (encoder row k, decoder row k) pair of two stacks."""
     return kept_fractions(enc.layout, stack_alive(enc), dec.layout, stack_alive(dec))
 
