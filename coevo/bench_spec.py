@@ -36,7 +36,6 @@ import itertools
 import re
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +147,7 @@ def _inline(flat: dict[str, Any]) -> str:
 
 def presets() -> list[str]:
     """Names of the presets shipped with coevo."""
-    return sorted(p.name[:-5] for p in resources.files("coevo.presets").iterdir() if p.name.endswith(".toml"))
+    return config_module.shipped_names("coevo.presets")
 
 
 def load(path: str | Path | None = None, preset: str | None = None) -> Spec:
@@ -156,9 +155,7 @@ def load(path: str | Path | None = None, preset: str | None = None) -> Spec:
     if (path is None) == (preset is None):
         raise UserError("give a spec file or --preset NAME (one of the two)")
     if preset is not None:
-        if preset not in presets():
-            raise UserError(f"--preset {preset!r} is unknown; presets: {', '.join(presets())}")
-        text = resources.files("coevo.presets").joinpath(f"{preset}.toml").read_text()
+        text = config_module.shipped_text("coevo.presets", preset)
         return parse(text, default_name=preset, source=f"preset {preset!r}")
     path = Path(path)
     text = config_module.read_text(path, "spec file")

@@ -452,17 +452,27 @@ def read_text(path: str | Path, what: str) -> str:
         raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
 
 
+def shipped_names(package: str) -> list[str]:
+    """Names of the TOML files shipped in ``package`` (run presets, bench presets)."""
+    return sorted(p.name[: -len(".toml")] for p in resources.files(package).iterdir() if p.name.endswith(".toml"))
+
+
+def shipped_text(package: str, name: str) -> str:
+    """The text of ``package``'s shipped ``name.toml``, or a ConfigError listing the known names."""
+    names = shipped_names(package)
+    if name not in names:
+        raise ConfigError(f"--preset {name!r} is unknown; presets: {', '.join(names)}")
+    return resources.files(package).joinpath(f"{name}.toml").read_text()
+
+
 def presets() -> list[str]:
     """Names of the run presets shipped in :mod:`coevo.run_presets`."""
-    folder = resources.files("coevo.run_presets")
-    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+    return shipped_names("coevo.run_presets")
 
 
 def preset_text(name: str) -> str:
     """The TOML text of a shipped run preset, or a ConfigError listing the known ones."""
-    if name not in presets():
-        raise ConfigError(f"--preset {name!r} is unknown; presets: {', '.join(presets())}")
-    return resources.files("coevo.run_presets").joinpath(f"{name}.toml").read_text()
+    return shipped_text("coevo.run_presets", name)
 
 
 def _toml_table(text: str, where: str) -> dict[str, Any]:
