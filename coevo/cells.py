@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from coevo import batched, cpu_kernels
-from coevo.config import Config
+from coevo.config import Config, PruneConfig
 from coevo.errors import OperatorError, UserError
-from coevo.genome import Decoder, Encoder
+from coevo.genome import Decoder, Encoder, Layout
 from coevo.measures import stack_kept_fractions
 from coevo.population import Stack
-from coevo.operators.base import PruneContext
+from coevo.operators.base import LayerGradients, PruneContext
 from coevo.registry import GlobalRandomWatch
 
 # purposes of the derived random streams
@@ -126,23 +126,82 @@ def _reset_weights(enc: Stack, dec: Stack, i: int, fraction: float, rng: np.rand
             field[i].masked_fill_(draw, 0.0)
 
 
-def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,
-                 mutate: Callable[..., Any], operator_name: str, cases_rng: np.random.Generator,
-                 amount: float) -> None:
-    """Prune row i's encoder and decoder with the operator; activations are recorded on demand."""
-    settings = shared.config.prune
+def pair_gradients(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
+                   enc_mask: torch.Tensor, dec_mask: torch.Tensor, x: torch.Tensor,
+                   loss: str) -> dict[str, list[LayerGradients]]:
+    """Gradients of one pair's reconstruction loss (``loss``, mean over rows and features) on the
+    rows ``x`` (cases x D), masks applied: per layer of each network, dL/dW and dL/db of the masked
+    weights, dL/dc of a unit gate on each neuron's pre-activation, and L. One autograd pass, in
+    float64 on the rows' device; ``params`` and ``mask`` are one network's flat rows."""
+    x = x.detach().to(torch.float64)
+    leaves: list[list[torch.Tensor]] = []
+
+    def run(layout: Layout, params: torch.Tensor, mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        flat = params.detach().to(device=h.device, dtype=torch.float64) * mask.to(h.device)
+        for spec, (w, b) in zip(layout.layers, layout.split(flat)):
+            w, b = w.clone().requires_grad_(), b.clone().requires_grad_()
+            gate = torch.ones(spec.fan_out, dtype=torch.float64, device=h.device, requires_grad=True)
+            z = (h @ w.T + b) * gate
+            h = torch.relu(z) if spec.activation == "relu" else torch.sigmoid(z)
+            leaves.append([w, b, gate])
+        return h
+
+    with torch.enable_grad():
+        out = run(dec_layout, dec_params, dec_mask, run(enc_layout, enc_params, enc_mask, x))
+        value = batched.reconstruction_loss(out, x, loss)
+        grads = torch.autograd.grad(value, [t for leaf in leaves for t in leaf])
+    value = float(value.detach())
+
+    def frozen(t: torch.Tensor) -> np.ndarray:
+        a = t.detach().cpu().numpy()
+        a.flags.writeable = False
+        return a
+
+    per_layer = [LayerGradients(frozen(gw), frozen(gb), frozen(gc), value)
+                 for gw, gb, gc in zip(grads[0::3], grads[1::3], grads[2::3])]
+    n_enc = len(enc_layout.layers)
+    return {"encoder": per_layer[:n_enc], "decoder": per_layer[n_enc:]}
+
+
+def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: PruneConfig, loss: str,
+                 cases: Callable[[], torch.Tensor]) -> PruneContext:
+    """The :class:`PruneContext` of pair ``i``: activations and gradients on the rows ``cases()``
+    returns (called at most once, when an operator first asks for either), from the pair as it
+    is when first asked."""
+    rows: list[torch.Tensor] = []
+
+    def x() -> torch.Tensor:
+        if not rows:
+            rows.append(cases())
+        return rows[0]
 
     def record() -> dict[str, list[np.ndarray]]:
-        n_rows = shared.train.shape[0]
-        rows = cases_rng.choice(n_rows, size=min(settings.cases, n_rows), replace=False)
-        x = shared.train[torch.as_tensor(rows, device=shared.train.device)]
         with torch.no_grad():
-            enc_acts = batched.forward(enc.layout, enc.params[i], x)
+            enc_acts = batched.forward(enc.layout, enc.params[i], x())
             dec_acts = batched.forward(dec.layout, dec.params[i], enc_acts[-1])
         return {"encoder": [a.cpu().numpy() for a in enc_acts[1:]],
                 "decoder": [a.cpu().numpy() for a in dec_acts[1:]]}
 
-    context = PruneContext(generation, settings, record)
+    def record_gradients() -> dict[str, list[LayerGradients]]:
+        return pair_gradients(enc.layout, dec.layout, enc.params[i], dec.params[i], enc.mask[i], dec.mask[i],
+                              x(), loss)
+
+    return PruneContext(generation, settings, record, record_gradients=record_gradients)
+
+
+def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,
+                 mutate: Callable[..., Any], operator_name: str, cases_rng: np.random.Generator,
+                 amount: float) -> None:
+    """Prune row i's encoder and decoder with the operator; activations and gradients are
+    recorded on demand."""
+    settings = shared.config.prune
+
+    def cases() -> torch.Tensor:
+        n_rows = shared.train.shape[0]
+        rows = cases_rng.choice(n_rows, size=min(settings.cases, n_rows), replace=False)
+        return shared.train[torch.as_tensor(rows, device=shared.train.device)]
+
+    context = pair_context(enc, dec, i, generation, settings, shared.config.model.loss, cases)
     watch = GlobalRandomWatch()
     for cls, stack in ((Encoder, enc), (Decoder, dec)):
         net = stack.network(i, cls)

@@ -13,6 +13,12 @@ is the only source: coevo checks python's, numpy's and torch's global generators
 call). coevo zeroes the pruned weights and their optimizer moments afterwards. Operators are in
 place: they mutate the network they are given.
 
+Besides the weights, an operator may read ``context.activations(net)`` (each layer's outputs on
+``prune.cases`` training rows) and ``context.gradients(net)`` (each layer's :class:`LayerGradients`
+of the pair's loss on the same rows); both are computed on first use only. The one weight edit it
+may make is :meth:`coevo.genome.Network.fold_neuron`, which removes a neuron and adds its outgoing
+weights to another neuron's (data-free merging); coevo writes back exactly the entries it touched.
+
 Its own settings are keyword parameters with defaults, after the four the contract passes (a
 class takes them in its constructor instead): ``[prune.params]`` in TOML or ``--set
 prune.params.my_setting=0.7``, checked against the signature before a run starts.
@@ -31,16 +37,46 @@ from coevo.genome import Layer, Network
 from coevo.registry import Registry
 
 
+@dataclass(frozen=True)
+class LayerGradients:
+    """Gradients of the pair's loss L for one layer of one network, on ``prune.cases`` training rows.
+
+    L is the pair's reconstruction loss (``model.loss``, the mean over rows and features) of the
+    pair as it was before this mutation, masks applied. ``weight`` (out x in) and ``bias`` (out,)
+    are dL/dW and dL/db with respect to the masked (effective) weights: a pruned entry gets the
+    gradient it would have at zero. ``gate`` (out,) is dL/dc_j for a unit gate c_j multiplying
+    neuron j's pre-activation z_j, which is sum over the cases of delta_nj * z_nj (delta = dL/dz),
+    SNAP-it's node saliency before dividing by L. ``loss`` is L itself. Arrays are float64 and
+    read-only.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    gate: np.ndarray
+    loss: float
+
+
+def _no_gradients() -> dict[str, list[LayerGradients]]:
+    raise RuntimeError("this PruneContext has no gradient recorder; build it with "
+                       "PruneContext(generation, settings, record, record_gradients=...)")
+
+
 @dataclass
 class PruneContext:
     """What an operator may look at besides the network: the generation, the ``[prune]`` settings
     (its own parameters arrive as keyword arguments instead), and (lazily, only if asked) the
-    layer activations of the pair on ``settings.cases`` training rows."""
+    layer activations and the loss gradients of the pair on ``settings.cases`` training rows.
+
+    ``record`` and ``record_gradients`` are the recorders coevo passes: each returns a dict from a
+    network's role ("encoder", "decoder") to one entry per layer, and each runs at most once.
+    """
 
     generation: int
     settings: PruneConfig
     record: Callable[[], dict[str, list[np.ndarray]]] = field(repr=False, default=lambda: {})
     _cache: dict[str, list[np.ndarray]] | None = field(default=None, repr=False)
+    record_gradients: Callable[[], dict[str, list[LayerGradients]]] = field(repr=False, default=_no_gradients)
+    _gradient_cache: dict[str, list[LayerGradients]] | None = field(default=None, repr=False)
 
     def activations(self, net: Network) -> list[np.ndarray]:
         """Per layer of ``net``, its outputs (cases x neurons) on ``settings.cases`` training rows.
@@ -54,6 +90,21 @@ class PruneContext:
         if role not in self._cache:
             raise KeyError(f"no activations recorded for a {role!r}; known: {sorted(self._cache)}")
         return self._cache[role]
+
+    def gradients(self, net: Network) -> list[LayerGradients]:
+        """Per layer of ``net``, the :class:`LayerGradients` of the pair's loss on the same
+        ``settings.cases`` training rows as :meth:`activations`.
+
+        One backward pass through the encoder and decoder of the pair as it was before this
+        mutation, computed on first use (from either network) and kept for the other; free for
+        operators that never ask.
+        """
+        if self._gradient_cache is None:
+            self._gradient_cache = self.record_gradients()
+        role = getattr(net, "role", "network")
+        if role not in self._gradient_cache:
+            raise KeyError(f"no gradients recorded for a {role!r}; known: {sorted(self._gradient_cache)}")
+        return self._gradient_cache[role]
 
 
 class PruneOperator(Protocol):
