@@ -158,6 +158,53 @@ class Network:
     def __init__(self, layers: list[Layer], cell: int = -1) -> None:
         self.layers = layers
         self.cell = cell
+        self.weight_edits: dict[int, np.ndarray] = {}
+        """Layer index -> bool (out x in): the weight entries :meth:`fold_neuron` changed."""
+
+    def fold_neuron(self, layer_index: int, source: int, into: int) -> None:
+        """Merge neuron ``source`` of layer ``layer_index`` into neuron ``into`` of the same layer
+        (Srinivas and Babu, BMVC 2015): the one weight edit the operator contract allows.
+
+        ``source`` is removed (its incoming weights and bias are masked) and its outgoing weights,
+        column ``source`` of layer ``layer_index + 1``, are added to ``into``'s outgoing column,
+        entry by entry, where both entries are alive. Masks never revive: where ``into``'s
+        outgoing entry is pruned, ``source``'s contribution through it is lost (merge's saliency
+        counts it). ``source``'s outgoing column itself is left as it is: it only ever multiplies
+        the constant 0 the removed neuron now outputs.
+
+        The edit is recorded in :attr:`weight_edits`, and :meth:`coevo.population.Stack.store_masks`
+        writes back exactly those entries (with the masks); every other weight stays read-only.
+        The outgoing weights of the layer must live in this network, so the last layer (the
+        encoder's latent layer, the decoder's output units) cannot be folded; nor may a fold cut
+        an input unit of the autoencoder off (its last alive weight). Raises ``ValueError``.
+        """
+        n_layers = len(self.layers)
+        if not 0 <= layer_index < n_layers - 1:
+            raise ValueError(f"fold_neuron: layer {layer_index} of a {n_layers}-layer {self.role} has no next layer "
+                             f"in this network to take its outgoing weights (layers 0..{n_layers - 2} can fold)")
+        layer, nxt = self.layers[layer_index], self.layers[layer_index + 1]
+        width = layer.weight_mask.shape[0]
+        if not (0 <= source < width and 0 <= into < width) or source == into:
+            raise ValueError(f"fold_neuron: source {source} and into {into} must be two neurons of layer "
+                             f"{layer_index} (0..{width - 1})")
+        alive = layer.alive_neurons()
+        if not (alive[source] and alive[into]):
+            raise ValueError(f"fold_neuron: neurons {source} and {into} of layer {layer_index} must both be alive")
+        if layer.input_units:
+            others = np.delete(layer.weight_mask, source, axis=0).any(axis=0)
+            lost = np.flatnonzero(layer.weight_mask[source] & ~others)
+            if lost.size:
+                raise ValueError(f"fold_neuron: neuron {source} holds input unit {int(lost[0])}'s last alive weight")
+        layer.weight_mask[source] = False
+        layer.bias_mask[source] = False
+        live = nxt.weight_mask[:, into].copy()
+        moved = np.where(live & nxt.weight_mask[:, source], nxt.weight[:, source], 0).astype(nxt.weight.dtype)
+        weight = np.array(nxt.weight, copy=True)
+        weight[:, into] += moved
+        weight.flags.writeable = nxt.weight.flags.writeable
+        nxt.weight = weight
+        touched = self.weight_edits.setdefault(layer_index + 1, np.zeros(weight.shape, dtype=bool))
+        touched[:, into] |= live
 
     def kept_fraction(self) -> float:
         """Alive entries / all entries, counted from the masks."""

@@ -113,7 +113,10 @@ class Stack:
         return cls(layers, cell=k)
 
     def store_masks(self, k: int, net: Network, operator: str) -> None:
-        """Write an operator's masks back after checking the contract; errors name the operator."""
+        """Write an operator's masks back after checking the contract; errors name the operator.
+
+        If the operator folded neurons (:meth:`Network.fold_neuron`), the weight entries the folds
+        touched are written back too, after checking that no other weight or bias changed."""
         layout = self.layout
         if not isinstance(net, Network) or len(net.layers) != len(layout.layers):
             raise OperatorError(f"pruning operator {operator!r} must return the network it was given "
@@ -139,4 +142,24 @@ class Stack:
                 raise OperatorError(f"pruning operator {operator!r} removed a unit of the autoencoder in layer {i} "
                                     f"of the {net.role}: {cut}; spare one entry per unit "
                                     f"(coevo.operators.sparing_units does it)")
+        edits = getattr(net, "weight_edits", None)
+        params = self._folded_params(k, net, edits, operator) if edits else None
         self.mask[k] = torch.as_tensor(new, device=self.mask.device)
+        if params is not None:
+            self.params[k] = torch.as_tensor(params, device=self.params.device)
+
+    def _folded_params(self, k: int, net: Network, edits: dict[int, np.ndarray], operator: str) -> np.ndarray:
+        """Network ``k``'s parameter row with the entries ``edits`` marks taken from ``net``; any
+        other difference between ``net``'s weights and the stored ones is an error."""
+        params = self.params[k].detach().cpu().numpy().copy()
+        for i, (layer, (w, b)) in enumerate(zip(net.layers, self.layout.split(params))):
+            touched = edits.get(i, np.zeros(w.shape, dtype=bool))
+            got_w, got_b = np.asarray(layer.weight), np.asarray(layer.bias)
+            if got_w.shape != w.shape or got_b.shape != b.shape or touched.shape != w.shape:
+                raise OperatorError(f"pruning operator {operator!r} changed the shape of layer {i}'s weights")
+            changed = (got_w != w) & ~(np.isnan(got_w) & np.isnan(w))
+            if np.any(changed & ~touched) or np.any((got_b != b) & ~(np.isnan(got_b) & np.isnan(b))):
+                raise OperatorError(f"pruning operator {operator!r} changed weights of layer {i} that no "
+                                    f"Network.fold_neuron touched; weights are read-only otherwise")
+            w[touched] = got_w[touched]
+        return params
