@@ -14,7 +14,7 @@ import numpy as np
 
 from coevo.cells import CellData, vary_cells
 from coevo.checkpoint import RunState
-from coevo.evolve import make_toolbox, measure, prune_probability, record
+from coevo.evolve import make_toolbox, measure, prune_step, record
 from coevo.observers import Observer
 from coevo.problem import Problem
 
@@ -41,7 +41,7 @@ def train_canonical(problem: Problem, observers: Sequence[Observer] = (), state:
         if cfg.train.lr_decay:
             state.lr = np.array([step_lr(cfg.train.learning_rate, epoch, cfg.run.generations)])
         # train one epoch, then prune with probability p_sched(t) (sub-population size 1)
-        p = prune_probability(cfg, epoch, 1)
+        p = prune_step(cfg, epoch, 1)
         variation = vary_cells(state.encoders, state.decoders, parents, parents, cells, state.lr, p, epoch,
                                shared, toolbox.mutate, cfg.prune.operator)
         state.encoders, state.decoders = variation.encoders, variation.decoders
@@ -49,7 +49,7 @@ def train_canonical(problem: Problem, observers: Sequence[Observer] = (), state:
         m = measure(problem, state.encoders, state.decoders, variation.train_loss)
         seconds = time.perf_counter() - t0
         state.wall_seconds += seconds
-        row = record(epoch, m, state, seconds, p, int(variation.pruned.sum()))
+        row = record(epoch, m, state, seconds, p.probability, int(variation.pruned.sum()))
         for obs in observers:
             obs.on_generation(row, state)
     return state

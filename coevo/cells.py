@@ -22,6 +22,7 @@ from coevo.measures import stack_kept_fractions
 from coevo.population import Stack
 from coevo.operators.base import LayerGradients, PruneContext
 from coevo.registry import GlobalRandomWatch
+from coevo.schedules import Pruning
 
 # purposes of the derived random streams
 EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET = 1, 2, 3, 4, 5, 6, 7
@@ -77,10 +78,11 @@ class Variation:
 
 
 def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, cells: np.ndarray,
-               lr: np.ndarray, prune_probability: float, generation: int, shared: CellData,
+               lr: np.ndarray, prune_probability: float | Pruning, generation: int, shared: CellData,
                mutate: Callable[..., Any], operator_name: str) -> Variation:
     """Train a copy of each cell's selected pair for one pass over the data, then prune it with
-    the given probability. Cell ``cells[i]`` selected the encoder of cell ``enc_parents[i]`` and
+    the given probability (a :class:`~coevo.schedules.Pruning` also sets the amount, in place of
+    ``prune.amount``). Cell ``cells[i]`` selected the encoder of cell ``enc_parents[i]`` and
     the decoder of cell ``dec_parents[i]`` (the same cell unless ``selection.pairing`` is
     ``"independent"``)."""
     cfg = shared.config
@@ -92,13 +94,15 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
                                          cfg.train.fresh_optimizer_each_batch, cfg.train.bce_weight)
     pruned = np.zeros(len(cells), dtype=bool)
     settings = cfg.prune
+    step = Pruning.of(prune_probability)
+    prune_probability = step.probability
     if prune_probability > 0 and operator_name != "none":
         kept = stack_kept_fractions(new_enc, new_dec).kept if settings.target_kept > 0 else None
         for i, k in enumerate(cells):
             rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
             if rng.random() >= prune_probability:
                 continue
-            amount = settings.amount
+            amount = settings.amount if step.amount is None else step.amount
             if kept is not None:  # at the target: no more; near it: only what reaches it
                 if kept[i] <= settings.target_kept:
                     continue

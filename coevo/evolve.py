@@ -54,12 +54,21 @@ def prune_probability(config: Config, generation: int, subpopulation: int) -> fl
     """p_sched(t) of the configured schedule with its ``prune.schedule_params``, checked to be a
     probability, and computed without touching a global random generator (a schedule is a pure
     function of its arguments)."""
+    return prune_step(config, generation, subpopulation).probability
+
+
+def prune_step(config: Config, generation: int, subpopulation: int) -> schedules.Pruning:
+    """The configured schedule's :class:`~coevo.schedules.Pruning` at ``generation``: its
+    probability, checked, and the amount it sets (``None``: ``prune.amount``), checked to be in
+    [0, 1]. What the engines pass to :func:`coevo.cells.vary_cells`."""
     name = config.prune.schedule
     schedule, params = schedules.registry.resolve(name, config.prune.schedule_params)
     last = config.run.generations - 1
     watch = GlobalRandomWatch()
     try:
-        p = float(schedule(generation, last, config.prune.probability, subpopulation, **params))
+        step = schedules.Pruning.of(schedule(generation, last, config.prune.probability, subpopulation, **params))
+        p = float(step.probability)
+        amount = None if step.amount is None else float(step.amount)
     except UserError:
         raise
     except Exception as exc:
@@ -68,7 +77,10 @@ def prune_probability(config: Config, generation: int, subpopulation: int) -> fl
     if not 0.0 <= p <= 1.0:
         raise OperatorError(f"pruning schedule {name!r} returned {p!r} at generation "
                             f"{generation}; a schedule must return a probability in [0, 1]")
-    return p
+    if amount is not None and not 0.0 <= amount <= 1.0:
+        raise OperatorError(f"pruning schedule {name!r} returned the amount {amount!r} at generation "
+                            f"{generation}; an amount is a fraction in [0, 1]")
+    return schedules.Pruning(p, amount)
 
 
 def solution_concept(losses: np.ndarray, concept: str) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +190,7 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
     try:
         for gen in range(state.generation, cfg.run.generations):
             t0 = time.perf_counter()
-            p = prune_probability(cfg, gen, s)
+            p = prune_step(cfg, gen, s)
             # DEAP's tournament draws from python's random: seeded per generation
             random.seed(f"{cfg.run.seed}:{gen}")
             generation = asynchronous_generation if cfg.run.update == "asynchronous" else synchronous_generation
@@ -192,7 +204,8 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
             m = measure(problem, state.encoders, state.decoders, train_loss)
             seconds = time.perf_counter() - t0
             state.wall_seconds += seconds
-            row = record(gen, m, state, seconds, p, int(pruned.sum()), {"selection_loss_best": selection_loss})
+            row = record(gen, m, state, seconds, p.probability, int(pruned.sum()),
+                         {"selection_loss_best": selection_loss})
             for obs in observers:
                 obs.on_generation(row, state)
     finally:
@@ -201,7 +214,7 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
 
 
 def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engine, toolbox: base.Toolbox,
-                           cfg: Config, gen: int, p: float) -> tuple[float, np.ndarray, np.ndarray]:
+                           cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray]:
     """Every cell reads the previous generation's centres, so the engine runs them all at once.
     Replaces the state's centres; returns the best centre's selection loss, each cell's training
     loss and whether it was pruned."""
@@ -220,7 +233,7 @@ def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engi
 
 
 def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: LocalEngine, toolbox: base.Toolbox,
-                            cfg: Config, gen: int, p: float) -> tuple[float, np.ndarray, np.ndarray]:
+                            cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray]:
     """The reference's order: one cell at a time, in an order shuffled each generation, each
     reading its neighbours' latest centres, so a good pair can cross the grid in one generation.
     Same phases and the same per-cell random streams as :func:`synchronous_generation`."""

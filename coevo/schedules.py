@@ -1,7 +1,9 @@
 """Pruning schedules: pure functions p_sched(t, T, p, s, **params) -> probability.
 
 t is the 0-based generation, T the last generation index, p the configured probability and
-s the sub-population size. A schedule's own settings are keyword parameters with defaults
+s the sub-population size. A schedule may instead return :class:`Pruning` (a probability and
+this generation's ``amount``, which then replaces ``prune.amount``): ``geometric`` does, to follow
+SNIP-it's cumulative sparsity steps. A schedule's own settings are keyword parameters with defaults
 (``exponential``'s ``k``, ``final_n``'s ``fraction``), set in ``[prune.schedule_params]`` and
 checked against its signature before a run starts. Register your own with
 ``@schedules.register("name")`` or name it by import path
@@ -11,13 +13,30 @@ checked against its signature before a run starts. Register your own with
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from coevo.registry import Registry
 
 
+@dataclass(frozen=True)
+class Pruning:
+    """What a schedule may return instead of a bare probability: the probability of pruning a
+    pair this generation, and the fraction ``amount`` each mutation then prunes (``None``: the
+    configured ``prune.amount``). ``prune.target_kept`` still caps the amount, as it caps
+    ``prune.amount``."""
+
+    probability: float
+    amount: float | None = None
+
+    @staticmethod
+    def of(value: "float | Pruning") -> "Pruning":
+        """A schedule's return value as a :class:`Pruning` (a bare float is the probability)."""
+        return value if isinstance(value, Pruning) else Pruning(float(value))
+
+
 class Schedule(Protocol):
-    def __call__(self, t: int, T: int, p: float, s: int, **params: Any) -> float: ...
+    def __call__(self, t: int, T: int, p: float, s: int, **params: Any) -> float | Pruning: ...
 
 
 registry: Registry[Schedule] = Registry("schedule", "prune.schedule", "coevo.schedules",
@@ -73,3 +92,37 @@ def final_n(t: int, T: int, p: float, s: int, *, fraction: float = 0.25) -> floa
 def prune_after(t: int, T: int, p: float, s: int) -> float:
     """p only at the last generation (t = T)."""
     return p if t == T else 0.0
+
+
+def geometric_targets(target: float, steps: int) -> list[float]:
+    """SNIP-it's cumulative sparsities k_i = target - (target - 0.5) * 0.5 ** i for the first
+    ``steps - 1`` steps, then ``target`` itself. For 0.98 and 7 steps: 0.5, 0.74, 0.86, 0.92,
+    0.95, 0.965, 0.98."""
+    return [target - (target - 0.5) * 0.5**i for i in range(steps - 1)] + [target]
+
+
+def geometric_generations(T: int, steps: int, delay: float) -> list[int]:
+    """The generation of each step: evenly spaced over the generations after the first ``delay``
+    fraction of the run (0..T), the first at the start of that span and the last one spacing
+    before its end, so every step is followed by training."""
+    n = T + 1
+    start = math.floor(delay * n)
+    return [start + (i * (n - start)) // steps for i in range(steps)]
+
+
+@register("geometric")
+def geometric(t: int, T: int, p: float, s: int, *, target: float = 0.98, steps: int = 7,
+              delay: float = 0.0) -> float | Pruning:
+    """SNIP-it's steps to sparsity `target`: p at `steps` evenly spaced generations, with the amount of each step."""
+    if not 0.5 <= target < 1.0:
+        raise ValueError(f"prune.schedule_params.target is the final sparsity: it must be in [0.5, 1), got {target}")
+    if steps < 1:
+        raise ValueError(f"prune.schedule_params.steps must be >= 1, got {steps}")
+    if not 0.0 <= delay < 1.0:
+        raise ValueError(f"prune.schedule_params.delay must be in [0, 1), got {delay}")
+    here = [i for i, g in enumerate(geometric_generations(T, steps, delay)) if g == t]
+    if not here:
+        return 0.0
+    k = geometric_targets(target, steps)
+    before = k[here[0] - 1] if here[0] > 0 else 0.0
+    return Pruning(p, (k[here[-1]] - before) / (1.0 - before))

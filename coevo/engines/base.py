@@ -9,6 +9,7 @@ import torch
 
 from coevo.cells import CellData, Variation
 from coevo.population import Stack
+from coevo.schedules import Pruning
 
 
 class Engine(Protocol):
@@ -19,7 +20,7 @@ class Engine(Protocol):
         """Loss matrices (cells, s, s) of every cell's sub-population."""
 
     def vary(self, enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, lr: np.ndarray,
-             prune_probability: float, generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
+             prune_probability: float | Pruning, generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
         """Trained (maybe pruned) new centres of every cell, in cell order: cell k trains the
         encoder of cell ``enc_parents[k]`` with the decoder of cell ``dec_parents[k]``."""
 

@@ -9,6 +9,7 @@ import torch
 
 from coevo.cells import CellData, Variation, evaluate_cells, vary_cells
 from coevo.population import Stack
+from coevo.schedules import Pruning
 
 
 class LocalEngine:
@@ -23,7 +24,7 @@ class LocalEngine:
         return evaluate_cells(enc, dec, self.neighbours, cells, generation, self.shared)
 
     def vary(self, enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, lr: np.ndarray,
-             prune_probability: float, generation: int, mutate: Callable[..., Any], operator_name: str,
+             prune_probability: float | Pruning, generation: int, mutate: Callable[..., Any], operator_name: str,
              cells: np.ndarray | None = None) -> Variation:
         """New centres of every cell, or only of ``cells`` (the parents and ``lr`` then match them)."""
         cells = self.cells if cells is None else cells

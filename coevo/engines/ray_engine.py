@@ -33,6 +33,7 @@ from coevo.config import Config
 from coevo.errors import UserError
 from coevo.genome import Layout
 from coevo.population import FIELDS, Stack
+from coevo.schedules import Pruning
 
 BUILTIN_PACKAGES = ("coevo", "operators")
 TIMEOUT_S = 3600.0  # default bound on one generation's wait for the workers (tests lower it)
@@ -89,7 +90,7 @@ class ShardWorker:
         return losses.cpu().numpy()
 
     def vary(self, train: list, enc_layout: Layout, dec_layout: Layout, enc: dict, dec: dict,
-             enc_parents: np.ndarray, dec_parents: np.ndarray, lr: np.ndarray, prune_probability: float,
+             enc_parents: np.ndarray, dec_parents: np.ndarray, lr: np.ndarray, prune_probability: float | Pruning,
              generation: int, mutate: Callable[..., Any], operator_name: str) -> dict:
         """New centres of the shard's cells; ``enc_parents`` index the shipped encoders and
         ``dec_parents`` the shipped decoders."""
@@ -196,7 +197,7 @@ class RayEngine:
         return torch.as_tensor(np.concatenate(self._gather(calls)), device=self.device)
 
     def vary(self, enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, lr: np.ndarray,
-             prune_probability: float, generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
+             prune_probability: float | Pruning, generation: int, mutate: Callable[..., Any], operator_name: str) -> Variation:
         mutate_ref = self._put_mutate(mutate, operator_name)
         calls = []
         for actor, shard in zip(self.actors, self.shards):
