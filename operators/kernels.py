@@ -224,3 +224,36 @@ def conjunctive_prune_layer(weight_mask, bias_mask, acts, order, threshold, amou
         weight_mask[j, :] = False
         bias_mask[j] = False
     return n
+
+
+def select_lowest(scores: np.ndarray, groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the ``n`` lowest ``scores``, ties broken uniformly at random with ``rng``, never
+    taking the best (highest-ranked) entry of a group: each group keeps at least one entry. Fewer
+    than ``n`` come back only when the groups' best entries are all that is left.
+
+    Plain numpy (not jitted): an ``argpartition`` finds the n + groups lowest candidates in
+    O(entries), and only those (with every entry tied at the boundary) are sorted; the random tie
+    keys are drawn for the candidates only. SNIP and SNAP rank with it.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    groups = np.asarray(groups, dtype=np.int64)
+    m = scores.size
+    n = int(min(max(n, 0), m))
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    totals = np.bincount(groups)
+    kk = n + int((totals > 0).sum())  # each group blocks at most one candidate
+    if kk < m:
+        bound = np.partition(scores, kk)[kk]
+        cand = np.flatnonzero(scores <= bound)
+    else:
+        cand = np.arange(m)
+    order = cand[np.lexsort((rng.random(cand.size), scores[cand]))]
+    g = groups[order]
+    # a group wholly among the candidates: its last (best) candidate is kept
+    whole = np.bincount(g, minlength=totals.size) == totals
+    last = np.zeros(order.size, dtype=bool)
+    rev_first = np.unique(g[::-1], return_index=True)
+    last[order.size - 1 - rev_first[1]] = True
+    blocked = last & whole[g]
+    return order[~blocked][:n]
