@@ -7,7 +7,7 @@ pass shared by the encoder and the decoder.
 
 Every alive weight and bias of the network is scored |g * w| / L (g its gradient, w its value);
 the ``amount`` fraction of the network's alive entries with the lowest scores (stochastically
-rounded, as RANDOM) is pruned, ranked together across all layers as SNIP-it's global ranking
+rounded; spared entries count as alive) is pruned, ranked together across all layers as SNIP-it's global ranking
 does; ties are broken at random with ``rng``. Unlike the paper, where each step recomputes the
 gradients and ANDs a fresh top-k mask with the old one, pruned entries here simply stay pruned
 and only alive entries are ranked, which is the same once the mask is persistent.
@@ -46,6 +46,9 @@ def snip_scores(net: Network, grads: list[LayerGradients]) -> list[tuple[np.ndar
 def snip_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
     """SNIP-it: prune the fraction `amount` of alive entries with the lowest |dL/dw * w| / L, globally."""
     scores = snip_scores(net, context.gradients(net))
+    # the fraction of all alive entries, spared ones included: the sparsity steps of SNIP-it's
+    # schedule (coevo's geometric) then land where they should
+    n = stochastic_count(float(amount), sum(layer.alive for layer in net.layers), rng)
     with ExitStack() as spare:
         for layer in net.layers:
             spare.enter_context(sparing_units(layer, rng))
@@ -56,7 +59,6 @@ def snip_prune(net: Network, amount: float, rng: np.random.Generator, context: P
             groups.append(np.full(alive.size, i))
             where.append(alive)
         flat_all, groups_all, where_all = np.concatenate(flat), np.concatenate(groups), np.concatenate(where)
-        n = stochastic_count(float(amount), flat_all.size, rng)
         chosen = select_lowest(flat_all, groups_all, n, rng)
         for i, layer in enumerate(net.layers):
             idx = where_all[chosen[groups_all[chosen] == i]]
