@@ -226,34 +226,64 @@ def conjunctive_prune_layer(weight_mask, bias_mask, acts, order, threshold, amou
     return n
 
 
-def select_lowest(scores: np.ndarray, groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the ``n`` lowest ``scores``, ties broken uniformly at random with ``rng``, never
-    taking the best (highest-ranked) entry of a group: each group keeps at least one entry. Fewer
-    than ``n`` come back only when the groups' best entries are all that is left.
 
-    Plain numpy (not jitted): an ``argpartition`` finds the n + groups lowest candidates in
-    O(entries), and only those (with every entry tied at the boundary) are sorted; the random tie
-    keys are drawn for the candidates only. SNIP and SNAP rank with it.
+@numba.njit(cache=True)
+def select_lowest(scores, groups, n, rng):  # pragma: no cover - jitted
+    """Indices of the ``n`` lowest ``scores`` (float64), ties broken uniformly at random with
+    ``rng``, never taking the best (highest-ranked) entry of a group (``groups``: int64 ids from 0):
+    each group keeps at least one entry. Fewer than ``n`` come back only when the groups' best
+    entries are all that is left. SNIP and SNAP rank with it.
+
+    A partition finds the n + groups lowest candidates in O(entries) (each group blocks at most
+    one); only those, with every entry tied at the boundary, get a random key and are sorted: by
+    the key, then stably by score.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    groups = np.asarray(groups, dtype=np.int64)
     m = scores.size
-    n = int(min(max(n, 0), m))
+    n = min(max(n, 0), m)
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    totals = np.bincount(groups)
-    kk = n + int((totals > 0).sum())  # each group blocks at most one candidate
+    n_groups = 0
+    for k in range(m):
+        n_groups = max(n_groups, groups[k] + 1)
+    totals = np.zeros(n_groups, dtype=np.int64)
+    for k in range(m):
+        totals[groups[k]] += 1
+    used = 0
+    for g in range(n_groups):
+        if totals[g] > 0:
+            used += 1
+    kk = n + used
+    bound = np.inf
     if kk < m:
         bound = np.partition(scores, kk)[kk]
-        cand = np.flatnonzero(scores <= bound)
-    else:
-        cand = np.arange(m)
-    order = cand[np.lexsort((rng.random(cand.size), scores[cand]))]
-    g = groups[order]
-    # a group wholly among the candidates: its last (best) candidate is kept
-    whole = np.bincount(g, minlength=totals.size) == totals
-    last = np.zeros(order.size, dtype=bool)
-    rev_first = np.unique(g[::-1], return_index=True)
-    last[order.size - 1 - rev_first[1]] = True
-    blocked = last & whole[g]
-    return order[~blocked][:n]
+    c = 0
+    for k in range(m):
+        if scores[k] <= bound:
+            c += 1
+    cand = np.empty(c, dtype=np.int64)
+    c = 0
+    for k in range(m):
+        if scores[k] <= bound:
+            cand[c] = k
+            c += 1
+    keys = np.empty(c, dtype=np.float64)
+    for k in range(c):
+        keys[k] = rng.random()
+    shuffled = cand[np.argsort(keys)]
+    order = shuffled[np.argsort(scores[shuffled], kind="mergesort")]
+    seen = np.zeros(n_groups, dtype=np.int64)
+    for k in range(c):
+        seen[groups[order[k]]] += 1
+    chosen = np.empty(n, dtype=np.int64)
+    left = seen.copy()
+    t = 0
+    for k in range(c):
+        if t == n:
+            break
+        g = groups[order[k]]
+        left[g] -= 1
+        if left[g] == 0 and seen[g] == totals[g]:
+            continue  # the group's best entry, and every entry of the group is a candidate: kept
+        chosen[t] = order[k]
+        t += 1
+    return chosen[:t]

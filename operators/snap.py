@@ -47,7 +47,7 @@ def snap_prune(net: Network, amount: float, rng: np.random.Generator, context: P
     groups = np.concatenate([np.full(a.size, k) for k, a in enumerate(alive)])
     neurons = np.concatenate(alive)
     n = stochastic_count(float(amount), flat.size, rng)
-    chosen = select_lowest(flat, groups, n, rng)
+    chosen = select_lowest(np.ascontiguousarray(flat, dtype=np.float64), groups.astype(np.int64), n, rng)
     with ExitStack() as spare:
         for k, i in enumerate(layers):
             layer = spare.enter_context(sparing_units(net.layers[i], rng))

@@ -59,7 +59,7 @@ def snip_prune(net: Network, amount: float, rng: np.random.Generator, context: P
             groups.append(np.full(alive.size, i))
             where.append(alive)
         flat_all, groups_all, where_all = np.concatenate(flat), np.concatenate(groups), np.concatenate(where)
-        chosen = select_lowest(flat_all, groups_all, n, rng)
+        chosen = select_lowest(np.ascontiguousarray(flat_all, dtype=np.float64), groups_all.astype(np.int64), n, rng)
         for i, layer in enumerate(net.layers):
             idx = where_all[chosen[groups_all[chosen] == i]]
             size = layer.weight_mask.size

@@ -408,3 +408,39 @@ def test_runs_with_each_operator_keep_pruned_weights_zero(tmp_path, name, mode):
 
     runner.start(cfg, out=tmp_path / "run", quiet=True, observers=[ZeroCheck()])
     assert len(seen) == 4 and seen[-1] < seen[0] < 1.0
+
+
+# ---------------------------------------------------------------- the README's gradient operator
+
+def test_the_readme_gradient_operator_runs(tmp_path, monkeypatch):
+    """The complete example of README "Writing your own pruning operator" runs as shipped."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"```python\n(# file: my_taylor.py\n.*?)```", readme, re.S).group(1)
+    (tmp_path / "my_taylor.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = config.load(None, TINY + ["prune.operator=my_taylor:taylor", "prune.probability=1", "prune.amount=0.3",
+                                    "prune.params.normalise=false"])
+    kept = []
+
+    class Kept(Observer):
+        def on_generation(self, row, state):
+            kept.append(row["mask_kept_mean"])
+
+    runner.start(cfg, out=tmp_path / "run", quiet=True, observers=[Kept()])
+    assert kept[-1] < kept[0] < 1.0
+
+
+def test_select_lowest_keeps_each_groups_best_and_breaks_ties_at_random():
+    from coevo.operators.kernels import select_lowest
+
+    groups = np.array([0, 0, 1, 1], dtype=np.int64)
+    got = select_lowest(np.array([1.0, 2.0, 5.0, 6.0]), groups, 3, np.random.default_rng(0))
+    assert sorted(got) == [0, 2]  # each group keeps its best: only two can go
+    assert list(select_lowest(np.array([3.0, 1.0, 2.0, 0.5]), groups, 2, np.random.default_rng(0))) == [3, 1]
+    picks = {int(select_lowest(np.zeros(5), np.zeros(5, dtype=np.int64), 1, np.random.default_rng(s))[0])
+             for s in range(40)}
+    assert picks == set(range(5))
+    assert select_lowest(np.zeros(0), np.zeros(0, dtype=np.int64), 3, np.random.default_rng(0)).size == 0
