@@ -129,10 +129,13 @@ class PruneConfig:
     probability: float = 0.5
     """Configured prune probability p, shaped over time by the schedule."""
     amount: float = 0.1
-    """Fraction of the currently alive entries of each layer to prune."""
+    """Fraction of the currently alive entries of each layer to prune (of the whole network for
+    snip, of the alive neurons for snap and merge); a schedule that returns
+    ``schedules.Pruning`` (geometric) sets it per generation instead."""
     cases: int = 100
-    """Training rows recorded for ``context.activations`` (what VARIANCE and CONJUNCTIVE read).
-    A setting of the recorder, not of one operator: every operator that asks sees the same rows."""
+    """Training rows recorded for ``context.activations`` (what VARIANCE and CONJUNCTIVE read) and
+    ``context.gradients`` (what SNIP and SNAP read). A setting of the recorder, not of one
+    operator: every operator that asks sees the same rows."""
     params: dict[str, Any] = field(default_factory=dict)
     """The operator's own keyword parameters (TOML ``[prune.params]``, ``--set prune.params.NAME=...``),
     checked against its signature when the run is prepared; `coevo operators` lists them."""

@@ -234,9 +234,11 @@ def select_lowest(scores, groups, n, rng):  # pragma: no cover - jitted
     each group keeps at least one entry. Fewer than ``n`` come back only when the groups' best
     entries are all that is left. SNIP and SNAP rank with it.
 
-    A partition finds the n + groups lowest candidates in O(entries) (each group blocks at most
-    one); only those, with every entry tied at the boundary, get a random key and are sorted: by
-    the key, then stably by score.
+    Usually O(entries), no sort: a partition finds the n-th lowest score v; every entry below v is
+    taken and the rest drawn uniformly among the entries tied at v (partial Fisher-Yates). Only if
+    that would take a whole group does the slow path run: a partition to the n + groups lowest
+    candidates (each group blocks at most one), which get random keys and are sorted by key, then
+    stably by score. Both give the same law: the n lowest under a uniformly random tie order.
     """
     m = scores.size
     n = min(max(n, 0), m)
@@ -248,6 +250,16 @@ def select_lowest(scores, groups, n, rng):  # pragma: no cover - jitted
     totals = np.zeros(n_groups, dtype=np.int64)
     for k in range(m):
         totals[groups[k]] += 1
+    fast = _lowest_with_random_ties(scores, n, rng)
+    taken = np.zeros(n_groups, dtype=np.int64)
+    for k in range(fast.size):
+        taken[groups[fast[k]]] += 1
+    whole = False
+    for g in range(n_groups):
+        if totals[g] > 0 and taken[g] == totals[g]:
+            whole = True
+    if not whole:
+        return fast
     used = 0
     for g in range(n_groups):
         if totals[g] > 0:
@@ -287,3 +299,27 @@ def select_lowest(scores, groups, n, rng):  # pragma: no cover - jitted
         chosen[t] = order[k]
         t += 1
     return chosen[:t]
+
+
+@numba.njit(cache=True)
+def _lowest_with_random_ties(scores, n, rng):  # pragma: no cover - jitted
+    """The ``n`` (1 <= n <= entries) lowest ``scores``, those tied at the boundary drawn uniformly."""
+    m = scores.size
+    v = np.partition(scores, n - 1)[n - 1]
+    chosen = np.empty(n, dtype=np.int64)
+    tied = np.empty(m, dtype=np.int64)
+    b = 0
+    t = 0
+    for k in range(m):
+        if scores[k] < v:
+            chosen[b] = k
+            b += 1
+        elif scores[k] == v:
+            tied[t] = k
+            t += 1
+    r = min(n - b, t)  # fewer only if v is NaN (NaN scores are never chosen)
+    for i in range(r):  # partial Fisher-Yates: a uniform choice of n - b of the t tied
+        j = i + uniform_index(t - i, rng)
+        tied[i], tied[j] = tied[j], tied[i]
+        chosen[b + i] = tied[i]
+    return chosen[:b + r]
