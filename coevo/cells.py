@@ -191,8 +191,11 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: PruneConfig, loss: str,
                  cases: Callable[[], torch.Tensor]) -> PruneContext:
     """The :class:`PruneContext` of pair ``i``: activations and gradients on the rows ``cases()``
-    returns (called at most once, when an operator first asks for either), from the pair as it
-    is when first asked."""
+    returns (called at most once, when an operator first asks for either), of the pair as it is
+    now, before the mutation: its rows are copied here (a few hundred kB), so a recorder that
+    first runs in the decoder's call still sees the encoder as it was."""
+    enc_params, enc_mask = enc.params[i].clone(), enc.mask[i].clone()
+    dec_params, dec_mask = dec.params[i].clone(), dec.mask[i].clone()
     rows: list[torch.Tensor] = []
 
     def x() -> torch.Tensor:
@@ -202,14 +205,13 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
 
     def record() -> dict[str, list[np.ndarray]]:
         with torch.no_grad():
-            enc_acts = batched.forward(enc.layout, enc.params[i], x())
-            dec_acts = batched.forward(dec.layout, dec.params[i], enc_acts[-1])
+            enc_acts = batched.forward(enc.layout, enc_params, x())
+            dec_acts = batched.forward(dec.layout, dec_params, enc_acts[-1])
         return {"encoder": [a.cpu().numpy() for a in enc_acts[1:]],
                 "decoder": [a.cpu().numpy() for a in dec_acts[1:]]}
 
     def record_gradients() -> dict[str, list[LayerGradients]]:
-        return pair_gradients(enc.layout, dec.layout, enc.params[i], dec.params[i], enc.mask[i], dec.mask[i],
-                              x(), loss)
+        return pair_gradients(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss)
 
     return PruneContext(generation, settings, record, record_gradients=record_gradients)
 

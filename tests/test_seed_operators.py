@@ -444,3 +444,20 @@ def test_select_lowest_keeps_each_groups_best_and_breaks_ties_at_random():
              for s in range(40)}
     assert picks == set(range(5))
     assert select_lowest(np.zeros(0), np.zeros(0, dtype=np.int64), 3, np.random.default_rng(0)).size == 0
+
+
+def test_a_context_first_asked_in_the_decoders_call_sees_the_pair_before_the_mutation():
+    enc, dec, x = pair(22)
+    before = context_of(enc, dec, x)
+    grads, acts = before.gradients(dec.network(0, Decoder)), before.activations(dec.network(0, Decoder))
+    ctx = context_of(enc, dec, x)  # made before the mutation, asked only after the encoder's is stored
+    net = enc.network(0, Encoder)
+    operators.registry.get("random")(net, 0.5, np.random.default_rng(0), ctx)
+    enc.store_masks(0, net, "random")
+    enc.apply_masks()
+    for a, b in zip(ctx.gradients(dec.network(0, Decoder)), grads):
+        np.testing.assert_array_equal(a.weight, b.weight)
+    for a, b in zip(ctx.activations(dec.network(0, Decoder)), acts):
+        np.testing.assert_array_equal(a, b)
+    changed = context_of(enc, dec, x).gradients(dec.network(0, Decoder))  # a fresh context sees the pruning
+    assert not np.array_equal(changed[0].weight, grads[0].weight)
