@@ -6,6 +6,14 @@ at D = 1000 and the decoder output at D = 4000). Both sides run in the same proc
 copies of the same masks, after a warm-up call (JIT compilation or cache load); each figure is the
 median over repeats of one call, and the ratio is numpy / numba (above 1: the kernel is faster).
 
+The seed operators' criteria (section "criteria" of the JSON) at the paper's network (D = 1000 or
+4000, hidden 30, latent 10, 100 cases), each against a baseline in the same run:
+``context.gradients`` (coevo's float64 numpy backward pass) against torch autograd of the same
+loss; SNIP's global choice of the lowest entries (``select_lowest``: argpartition, then a sort of
+the candidates) against a full sort; and whole SNIP, SNAP and MERGE mutations of one encoder and
+one decoder (baseline: RANDOM's mutation of the same pair). None is a Numba kernel: the gradient
+is BLAS products, the ranking a partial sort, and merge's saliency a small Gram matrix.
+
     .venv/bin/python benchmarks/mask_kernels.py [--repeats N] [--out benchmarks/results/mask_kernels.json]
 """
 
@@ -25,9 +33,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from coevo.operators.kernels import lexicase_filter, random_prune_layer, weighted_prune_layer  # noqa: E402
+import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from coevo.cells import pair_context, pair_gradients  # noqa: E402
+from coevo.config import PruneConfig  # noqa: E402
+from coevo.genome import Decoder, Encoder, autoencoder_layouts, init_params  # noqa: E402
+from coevo.operators import registry as operator_registry  # noqa: E402
+from coevo.operators.kernels import lexicase_filter, random_prune_layer, select_lowest, weighted_prune_layer  # noqa: E402
+from coevo.population import Stack  # noqa: E402
 from coevo.operators.variance import neuron_weights  # noqa: E402
 
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "mask_kernels.json"
 SHAPES = [(30, 10), (30, 1000), (1000, 30), (4000, 30)]
 AMOUNT = 0.1
 CASES = 100
@@ -155,6 +172,85 @@ def bench_shape(out: int, fan_in: int, repeats: int) -> list[dict]:
     return rows
 
 
+def autograd_gradients(enc: Stack, dec: Stack, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """The baseline of ``context.gradients``: the same loss (L1), gradients and gate gradients by
+    torch autograd in float64 (what coevo computed at first)."""
+    leaves = []
+    h = x.double()
+    for stack in (enc, dec):
+        flat = stack.params[0].double() * stack.mask[0]
+        for spec, (w, b) in zip(stack.layout.layers, stack.layout.split(flat)):
+            w, b = w.clone().requires_grad_(), b.clone().requires_grad_()
+            gate = torch.ones(spec.fan_out, dtype=torch.float64, requires_grad=True)
+            z = (h @ w.T + b) * gate
+            h = torch.relu(z) if spec.activation == "relu" else torch.sigmoid(z)
+            leaves += [w, b, gate]
+    loss = (h - x.double()).abs().mean()
+    grads = torch.autograd.grad(loss, leaves)
+    return [tuple(g.numpy() for g in grads[i:i + 3]) for i in range(0, len(grads), 3)]
+
+
+def select_lowest_numpy(scores: np.ndarray, groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The same choice as the kernel ``select_lowest`` in numpy: argpartition to the n + groups
+    lowest candidates, a lexsort of those by (score, random key), the same floor per group."""
+    m = scores.size
+    totals = np.bincount(groups)
+    kk = n + int((totals > 0).sum())
+    cand = np.flatnonzero(scores <= np.partition(scores, kk)[kk]) if kk < m else np.arange(m)
+    order = cand[np.lexsort((rng.random(cand.size), scores[cand]))]
+    g = groups[order]
+    whole = np.bincount(g, minlength=totals.size) == totals
+    last = np.zeros(order.size, dtype=bool)
+    last[order.size - 1 - np.unique(g[::-1], return_index=True)[1]] = True
+    return order[~(last & whole[g])][:n]
+
+
+def bench_criteria(n_dims: int, repeats: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    enc_l, dec_l = autoencoder_layouts(n_dims, [30], 10)
+    enc = Stack.fresh(enc_l, init_params(enc_l, 1, rng))
+    dec = Stack.fresh(dec_l, init_params(dec_l, 1, rng))
+    x = torch.as_tensor(rng.random((CASES, n_dims)) < 0.5, dtype=torch.float32)
+    shape = f"D={n_dims}"
+    ours = pair_gradients(enc_l, dec_l, enc.params[0], dec.params[0], enc.mask[0], dec.mask[0], x, "l1")
+    for got, want in zip(ours["encoder"] + ours["decoder"], autograd_gradients(enc, dec, x)):
+        for a, b in zip((got.weight, got.bias, got.gate), want):
+            assert np.allclose(a, b, rtol=1e-9, atol=1e-13)
+    rows = [_criterion_row("context.gradients (pair, 100 cases)", shape,
+                           median_seconds(lambda: pair_gradients(enc_l, dec_l, enc.params[0], dec.params[0],
+                                                                 enc.mask[0], dec.mask[0], x, "l1"), repeats),
+                           median_seconds(lambda: autograd_gradients(enc, dec, x), repeats), "torch autograd", repeats)]
+    scores = rng.random(enc_l.size)
+    scores[rng.random(enc_l.size) < 0.2] = 0.0  # dead ReLUs: many ties at zero
+    groups = np.repeat(np.arange(len(enc_l.layers)), [spec.size for spec in enc_l.layers])
+    n = int(AMOUNT * enc_l.size)
+    assert np.array_equal(np.sort(scores[select_lowest(scores, groups, n, np.random.default_rng(0))]),
+                          np.sort(scores[select_lowest_numpy(scores, groups, n, np.random.default_rng(0))]))
+    gen = np.random.default_rng(1)
+    rows.append(_criterion_row("select_lowest: 10% of the encoder", shape,
+                               median_seconds(lambda: select_lowest(scores, groups, n, gen), repeats),
+                               median_seconds(lambda: select_lowest_numpy(scores, groups, n, gen), repeats),
+                               "numpy (argpartition + lexsort)", repeats))
+    context = pair_context(enc, dec, 0, 0, PruneConfig(), "l1", lambda: x)
+    context.gradients(enc.network(0, Encoder))  # the mutations below time the criterion, not the recording
+
+    def mutate(name: str):
+        op = operator_registry.get(name)
+        return lambda: [op(stack.network(0, cls), AMOUNT, np.random.default_rng(0), context)
+                        for cls, stack in ((Encoder, enc), (Decoder, dec))]
+
+    baseline = median_seconds(mutate("random"), repeats)
+    for name in ("snip", "snap", "merge"):
+        rows.append(_criterion_row(f"{name} mutation (encoder + decoder)", shape, median_seconds(mutate(name), repeats),
+                                   baseline, "random's mutation", repeats))
+    return rows
+
+
+def _criterion_row(what: str, shape: str, t_coevo: float, t_base: float, baseline: str, repeats: int) -> dict:
+    return {"criterion": what, "network": shape, "coevo_us": t_coevo * 1e6, "baseline_us": t_base * 1e6,
+            "baseline": baseline, "ratio": t_base / t_coevo, "repeats": repeats}
+
+
 def _row(kernel: str, out: int, fan_in: int, t_numba: float, t_numpy: float, repeats: int) -> dict:
     return {"kernel": kernel, "shape": f"{out}x{fan_in}", "numba_us": t_numba * 1e6, "numpy_us": t_numpy * 1e6,
             "speedup": t_numpy / t_numba, "repeats": repeats}
@@ -163,21 +259,35 @@ def _row(kernel: str, out: int, fan_in: int, t_numba: float, t_numpy: float, rep
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per figure (median reported)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "mask_kernels.json")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     rows = [row for out, fan_in in SHAPES for row in bench_shape(out, fan_in, args.repeats)]
     print(f"{'kernel':<28} {'shape':>9} {'numba us':>10} {'numpy us':>10} {'numpy/numba':>12}")
     for r in rows:
         print(f"{r['kernel']:<28} {r['shape']:>9} {r['numba_us']:>10.1f} {r['numpy_us']:>10.1f} {r['speedup']:>11.1f}x")
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # both sides on one thread: products this small gain nothing from two,
+    with threadpool_limits(1, user_api="blas"):  # and spinning threads swamp a loaded machine
+        criteria = [row for n_dims in (1000, 4000) for row in bench_criteria(n_dims, max(10, args.repeats // 10))]
+    torch.set_num_threads(torch_threads)
+    print(f"\n{'criterion':<38} {'network':>7} {'coevo us':>10} {'baseline us':>12} {'ratio':>7}  baseline")
+    for r in criteria:
+        print(f"{r['criterion']:<38} {r['network']:>7} {r['coevo_us']:>10.1f} {r['baseline_us']:>12.1f} "
+              f"{r['ratio']:>6.2f}x  {r['baseline']}")
     result = {
         "what": "median seconds of one call, Numba kernel vs plain numpy, same process, fresh masks, after warm-up",
-        "command": "python benchmarks/mask_kernels.py" + (f" --repeats {args.repeats}" if args.repeats != 200 else ""),
+        "command": "python benchmarks/mask_kernels.py" + (f" --repeats {args.repeats}" if args.repeats != 200 else "")
+                   + (f" --out {args.out}" if args.out != DEFAULT_OUT else ""),
         "amount": AMOUNT, "alive_fraction_before": 0.8,
         "machine": {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
                     "cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
                     "numba_threading": "serial kernels (no parallel=True)"},
         "rows": rows,
+        "criteria_what": "the seed operators' criteria: median seconds of one call against the named baseline, "
+                         "same process, after warm-up; ratio = baseline / coevo",
+        "criteria_threads": "one: torch.set_num_threads(1) and threadpoolctl's BLAS limit of 1, both sides",
+        "criteria": criteria,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
