@@ -42,6 +42,8 @@ def snap_prune(net: Network, amount: float, rng: np.random.Generator, context: P
     """SNAP-it: prune the fraction `amount` of alive neurons with the lowest |dL/dc| / L, globally."""
     scores = snap_scores(net, context.gradients(net))
     layers = [i for i, layer in enumerate(net.layers) if not layer.output_units]
+    if not layers:
+        return net  # a decoder of one layer: nothing but output units
     alive = [np.flatnonzero(net.layers[i].alive_neurons()) for i in layers]
     flat = np.concatenate([scores[i][a] for i, a in zip(layers, alive)])
     groups = np.concatenate([np.full(a.size, k) for k, a in enumerate(alive)])

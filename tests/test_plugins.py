@@ -544,7 +544,7 @@ def readme_examples() -> tuple[dict[str, str], list[str]]:
 
 def test_the_readme_operator_schedule_config_and_sweep_work_as_written(tmp_path, tiny_overrides, monkeypatch, capsys):
     files, commands = readme_examples()
-    assert sorted(files) == ["my_pruning.py", "my_schedules.py", "weak-sweep.toml", "weak.toml"]
+    assert sorted(files) == ["my_pruning.py", "my_schedules.py", "my_taylor.py", "weak-sweep.toml", "weak.toml"]
     for name, source in files.items():
         (tmp_path / name).write_text(source)
     for module in ("my_pruning", "my_schedules"):
