@@ -5,7 +5,8 @@ name it by import path in config (``prune.operator = "mypkg.ops:my_prune"``), or
 through the ``coevo.operators`` entry-point group. See :mod:`operators.base` for the contract.
 """
 
-from coevo.operators.base import PruneContext, PruneOperator, register, registry, sparing_units
+from coevo.operators.base import (Needs, PruneContext, PruneOperator, needs, needs_of, register, registry,
+                                  sparing_units)
 from coevo.operators import conjunctive, no_pruning, random_pruning, variance  # noqa: F401  (register the built-ins)
 
-__all__ = ["PruneContext", "PruneOperator", "register", "registry", "sparing_units"]
+__all__ = ["Needs", "PruneContext", "PruneOperator", "needs", "needs_of", "register", "registry", "sparing_units"]
