@@ -73,3 +73,12 @@ def final_n(t: int, T: int, p: float, s: int, *, fraction: float = 0.25) -> floa
 def prune_after(t: int, T: int, p: float, s: int) -> float:
     """p only at the last generation (t = T)."""
     return p if t == T else 0.0
+
+
+@register("every")
+def every(t: int, T: int, p: float, s: int, *, k: int = 50) -> float:
+    """p at every k-th generation (t = k-1, 2k-1, ...) but never the last: FlipOut's schedule,
+    which halves the remaining weights every k epochs (with ``prune.amount = 0.5``)."""
+    if not (isinstance(k, int) and k >= 1):
+        raise ValueError(f"prune.schedule_params.k must be an integer >= 1, got {k}")
+    return p if (t + 1) % k == 0 and t < T else 0.0

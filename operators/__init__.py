@@ -7,6 +7,7 @@ through the ``coevo.operators`` entry-point group. See :mod:`operators.base` for
 
 from coevo.operators.base import (Needs, PruneContext, PruneOperator, needs, needs_of, register, registry,
                                   sparing_units)
-from coevo.operators import conjunctive, no_pruning, random_pruning, variance  # noqa: F401  (register the built-ins)
+from coevo.operators import (conjunctive, early_bird, flipout, no_pruning, random_pruning,  # noqa: F401  (register the built-ins)
+                             variance)
 
 __all__ = ["Needs", "PruneContext", "PruneOperator", "needs", "needs_of", "register", "registry", "sparing_units"]
