@@ -184,30 +184,43 @@ def add_gradient_noise(grad, keep, offsets, sizes, scale, normals, state):  # pr
                     g[j] += sd * normals[(_xorshift(state) >> np.uint64(32)) & wrap]
 
 
-@numba.njit(**_JIT)
-def add_scale_penalty(p, grad, keep, fan_in, fan_out, offsets, transposed, penalty):  # pragma: no cover - jitted
-    """Early-Bird's L1 penalty on neuron scales, with a neuron's scale the L2 norm of its alive
-    incoming weights and bias (a group lasso): grad += penalty[layer] * w / ||w|| per neuron."""
+@numba.njit(**_SUM)
+def add_scale_penalty(p, grad, fan_in, fan_out, offsets, transposed, penalty):  # pragma: no cover - jitted
+    """Early-Bird's L1 penalty on neuron scales, with a neuron's scale the L2 norm of its incoming
+    weights and bias (a group lasso): grad += penalty[layer] * w / ||w|| per neuron. Pruned
+    entries are exactly zero in ``p``, so they count for nothing and get nothing."""
     for layer in range(fan_in.size):
         s = penalty[layer]
         if s == 0.0:
             continue
         fi, fo, at = fan_in[layer], fan_out[layer], offsets[layer]
+        w = p[at : at + fo * fi]
+        g = grad[at : at + fo * fi]
+        norms = np.empty(fo, np.float32)
         for o in range(fo):
-            b = at + fo * fi + o
-            norm = np.float64(p[b]) * p[b] if keep[b] else 0.0
+            norms[o] = p[at + fo * fi + o] * p[at + fo * fi + o]
+        if transposed[layer]:  # (in, out): walk rows of outputs, in memory order
             for j in range(fi):
-                e = at + j * fo + o if transposed[layer] else at + o * fi + j
-                if keep[e]:
-                    norm += np.float64(p[e]) * p[e]
-            if norm > 0.0:
-                c = np.float32(s / np.sqrt(norm))
-                if keep[b]:
-                    grad[b] += c * p[b]
+                for o in range(fo):
+                    norms[o] += w[j * fo + o] * w[j * fo + o]
+        else:
+            for o in range(fo):
+                acc = np.float32(0.0)
                 for j in range(fi):
-                    e = at + j * fo + o if transposed[layer] else at + o * fi + j
-                    if keep[e]:
-                        grad[e] += c * p[e]
+                    acc += w[o * fi + j] * w[o * fi + j]
+                norms[o] += acc
+        for o in range(fo):
+            norms[o] = np.float32(s) / np.sqrt(norms[o]) if norms[o] > 0.0 else np.float32(0.0)
+            grad[at + fo * fi + o] += norms[o] * p[at + fo * fi + o]
+        if transposed[layer]:
+            for j in range(fi):
+                for o in range(fo):
+                    g[j * fo + o] += norms[o] * w[j * fo + o]
+        else:
+            for o in range(fo):
+                c = norms[o]
+                for j in range(fi):
+                    g[o * fi + j] += c * w[o * fi + j]
 
 
 @numba.njit(**_JIT)
@@ -362,7 +375,7 @@ def _train_pair(i, enc_parent, dec_parent, enc, dec, new_enc, new_dec, data, ord
         if noise > 0.0:
             add_gradient_noise(grad, keep, seg_offsets, seg_sizes, noise, normals, state)
         if penalised:
-            add_scale_penalty(p, grad, keep, fan_in, fan_out, offsets, transposed, penalty)
+            add_scale_penalty(p, grad, fan_in, fan_out, offsets, transposed, penalty)
         # masked Adam at this cell's learning rate, each half with its own step count
         if fresh:
             m[:] = 0.0

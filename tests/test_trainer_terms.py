@@ -93,22 +93,31 @@ def test_gradient_noise_is_seeded_per_pair():
         _train(cpu_kernels, enc, dec, data, parents, orders, lr, TrainerTerms(gradient_noise=1.0))
 
 
-def test_scale_penalty_is_the_group_lasso_gradient():
-    """add_scale_penalty adds d/dw of s * sum_j ||(w_j, b_j)|| (alive entries), by autograd."""
-    enc, dec, *_ = _stacks(flips=False)
-    layout = enc.layout
-    p, keep = enc.params[2].numpy().copy(), enc.mask[2].numpy().copy()
-    meta = cpu_kernels._meta(layout, False)
+@pytest.mark.parametrize("half", [0, 1])
+def test_scale_penalty_is_the_group_lasso_gradient(half):
+    """add_scale_penalty adds d/dw of s * sum_j ||(w_j, b_j)|| (alive entries), by autograd, for
+    layers stored (out, in) and, as the trainer's working copy keeps wide ones, (in, out)."""
+    stack = _stacks(flips=False)[half]
+    layout = stack.layout
+    p, keep = stack.params[2].numpy().copy(), stack.mask[2].numpy().copy()
+    assert np.all(p[~keep] == 0)  # pruned entries are zeros: the kernel relies on it
     penalty = np.array([0.3, 0.02])
-    grad = np.zeros_like(p)
-    cpu_kernels.add_scale_penalty(p, grad, keep, *meta[:4], penalty)
-
-    w = torch.tensor(p * keep, requires_grad=True)
+    w = torch.tensor(p, requires_grad=True)
     total = 0
     for s, (lw, lb) in zip(penalty, layout.split(w)):
         total = total + s * torch.sqrt((lw ** 2).sum(dim=1) + lb ** 2).sum()
     total.backward()
-    assert np.allclose(grad, w.grad.numpy() * keep, atol=1e-6)
+    for wide in (False, True):
+        meta = cpu_kernels._meta(layout, wide)
+        assert meta[3].any() == (wide and half == 1)  # the decoder's layers are wide
+        rows = np.empty_like(p)
+        cpu_kernels._relayout(p, rows, *meta[:4], True)
+        grad = np.zeros_like(p)
+        cpu_kernels.add_scale_penalty(rows, grad, *meta[:4], penalty)
+        back = np.empty_like(p)
+        cpu_kernels._relayout(grad, back, *meta[:4], False)
+        assert np.allclose(back * keep, w.grad.numpy() * keep, atol=1e-6)
+        assert np.all(back[~keep] == 0)
 
 
 @pytest.mark.parametrize("flips", [False, True])
