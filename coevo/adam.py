@@ -25,10 +25,14 @@ class StackedAdam:
     holds only the learning rates and betas of one training pass.
     """
 
-    def __init__(self, stack, lr: np.ndarray, beta1: float, beta2: float) -> None:
+    def __init__(self, stack, lr: np.ndarray, beta1: float, beta2: float, penalty: np.ndarray | None = None,
+                 noise: float = 0.0, generators: list[torch.Generator] | None = None) -> None:
         self.stack = stack
         self.lr = np.asarray(lr, dtype=np.float64)
         self.beta1, self.beta2 = beta1, beta2
+        self.penalty = penalty  # per layer: Early-Bird's scale penalty (cpu_kernels.add_scale_penalty)
+        self.noise = noise  # FlipOut's gradient noise, drawn from one generator per row
+        self.generators = generators
 
     def reset(self) -> None:
         """Forget the moments (the reference's fresh optimizer per mini-batch)."""
@@ -43,9 +47,47 @@ class StackedAdam:
         stack.steps += 1
         step_size, inv_sqrt_bc2 = bias_terms(stack.steps.cpu().numpy(), self.lr, self.beta1, self.beta2)
         dev = stack.params.device
-        adam_step_reference(stack.params, stack.layout.segment_major_to_rows(grads, len(stack)), stack.exp_avg,
+        rows = stack.layout.segment_major_to_rows(grads, len(stack))
+        if self.noise > 0:
+            add_gradient_noise(stack, rows, self.noise, self.generators)
+        if self.penalty is not None and np.any(self.penalty):
+            add_scale_penalty(stack, rows, self.penalty)
+        before = stack.params.clone() if stack.tracks_flips else None
+        adam_step_reference(stack.params, rows, stack.exp_avg,
                             stack.exp_avg_sq, stack.mask, torch.as_tensor(step_size, device=dev),
                             torch.as_tensor(inv_sqrt_bc2, device=dev), self.beta1, self.beta2)
+        if before is not None:  # FlipOut's counter
+            stack.flips.add_((before * stack.params < 0).to(stack.flips.dtype))
+
+
+def add_gradient_noise(stack, rows: torch.Tensor, scale: float, generators: list[torch.Generator]) -> None:
+    """As ``coevo.cpu_kernels.add_gradient_noise``, per parameter tensor of every row."""
+    masked = rows * stack.mask
+    for k, generator in enumerate(generators):
+        for g, gm, m in _tensors(stack.layout, rows[k], masked[k], stack.mask[k]):
+            sd = scale * float(gm.double().norm()) / np.sqrt(g.numel())
+            if sd > 0:
+                noise = torch.randn(g.shape, generator=generator, device=g.device, dtype=torch.float64)
+                g.add_((noise * sd).to(g.dtype) * m)
+
+
+def _tensors(layout, row: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor):
+    for (w, b), (wm, bm), (mw, mb) in zip(layout.split(row), layout.split(masked), layout.split(mask)):
+        yield w, wm, mw
+        yield b, bm, mb
+
+
+def add_scale_penalty(stack, rows: torch.Tensor, penalty: np.ndarray) -> None:
+    """As ``coevo.cpu_kernels.add_scale_penalty``: grad += s * w / ||w|| for every neuron's alive
+    incoming weights and bias."""
+    params = stack.params * stack.mask
+    for s, (w, b), (gw, gb) in zip(penalty, stack.layout.split(params), stack.layout.split(rows)):
+        if s == 0:
+            continue
+        norm = (w.double().square().sum(dim=-1) + b.double().square()).sqrt()  # (N, out)
+        c = torch.where(norm > 0, s / norm.clamp_min(1e-300), torch.zeros_like(norm)).to(w.dtype)
+        gw.add_(w * c.unsqueeze(-1))
+        gb.add_(b * c)
 
 
 def bias_terms(steps: np.ndarray, lr: np.ndarray, beta1: float, beta2: float) -> tuple[np.ndarray, np.ndarray]:

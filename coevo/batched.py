@@ -20,6 +20,7 @@ import torch
 from coevo.adam import StackedAdam
 from coevo.genome import Layout
 from coevo.population import Stack
+from coevo.trainer_terms import TrainerTerms
 
 Loss = Literal["l1", "bce", "mse"]
 
@@ -123,6 +124,7 @@ def train_epoch(
     beta2: float,
     fresh_optimizer_each_batch: bool = False,
     bce_weight: float = 0.0,
+    terms: TrainerTerms | None = None,
 ) -> np.ndarray:
     """One pass over ``data`` for the N autoencoders (``enc[i]``, ``dec[i]``), in place; all N
     take each mini-batch step together. ``orders`` (N, n) holds each pair's own row order; ``lr``
@@ -135,7 +137,14 @@ def train_epoch(
     grads = [torch.zeros(n * s.layout.size, dtype=s.params.dtype, device=s.params.device) for s in (enc, dec)]
     param_views = enc.layout.split(enc.params) + dec.layout.split(dec.params)
     grad_views = enc.layout.split_segment_major(grads[0], n) + dec.layout.split_segment_major(grads[1], n)
-    optimizers = [StackedAdam(s, lr, beta1, beta2) for s in (enc, dec)]
+    terms = terms or TrainerTerms()
+    penalty = terms.penalties(enc.layout, dec.layout)
+    generators = None
+    if terms.gradient_noise > 0:
+        generators = [torch.Generator(device=enc.params.device).manual_seed(int(seed)) for seed in terms.seeds(n)]
+    n_enc = len(enc.layout.layers)
+    optimizers = [StackedAdam(s, lr, beta1, beta2, part, terms.gradient_noise, generators)
+                  for s, part in ((enc, penalty[:n_enc]), (dec, penalty[n_enc:]))]
     loss_sum = torch.zeros(n, dtype=torch.float64, device=enc.params.device)
     for rows in orders.split(batch_size, dim=1):
         x = torch.index_select(data, 0, rows.reshape(-1)).view(n, -1, data.shape[1])  # (N, B, D)
@@ -152,7 +161,7 @@ def train_epoch(
 def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, data: torch.Tensor,
                 orders: np.ndarray, lr: np.ndarray, batch_size: int, loss: Loss, beta1: float, beta2: float,
                 fresh_optimizer_each_batch: bool = False,
-                bce_weight: float = 0.0) -> tuple[Stack, Stack, np.ndarray]:
+                bce_weight: float = 0.0, terms: TrainerTerms | None = None) -> tuple[Stack, Stack, np.ndarray]:
     """Copies of the pairs (encoder ``enc_parents[i]``, decoder ``dec_parents[i]``) trained for
     one epoch (see :func:`train_epoch`): new encoder and decoder stacks and each pair's training
     loss. The same contract as :func:`coevo.cpu_kernels.train_pairs`."""
@@ -160,7 +169,7 @@ def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np
     new_enc = enc[torch.as_tensor(enc_parents, device=device)]
     new_dec = dec[torch.as_tensor(dec_parents, device=device)]
     train_loss = train_epoch(new_enc, new_dec, data, torch.as_tensor(orders, device=device), lr, batch_size, loss,
-                             beta1, beta2, fresh_optimizer_each_batch, bce_weight)
+                             beta1, beta2, fresh_optimizer_each_batch, bce_weight, terms)
     return new_enc, new_dec, train_loss
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from coevo.cells import CellData, vary_cells
 from coevo.checkpoint import RunState
-from coevo.evolve import make_toolbox, measure, prune_step, record
+from coevo.evolve import event_columns, make_toolbox, measure, note_events, prune_step, record
 from coevo.observers import Observer
 from coevo.problem import Problem
 
@@ -45,11 +45,12 @@ def train_canonical(problem: Problem, observers: Sequence[Observer] = (), state:
         variation = vary_cells(state.encoders, state.decoders, parents, parents, cells, state.lr, p, epoch,
                                shared, toolbox.mutate, cfg.prune.operator)
         state.encoders, state.decoders = variation.encoders, variation.decoders
+        note_events(state, toolbox, variation.events, epoch)
         state.generation = epoch + 1
         m = measure(problem, state.encoders, state.decoders, variation.train_loss)
         seconds = time.perf_counter() - t0
         state.wall_seconds += seconds
-        row = record(epoch, m, state, seconds, p.probability, int(variation.pruned.sum()))
+        row = record(epoch, m, state, seconds, p.probability, int(variation.pruned.sum()), event_columns(state, toolbox))
         for obs in observers:
             obs.on_generation(row, state)
     return state

@@ -20,12 +20,13 @@ from coevo.errors import OperatorError, UserError
 from coevo.genome import Decoder, Encoder, Layout
 from coevo.measures import stack_kept_fractions
 from coevo.population import Stack
-from coevo.operators.base import LayerGradients, PruneContext
+from coevo.operators.base import LayerGradients, PruneContext, needs_of
+from coevo.trainer_terms import TrainerTerms
 from coevo.registry import GlobalRandomWatch
 from coevo.schedules import Pruning
 
 # purposes of the derived random streams
-EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET = 1, 2, 3, 4, 5, 6, 7
+EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET, NOISE = 1, 2, 3, 4, 5, 6, 7, 8
 
 
 def derive_rng(seed: int, generation: int, cell: int, purpose: int) -> np.random.Generator:
@@ -75,6 +76,7 @@ class Variation:
     decoders: Stack
     pruned: np.ndarray  # bool: was this cell's pair mutated
     train_loss: np.ndarray  # each cell's training loss over its epoch (before pruning)
+    events: np.ndarray  # bool (cells, declared events): which events the operator reported for each cell
 
 
 def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, cells: np.ndarray,
@@ -89,10 +91,16 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     n_rows = shared.train.shape[0]
     orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows) for k in cells])
     train = cpu_kernels.train_pairs if enc.params.device.type == "cpu" else batched.train_pairs
+    noise_seeds = None
+    if cfg.train.gradient_noise > 0:
+        noise_seeds = np.array([derive_rng(cfg.run.seed, generation, int(k), NOISE).integers(2**62) for k in cells])
     new_enc, new_dec, train_loss = train(enc, dec, enc_parents, dec_parents, shared.train, orders, lr,
                                          cfg.train.batch_size, cfg.model.loss, cfg.train.beta1, cfg.train.beta2,
-                                         cfg.train.fresh_optimizer_each_batch, cfg.train.bce_weight)
+                                         cfg.train.fresh_optimizer_each_batch, cfg.train.bce_weight,
+                                         terms=TrainerTerms.of(cfg.train, noise_seeds))
     pruned = np.zeros(len(cells), dtype=bool)
+    declared = needs_of(mutate).events
+    events = np.zeros((len(cells), len(declared)), dtype=bool)
     settings = cfg.prune
     step = Pruning.of(prune_probability)
     prune_probability = step.probability
@@ -108,8 +116,9 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
                     continue
                 amount = min(amount, 1.0 - settings.target_kept / kept[i])
             pruned[i] = True
-            _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
-                         derive_rng(cfg.run.seed, generation, int(k), CASES), amount)
+            happened = _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
+                                    derive_rng(cfg.run.seed, generation, int(k), CASES), amount, declared)
+            events[i] = [name in happened for name in declared]
             if settings.reset_fraction > 0:
                 _reset_weights(new_enc, new_dec, i, settings.reset_fraction,
                                derive_rng(cfg.run.seed, generation, int(k), RESET))
@@ -118,7 +127,7 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
                 stack.apply_masks()
                 if settings.regrow:  # the reference: the zeros stay, the mask does not
                     stack.mask.fill_(True)
-    return Variation(cells, new_enc, new_dec, pruned, train_loss)
+    return Variation(cells, new_enc, new_dec, pruned, train_loss, events)
 
 
 def _reset_weights(enc: Stack, dec: Stack, i: int, fraction: float, rng: np.random.Generator) -> None:
@@ -189,7 +198,7 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 
 def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: PruneConfig, loss: str,
-                 cases: Callable[[], torch.Tensor]) -> PruneContext:
+                 cases: Callable[[], torch.Tensor], declared_events: tuple[str, ...] = ()) -> PruneContext:
     """The :class:`PruneContext` of pair ``i``: activations and gradients on the rows ``cases()``
     returns (called at most once, when an operator first asks for either), of the pair as it is
     now, before the mutation: its rows are copied here (a few hundred kB), so a recorder that
@@ -213,14 +222,15 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
     def record_gradients() -> dict[str, list[LayerGradients]]:
         return pair_gradients(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss)
 
-    return PruneContext(generation, settings, record, record_gradients=record_gradients)
+    return PruneContext(generation, settings, record, declared_events=declared_events,
+                        record_gradients=record_gradients)
 
 
 def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,
                  mutate: Callable[..., Any], operator_name: str, cases_rng: np.random.Generator,
-                 amount: float) -> None:
+                 amount: float, declared_events: tuple[str, ...] = ()) -> set[str]:
     """Prune row i's encoder and decoder with the operator; activations and gradients are
-    recorded on demand."""
+    recorded on demand. Returns the events the operator reported."""
     settings = shared.config.prune
 
     def cases() -> torch.Tensor:
@@ -228,7 +238,7 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
         rows = cases_rng.choice(n_rows, size=min(settings.cases, n_rows), replace=False)
         return shared.train[torch.as_tensor(rows, device=shared.train.device)]
 
-    context = pair_context(enc, dec, i, generation, settings, shared.config.model.loss, cases)
+    context = pair_context(enc, dec, i, generation, settings, shared.config.model.loss, cases, declared_events)
     watch = GlobalRandomWatch()
     for cls, stack in ((Encoder, enc), (Decoder, dec)):
         net = stack.network(i, cls)
@@ -242,3 +252,4 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
             result = result[0]  # DEAP style: (individual,)
         stack.store_masks(i, net if result is None else result, operator_name)
     watch.check(f"pruning operator {operator_name!r}", "draw from its rng argument (seeded per cell) so that runs reproduce")
+    return context.events

@@ -16,7 +16,7 @@ import hashlib
 import io
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ class RunState:
     decoders: Stack
     lr: np.ndarray  # (cells,) learning rate of each cell
     wall_seconds: float = 0.0  # loop time spent so far
+    events: dict[str, int] = field(default_factory=dict)  # first generation each operator event happened
 
 
 def _stack_dict(stack: Stack) -> dict[str, torch.Tensor]:
@@ -44,7 +45,7 @@ def _stack_dict(stack: Stack) -> dict[str, torch.Tensor]:
 
 
 def _stack_from(d: dict[str, torch.Tensor], layout: Layout, device: str) -> Stack:
-    return Stack(layout, *(d[f].to(device) for f in FIELDS))
+    return Stack(layout, *(d[f].to(device) if f in d else None for f in FIELDS))  # older files: no optional fields
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -68,6 +69,7 @@ def save(run_dir: Path, state: RunState, logbook_rows: int) -> Path:
         "decoders": _stack_dict(state.decoders),
         "lr": torch.as_tensor(state.lr),
         "wall_seconds": state.wall_seconds,
+        "events": dict(state.events),
         "logbook_rows": logbook_rows,
         "python_random": random.getstate(),
         "numpy_random": np.random.get_state(),
@@ -113,6 +115,6 @@ def load_latest(run_dir: Path, enc_layout: Layout, dec_layout: Layout, device: s
             torch.set_rng_state(d["torch_random"])
         state = RunState(int(d["generation"]), _stack_from(d["encoders"], enc_layout, device),
                          _stack_from(d["decoders"], dec_layout, device), d["lr"].numpy().copy(),
-                         float(d["wall_seconds"]))
+                         float(d["wall_seconds"]), dict(d.get("events", {})))
         return state, int(d["logbook_rows"]), warnings
     raise UserError(f"every checkpoint in {folder} is damaged ({'; '.join(warnings)}); the run cannot be resumed")

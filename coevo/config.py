@@ -118,6 +118,16 @@ class TrainConfig:
     sigmoid output that saturates on the wrong side gets almost no gradient, and training stalls
     at the per-bit majority; this term keeps such outputs learning. Reported losses are
     model.loss alone."""
+    gradient_noise: float = 0.0
+    """FlipOut's gradient noise (its lambda): before each step every parameter tensor's gradient
+    g gets lambda * ||g|| / sqrt(n) * N(0, 1) added, drawn per cell from the run's seed (0 = off)."""
+    scale_l1: float = 0.0
+    """Early-Bird's sparsity penalty on hidden neurons' scales. coevo's networks have no BatchNorm
+    scale, so a neuron's scale is the L2 norm of its incoming weights and bias (a group lasso):
+    its subgradient scale_l1 * w / ||w|| is added to each neuron's gradient (0 = off)."""
+    scale_l1_latent: float = 0.0
+    """The same penalty on the latent neurons (the encoder's last layer); the Early-Bird thesis
+    presses them much harder than the rest (0 = off)."""
 
 
 @dataclass(frozen=True)
@@ -410,6 +420,9 @@ def validate(c: Config) -> None:
     need(0 < c.train.lr_min <= c.train.lr_max,
          f"train.lr_min and train.lr_max must satisfy 0 < lr_min <= lr_max, got {c.train.lr_min}, {c.train.lr_max}")
     need(c.train.bce_weight >= 0, f"train.bce_weight must be >= 0 (0 = off), got {c.train.bce_weight}")
+    for key in ("gradient_noise", "scale_l1", "scale_l1_latent"):
+        value = getattr(c.train, key)
+        need(value >= 0 and math.isfinite(value), f"train.{key} must be a finite number >= 0 (0 = off), got {value}")
     for key in ("beta1", "beta2"):
         value = getattr(c.train, key)
         need(0.0 <= value < 1.0, f"train.{key} must be in [0, 1), got {value}")

@@ -47,6 +47,7 @@ def make_toolbox(config: Config) -> base.Toolbox:
     toolbox.register("select", tools.selTournament, k=1, tournsize=config.selection.tournament_size)
     operator, params = operators.registry.resolve(config.prune.operator, config.prune.params)
     toolbox.register("mutate", apply_operator, operator=operator, amount=config.prune.amount, **params)
+    toolbox.mutate.coevo_needs = operators.needs_of(operator)  # what the trainer and stacks must provide
     return toolbox
 
 
@@ -162,6 +163,8 @@ def record(generation: int, m: Measures, state: RunState, seconds: float, prune_
     row["kept_best"] = float(kept.kept[best])
     row["mask_kept_mean"] = float(kept.mask_kept.mean())
     row["compact_best"] = float(kept.compact[best])
+    row["latent_alive_best"] = int(kept.latent[best])
+    row["latent_alive_mean"] = float(kept.latent.mean())
     row.update({f"lr_{k}": float(v) for k, v in stats.compile(state.lr).items()})
     row["prune_probability"] = prune_p
     row["pruned_cells"] = pruned
@@ -194,7 +197,8 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
             # DEAP's tournament draws from python's random: seeded per generation
             random.seed(f"{cfg.run.seed}:{gen}")
             generation = asynchronous_generation if cfg.run.update == "asynchronous" else synchronous_generation
-            selection_loss, train_loss, pruned = generation(state, neighbours, engine, toolbox, cfg, gen, p)
+            selection_loss, train_loss, pruned, events = generation(state, neighbours, engine, toolbox, cfg, gen, p)
+            note_events(state, toolbox, events, gen)
             # mutate learning rates
             rng = derive_rng(cfg.run.seed, gen, 0, LR_MUTATION)
             state.lr = np.clip(state.lr + rng.normal(0.0, cfg.train.lr_sigma, n_cells),
@@ -205,7 +209,7 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
             seconds = time.perf_counter() - t0
             state.wall_seconds += seconds
             row = record(gen, m, state, seconds, p.probability, int(pruned.sum()),
-                         {"selection_loss_best": selection_loss})
+                         {"selection_loss_best": selection_loss, **event_columns(state, toolbox)})
             for obs in observers:
                 obs.on_generation(row, state)
     finally:
@@ -214,10 +218,10 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
 
 
 def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engine, toolbox: base.Toolbox,
-                           cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray]:
+                           cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """Every cell reads the previous generation's centres, so the engine runs them all at once.
     Replaces the state's centres; returns the best centre's selection loss, each cell's training
-    loss and whether it was pruned."""
+    loss, whether it was pruned and which operator events it reported."""
     # gather + evaluate: every encoder x decoder pair of each sub-population, one mini-batch
     losses = engine.evaluate(state.encoders, state.decoders, gen).cpu().numpy()
     # fitness: the solution concept over rows (encoders) and columns (decoders)
@@ -229,11 +233,11 @@ def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engi
                             toolbox.mutate, cfg.prune.operator)
     # replace: the trained pairs become the new centres
     state.encoders, state.decoders = variation.encoders, variation.decoders
-    return float(enc_fitness[:, 0].min()), variation.train_loss, variation.pruned
+    return float(enc_fitness[:, 0].min()), variation.train_loss, variation.pruned, variation.events
 
 
 def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: LocalEngine, toolbox: base.Toolbox,
-                            cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray]:
+                            cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """The reference's order: one cell at a time, in an order shuffled each generation, each
     reading its neighbours' latest centres, so a good pair can cross the grid in one generation.
     Same phases and the same per-cell random streams as :func:`synchronous_generation`."""
@@ -241,6 +245,7 @@ def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: Loc
     order = derive_rng(cfg.run.seed, gen, 0, UPDATE_ORDER).permutation(n)
     enc, dec = state.encoders[:], state.decoders[:]
     train_loss, pruned, selection_loss = np.zeros(n), np.zeros(n, dtype=bool), np.inf
+    events = np.zeros((n, len(operators.needs_of(toolbox.mutate).events)), dtype=bool)
     for k in order:
         cell = np.array([k])
         losses = engine.evaluate(enc, dec, gen, cells=cell).cpu().numpy()
@@ -251,10 +256,22 @@ def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: Loc
                                 cfg.prune.operator, cells=cell)
         enc.put(k, variation.encoders)
         dec.put(k, variation.decoders)
-        train_loss[k], pruned[k] = variation.train_loss[0], variation.pruned[0]
+        train_loss[k], pruned[k], events[k] = variation.train_loss[0], variation.pruned[0], variation.events[0]
         selection_loss = min(selection_loss, float(enc_fitness[0, 0]))
     state.encoders, state.decoders = enc, dec
-    return selection_loss, train_loss, pruned
+    return selection_loss, train_loss, pruned, events
+
+
+def note_events(state: RunState, toolbox: base.Toolbox, events: np.ndarray, generation: int) -> None:
+    """Remember the first generation each declared operator event happened in any cell."""
+    for name, happened in zip(operators.needs_of(toolbox.mutate).events, np.asarray(events).T):
+        if happened.any() and name not in state.events:
+            state.events[name] = generation
+
+
+def event_columns(state: RunState, toolbox: base.Toolbox) -> dict[str, int]:
+    """Logbook columns ``NAME_generation``: the first generation of each declared event, -1 before it."""
+    return {f"{name}_generation": state.events.get(name, -1) for name in operators.needs_of(toolbox.mutate).events}
 
 
 def final_losses(problem: Problem, state: RunState) -> dict[str, np.ndarray]:

@@ -118,6 +118,10 @@ class Layer:
     bias_mask: np.ndarray
     input_units: bool = False
     output_units: bool = False
+    weight_flips: np.ndarray | None = None
+    """How often each weight's sign changed across optimizer steps (read-only), when the run
+    tracks flips (an operator declared ``needs(flips=True)``); else None."""
+    bias_flips: np.ndarray | None = None
 
     @property
     def alive(self) -> int:
@@ -158,6 +162,9 @@ class Network:
     def __init__(self, layers: list[Layer], cell: int = -1) -> None:
         self.layers = layers
         self.cell = cell
+        self.memory = np.zeros(0, dtype=np.float32)
+        """The operator's own state for this network (``needs(memory=...)``): inherited with the
+        genome, checkpointed, shipped; writable, in place."""
         self.weight_edits: dict[int, np.ndarray] = {}
         """Layer index -> bool (out x in): the weight entries :meth:`fold_neuron` changed."""
 

@@ -57,19 +57,28 @@ def live_entries(layout: Layout, alive: np.ndarray) -> np.ndarray:
     return live
 
 
+def varying_neurons(layout: Layout, live: np.ndarray) -> list[np.ndarray]:
+    """Per layer, (N, fan_out) bool: neurons driven by some input unit through live entries (not
+    only by biases: those are constants)."""
+    varying = np.ones((live.shape[0], layout.layers[0].fan_in), dtype=bool)
+    out = []
+    for w, _b in layout.split(live):
+        varying = (w & varying[:, None, :]).any(axis=2)
+        out.append(varying)
+    return out
+
+
 def compact_size(layout: Layout, alive: np.ndarray) -> np.ndarray:
     """(N,) parameters of the dense network left when dead neurons are removed and constant ones
     are folded into the next layer's bias; input and output units always stay."""
     alive = np.asarray(alive, dtype=bool)
     live = live_entries(layout, alive)
     n = alive.shape[0]
-    varying = np.ones((n, layout.layers[0].fan_in), dtype=bool)  # driven by some input, not only biases
     kept_in = np.full(n, layout.layers[0].fan_in)
     size = np.zeros(n, dtype=np.int64)
     last = len(layout.layers) - 1
-    for i, (w, _b) in enumerate(layout.split(live)):
-        varying = (w & varying[:, None, :]).any(axis=2)
-        kept_out = np.full(n, w.shape[1]) if i == last else varying.sum(axis=1)
+    for i, varying in enumerate(varying_neurons(layout, live)):
+        kept_out = np.full(n, varying.shape[1]) if i == last else varying.sum(axis=1)
         size += kept_out * kept_in + kept_out
         kept_in = kept_out
     return size
@@ -84,6 +93,7 @@ class KeptFractions:
     kept_decoder: np.ndarray
     mask_kept: np.ndarray
     compact: np.ndarray
+    latent: np.ndarray  # latent neurons driven by the input on a live path (what the codes can carry)
 
 
 def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout,
@@ -99,6 +109,7 @@ def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout
         kept_decoder=live[:, split:].mean(axis=1),
         mask_kept=alive.mean(axis=1),
         compact=compact_size(layout, alive) / layout.size,
+        latent=varying_neurons(layout, live)[len(enc_layout.layers) - 1].sum(axis=1),
     )
 
 

@@ -17,8 +17,11 @@ from coevo.errors import OperatorError
 from coevo.genome import Layer, Layout, Network, unit_flags
 
 
-FIELDS = ("params", "mask", "exp_avg", "exp_avg_sq", "steps")
+FIELDS = ("params", "mask", "exp_avg", "exp_avg_sq", "steps", "flips", "memory")
 """Every per-network field of a stack, in constructor order: a genome is all of them."""
+
+OPTIONAL_FIELDS = ("flips", "memory")
+"""Fields a run may not use: then they have no columns, (N, 0), and cost nothing."""
 
 
 @dataclass
@@ -29,19 +32,36 @@ class Stack:
     exp_avg: torch.Tensor  # (N, P) float32, Adam first moment
     exp_avg_sq: torch.Tensor  # (N, P) float32, Adam second moment
     steps: torch.Tensor  # (N,) float64, Adam step count
+    flips: torch.Tensor = None  # type: ignore[assignment]  # (N, P) float32 sign flips per entry, or (N, 0)
+    memory: torch.Tensor = None  # type: ignore[assignment]  # (N, M) float32 an operator's own state, or (N, 0)
+
+    def __post_init__(self) -> None:
+        n = self.params.shape[0] if self.params.dim() else 0
+        for name in OPTIONAL_FIELDS:  # not used by this run: no columns
+            if getattr(self, name) is None:
+                setattr(self, name, torch.zeros((n, 0), dtype=torch.float32, device=self.params.device))
 
     @classmethod
-    def fresh(cls, layout: Layout, params: np.ndarray, device: str = "cpu") -> "Stack":
-        """Unpruned networks with zero optimizer state."""
+    def fresh(cls, layout: Layout, params: np.ndarray, device: str = "cpu", flips: bool = False,
+              memory: int = 0) -> "Stack":
+        """Unpruned networks with zero optimizer state; with ``flips``, sign-flip counters (zero),
+        and ``memory`` zeroed floats of operator state per network (see coevo.operators.needs)."""
         p = torch.as_tensor(params, device=device).contiguous()
+        n = p.shape[0]
         return cls(
             layout,
             p,
             torch.ones_like(p, dtype=torch.bool),
             torch.zeros_like(p),
             torch.zeros_like(p),
-            torch.zeros(p.shape[0], dtype=torch.float64, device=device),
+            torch.zeros(n, dtype=torch.float64, device=device),
+            torch.zeros((n, p.shape[1] if flips else 0), dtype=torch.float32, device=device),
+            torch.zeros((n, memory), dtype=torch.float32, device=device),
         )
+
+    @property
+    def tracks_flips(self) -> bool:
+        return self.flips.shape[-1] > 0
 
     def __len__(self) -> int:
         return int(self.params.shape[0])
@@ -62,35 +82,19 @@ class Stack:
             getattr(self, f)[k] = getattr(source, f)[row]
 
     @staticmethod
-    def join(first: "Stack", second: "Stack") -> "Stack":
-        """Concatenate two stacks of N networks row-wise into N pairs (e.g. encoder + decoder)."""
-        return Stack(
-            first.layout + second.layout,
-            torch.cat([first.params, second.params], dim=1),
-            torch.cat([first.mask, second.mask], dim=1),
-            torch.cat([first.exp_avg, second.exp_avg], dim=1),
-            torch.cat([first.exp_avg_sq, second.exp_avg_sq], dim=1),
-            first.steps.clone(),
-        )
-
-    @staticmethod
     def concat(stacks: list["Stack"]) -> "Stack":
         """Stacks of one layout, one after the other (row-wise)."""
         if len(stacks) == 1:
             return stacks[0]
         return Stack(stacks[0].layout, *(torch.cat([getattr(s, f) for s in stacks]) for f in FIELDS))
 
-    def part(self, layout: Layout, start: int) -> "Stack":
-        """The columns of one half of a joined stack, as a stack of its own (copies)."""
-        cols = slice(start, start + layout.size)
-        return Stack(layout, self.params[:, cols].clone(), self.mask[:, cols].clone(),
-                     self.exp_avg[:, cols].clone(), self.exp_avg_sq[:, cols].clone(), self.steps.clone())
-
     def apply_masks(self) -> None:
         """Pruned entries are exactly zero, in the weights and in the optimizer moments."""
         self.params.mul_(self.mask)
         self.exp_avg.mul_(self.mask)
         self.exp_avg_sq.mul_(self.mask)
+        if self.tracks_flips:  # a pruned weight's sign history ends with it (FlipOut)
+            self.flips.mul_(self.mask)
 
     def kept_fraction(self) -> torch.Tensor:
         """(N,) alive entries / all entries."""
@@ -100,17 +104,23 @@ class Stack:
     def network(self, k: int, cls: type[Network] = Network) -> Network:
         """Network ``k`` as numpy arrays.
 
-        Masks are writable copies; weights are read-only copies: an operator changes masks only.
+        Masks are writable copies; weights (and sign-flip counts, when the run tracks them) are
+        read-only copies: an operator changes masks only. ``net.memory`` is a writable copy of the
+        network's operator state (empty unless the operator asked for some).
         """
-        params = self.params[k].detach().cpu().numpy().copy()
-        params.flags.writeable = False
+        params = _read_only(self.params[k])
         mask = self.mask[k].cpu().numpy().copy()
+        flips = self.layout.split(_read_only(self.flips[k])) if self.tracks_flips else None
         n_layers = len(self.layout.layers)
-        layers = [
-            Layer(w, b, wm, bm, **unit_flags(cls.role, i, n_layers))
-            for i, ((w, b), (wm, bm)) in enumerate(zip(self.layout.split(params), self.layout.split(mask)))
-        ]
-        return cls(layers, cell=k)
+        layers = []
+        for i, ((w, b), (wm, bm)) in enumerate(zip(self.layout.split(params), self.layout.split(mask))):
+            layer = Layer(w, b, wm, bm, **unit_flags(cls.role, i, n_layers))
+            if flips is not None:
+                layer.weight_flips, layer.bias_flips = flips[i]
+            layers.append(layer)
+        net = cls(layers, cell=k)
+        net.memory = self.memory[k].cpu().numpy().copy()
+        return net
 
     def store_masks(self, k: int, net: Network, operator: str) -> None:
         """Write an operator's masks back after checking the contract; errors name the operator.
@@ -147,6 +157,13 @@ class Stack:
         self.mask[k] = torch.as_tensor(new, device=self.mask.device)
         if params is not None:
             self.params[k] = torch.as_tensor(params, device=self.params.device)
+        memory = getattr(net, "memory", None)
+        if self.memory.shape[1]:
+            if not isinstance(memory, np.ndarray) or memory.shape != (self.memory.shape[1],):
+                raise OperatorError(f"pruning operator {operator!r} replaced net.memory with "
+                                    f"{getattr(memory, 'shape', type(memory).__name__)}; write into it in place "
+                                    f"(a float array of {self.memory.shape[1]} values)")
+            self.memory[k] = torch.as_tensor(memory, dtype=torch.float32, device=self.memory.device)
 
     def _folded_params(self, k: int, net: Network, edits: dict[int, np.ndarray], operator: str) -> np.ndarray:
         """Network ``k``'s parameter row with the entries ``edits`` marks taken from ``net``; any
@@ -163,3 +180,9 @@ class Stack:
                                     f"Network.fold_neuron touched; weights are read-only otherwise")
             w[touched] = got_w[touched]
         return params
+
+
+def _read_only(row: torch.Tensor) -> np.ndarray:
+    array = row.detach().cpu().numpy().copy()
+    array.flags.writeable = False
+    return array

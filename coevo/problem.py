@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from coevo import data as data_module
+from coevo import operators
 from coevo.config import Config
 from coevo.errors import ConfigError
 from coevo.genome import Layout, autoencoder_layouts, init_params
@@ -32,11 +33,18 @@ class Problem:
         return self.config.run.device
 
     def fresh_stacks(self, count: int) -> tuple[Stack, Stack]:
-        """``count`` encoders and ``count`` decoders, each initialised independently."""
+        """``count`` encoders and ``count`` decoders, each initialised independently, with the
+        flip counters and operator memory the pruning operator declared it needs."""
         rng = np.random.default_rng([self.config.run.seed, INIT])
-        enc = Stack.fresh(self.enc_layout, init_params(self.enc_layout, count, rng), self.device)
-        dec = Stack.fresh(self.dec_layout, init_params(self.dec_layout, count, rng), self.device)
-        return enc, dec
+        needs = operator_needs(self.config)
+        return tuple(Stack.fresh(layout, init_params(layout, count, rng), self.device, flips=needs.flips,
+                                 memory=needs.memory_size(layout))
+                     for layout in (self.enc_layout, self.dec_layout))  # type: ignore[return-value]
+
+
+def operator_needs(config: Config) -> "operators.Needs":
+    """What the configured pruning operator declared it needs (``coevo.operators.needs``)."""
+    return operators.needs_of(operators.registry.lookup(config.prune.operator))
 
 
 def check_device(device: str) -> None:

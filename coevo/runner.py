@@ -33,7 +33,7 @@ from coevo.evolve import coevolve, final_losses, make_toolbox, prune_probability
 from coevo.genome import state_dict
 from coevo.measures import baseline_loss, loss_floor, stack_kept_fractions
 from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, Observer, ProgressBar, TensorBoard
-from coevo.problem import Problem, build
+from coevo.problem import Problem, build, operator_needs
 
 SUMMARY_TIMING_KEYS = ("seconds_per_generation", "wall_seconds")
 TENSORBOARD_DIR = "tensorboard"
@@ -198,6 +198,7 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         "kept_fraction_decoder": float(kept.kept_decoder[best]),
         "mask_kept_fraction": float(kept.mask_kept[best]),
         "compact_fraction": float(kept.compact[best]),
+        "latent_alive": int(kept.latent[best]),
         "best_cell": best,
         "test_loss_mean": float(losses["test"].mean()),
         "train_loss_mean": float(losses["train"].mean()),
@@ -215,6 +216,8 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         "parameters": enc.layout.size + dec.layout.size,
         "provenance": provenance.collect(),
     }
+    for name in operator_needs(cfg).events:  # e.g. early_bird_generation: null if it never happened
+        summary[f"{name}_generation"] = state.events.get(name)
     model = {"encoder": state_dict(enc.layout, enc.params[best], enc.mask[best]),
              "decoder": state_dict(dec.layout, dec.params[best], dec.mask[best])}
     _save_atomic(model, run_dir / "best.pt")

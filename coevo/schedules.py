@@ -94,6 +94,15 @@ def prune_after(t: int, T: int, p: float, s: int) -> float:
     return p if t == T else 0.0
 
 
+@register("every")
+def every(t: int, T: int, p: float, s: int, *, k: int = 50) -> float:
+    """p at every k-th generation (t = k-1, 2k-1, ...) but never the last: FlipOut's schedule,
+    which halves the remaining weights every k epochs (with ``prune.amount = 0.5``)."""
+    if not (isinstance(k, int) and k >= 1):
+        raise ValueError(f"prune.schedule_params.k must be an integer >= 1, got {k}")
+    return p if (t + 1) % k == 0 and t < T else 0.0
+
+
 def geometric_targets(target: float, steps: int) -> list[float]:
     """SNIP-it's cumulative sparsities k_i = target - (target - 0.5) * 0.5 ** i for the first
     ``steps - 1`` steps, then ``target`` itself. For 0.98 and 7 steps: 0.5, 0.74, 0.86, 0.92,

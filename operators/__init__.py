@@ -5,7 +5,10 @@ name it by import path in config (``prune.operator = "mypkg.ops:my_prune"``), or
 through the ``coevo.operators`` entry-point group. See :mod:`operators.base` for the contract.
 """
 
-from coevo.operators.base import LayerGradients, PruneContext, PruneOperator, register, registry, sparing_units
-from coevo.operators import conjunctive, merge, no_pruning, random_pruning, snap, snip, variance  # noqa: F401  (register the built-ins)
+from coevo.operators.base import (LayerGradients, Needs, PruneContext, PruneOperator, needs, needs_of, register,
+                                  registry, sparing_units)
+from coevo.operators import (conjunctive, early_bird, flipout, merge, no_pruning, random_pruning,  # noqa: F401  (register the built-ins)
+                             snap, snip, variance)
 
-__all__ = ["LayerGradients", "PruneContext", "PruneOperator", "register", "registry", "sparing_units"]
+__all__ = ["LayerGradients", "Needs", "PruneContext", "PruneOperator", "needs", "needs_of", "register", "registry",
+           "sparing_units"]

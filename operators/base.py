@@ -13,6 +13,13 @@ is the only source: coevo checks python's, numpy's and torch's global generators
 call). coevo zeroes the pruned weights and their optimizer moments afterwards. Operators are in
 place: they mutate the network they are given.
 
+What it needs beyond that, it declares with :func:`needs` (read by coevo before a run starts):
+sign-flip counts kept by the trainer (``layer.weight_flips``, FlipOut), floats of its own state
+per network (``net.memory``: inherited with the genome, checkpointed, shipped to workers), and
+named events it reports with ``context.event(name)`` (the generation each first happened goes to
+the logbook and summary.json as ``NAME_generation``). Gradients of the loss on the recorded
+cases are on the context, computed when first asked, as activations are.
+
 Besides the weights, an operator may read ``context.activations(net)`` (each layer's outputs on
 ``prune.cases`` training rows) and ``context.gradients(net)`` (each layer's :class:`LayerGradients`
 of the pair's loss on the same rows); both are computed on first use only. The one weight edit it
@@ -33,7 +40,8 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 
 from coevo.config import PruneConfig
-from coevo.genome import Layer, Network
+from coevo.errors import OperatorError
+from coevo.genome import Layer, Layout, Network
 from coevo.registry import Registry
 
 
@@ -75,8 +83,18 @@ class PruneContext:
     settings: PruneConfig
     record: Callable[[], dict[str, list[np.ndarray]]] = field(repr=False, default=lambda: {})
     _cache: dict[str, list[np.ndarray]] | None = field(default=None, repr=False)
+    declared_events: tuple[str, ...] = ()
+    events: set[str] = field(default_factory=set)
     record_gradients: Callable[[], dict[str, list[LayerGradients]]] = field(repr=False, default=_no_gradients)
     _gradient_cache: dict[str, list[LayerGradients]] | None = field(default=None, repr=False)
+
+    def event(self, name: str) -> None:
+        """Report that ``name`` happened to this pair at this generation (e.g. early-bird's
+        ticket was drawn). ``name`` must be among the operator's ``needs(events=...)``."""
+        if name not in self.declared_events:
+            raise OperatorError(f"event {name!r} was not declared; declare it with "
+                                f"@coevo.operators.needs(events=({name!r},)) (declared: {list(self.declared_events)})")
+        self.events.add(name)
 
     def activations(self, net: Network) -> list[np.ndarray]:
         """Per layer of ``net``, its outputs (cases x neurons) on ``settings.cases`` training rows.
@@ -105,6 +123,48 @@ class PruneContext:
         if role not in self._gradient_cache:
             raise KeyError(f"no gradients recorded for a {role!r}; known: {sorted(self._gradient_cache)}")
         return self._gradient_cache[role]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What an operator asks of coevo besides the network, the amount, the rng and the context."""
+
+    flips: bool = False
+    """Have the trainer count every weight's sign flips (``layer.weight_flips``, ``layer.bias_flips``)."""
+    memory: int | Callable[[Layout], int] = 0
+    """Floats of state per network (``net.memory``, zero at the start), or a function of the layout."""
+    events: tuple[str, ...] = ()
+    """Names the operator may report with ``context.event``."""
+
+    def memory_size(self, layout: Layout) -> int:
+        size = self.memory(layout) if callable(self.memory) else self.memory
+        if not isinstance(size, (int, np.integer)) or size < 0:
+            raise OperatorError(f"an operator's needs(memory=...) must give a count >= 0, got {size!r}")
+        return int(size)
+
+
+def needs(*, flips: bool = False, memory: int | Callable[[Layout], int] = 0,
+          events: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+    """Decorator declaring what an operator (function or class) needs; put it under ``@register``::
+
+        @register("my_op")
+        @needs(flips=True, memory=lambda layout: len(layout.layers), events=("converged",))
+        def my_op(net, amount, rng, context): ...
+    """
+    declared = Needs(bool(flips), memory, tuple(events))
+
+    def mark(item: Any) -> Any:
+        item.coevo_needs = declared
+        return item
+
+    return mark
+
+
+def needs_of(operator: Any) -> Needs:
+    """The :class:`Needs` of an operator (a function, a class, an instance or a partial of one)."""
+    while hasattr(operator, "func") and not hasattr(operator, "coevo_needs"):  # functools.partial
+        operator = operator.func
+    return getattr(operator, "coevo_needs", Needs())
 
 
 class PruneOperator(Protocol):

@@ -21,7 +21,7 @@ def _pairs(n=3, d=12, seed=0):
 @pytest.mark.parametrize("loss", ["l1", "mse", "bce"])
 def test_backward_matches_autograd(loss):
     enc, dec, e, d = _pairs()
-    pairs = Stack.join(e, d)
+    pairs = Stack.fresh(e.layout + d.layout, torch.cat([e.params, d.params], dim=1).numpy())
     x = torch.rand(3, 5, 12)
     flat = torch.zeros(pairs.params.numel())
     acts = batched.forward(pairs.layout, pairs.params, x)

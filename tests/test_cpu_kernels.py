@@ -225,7 +225,8 @@ def test_fields_are_views_and_a_non_contiguous_stack_is_refused():
     layout, _ = autoencoder_layouts(17, [9], 3)
     stack = _stack(layout, 8, np.random.default_rng(0))
     for field, view in zip(FIELDS, cpu_kernels._fields(stack)):
-        assert np.shares_memory(view, getattr(stack, field).numpy()), field
+        if getattr(stack, field).numel():  # empty optional fields (no flips, no memory) share nothing
+            assert np.shares_memory(view, getattr(stack, field).numpy()), field
     every_other = stack.map(lambda t: t[::2])  # a strided view of every second network
     with pytest.raises(ValueError, match="params is not C-contiguous"):
         cpu_kernels._fields(every_other)

@@ -86,6 +86,23 @@ def test_independent_pairing_on_ray_equals_local_engine(local_ray, local_result,
     assert runs["local"]["test_loss_cells"] != local_result["test_loss_cells"]  # the pairing took effect
 
 
+SEED_STATE = ["prune.operator=flipout", "prune.amount=0.5", "prune.probability=1.0", "prune.schedule=every",
+              "prune.schedule_params.k=2", "prune.target_kept=0", "train.gradient_noise=1.0"]
+
+
+@pytest.mark.ray
+def test_flipout_on_ray_equals_local_engine(local_ray, tmp_path, capsys):
+    """FlipOut's sign-flip counts live in the genomes: they travel to the workers and back, and
+    its gradient noise is drawn per cell, so the shards reproduce the local run."""
+    runs = {}
+    for name, overrides in (("local", SIX_CELLS + SEED_STATE), ("ray", SIX_CELLS + SEED_STATE + RAY)):
+        assert main(["run", "--quiet", "--out", str(tmp_path / name), *sets(overrides)]) == 0
+        runs[name] = summary(tmp_path / name)
+    capsys.readouterr()
+    assert_same_run(runs["local"], runs["ray"])
+    assert runs["local"]["kept_fraction"] < 0.9
+
+
 @pytest.mark.ray
 def test_uneven_shards_of_a_torus_match_the_local_engine(local_ray, tiny_config):
     """Four workers on a 3x3 Moore torus (shards of 3, 2, 2, 2 cells, each reading a halo of

@@ -67,8 +67,15 @@ def keep_torch_threads():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("semantics", [[], ["run.update=asynchronous", "prune.regrow=true",
-                                            "train.fresh_optimizer_each_batch=true"]], ids=["coevo", "reference"])
+@pytest.mark.parametrize("semantics", [
+    [],
+    ["run.update=asynchronous", "prune.regrow=true", "train.fresh_optimizer_each_batch=true"],
+    # state kept for the seed methods: sign-flip counts and gradient noise; early-bird's mask history
+    ["prune.operator=flipout", "prune.amount=0.5", "prune.schedule=every", "prune.schedule_params.k=3",
+     "train.gradient_noise=1.0", "prune.target_kept=0"],
+    ["prune.operator=early_bird", "prune.amount=0.3", "prune.probability=1.0", "train.scale_l1=1e-4",
+     "train.scale_l1_latent=1e-3", "prune.target_kept=0"],
+], ids=["coevo", "reference", "flipout", "early_bird"])
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys, semantics):
     killed, full = tmp_path / "killed", tmp_path / "full"
     overrides = KILLABLE + semantics
