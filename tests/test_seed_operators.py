@@ -381,7 +381,7 @@ def test_geometric_sets_the_amount_of_a_run(tmp_path):
 
     class Rows(Observer):
         def on_generation(self, row, state):
-            rows.append((row["prune_probability"], float(Stack.join(state.encoders, state.decoders).mask.float().mean())))
+            rows.append((row["prune_probability"], float(torch.cat([state.encoders.mask, state.decoders.mask], dim=1).float().mean())))
 
     runner.start(cfg, out=tmp_path / "run", quiet=True, observers=[Rows()])
     k = schedules.geometric_targets(0.8, 4)
