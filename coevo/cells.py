@@ -116,8 +116,9 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
                     continue
                 amount = min(amount, 1.0 - settings.target_kept / kept[i])
             pruned[i] = True
-            happened = _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
-                                    derive_rng(cfg.run.seed, generation, int(k), CASES), amount, declared)
+            with cpu_kernels.one_blas_thread():  # an operator's matrix products: threads cost more than they give
+                happened = _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
+                                        derive_rng(cfg.run.seed, generation, int(k), CASES), amount, declared)
             events[i] = [name in happened for name in declared]
             if settings.reset_fraction > 0:
                 _reset_weights(new_enc, new_dec, i, settings.reset_fraction,

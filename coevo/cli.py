@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="sweep operators x schedules x modes with trials; rows, report, plots")
     bench.add_argument("spec", nargs="?", type=Path, help="sweep spec (TOML); or use --preset")
-    bench.add_argument("--preset", help="a spec shipped with coevo: quick (minutes), paper (the paper's sweep, long)")
+    bench.add_argument("--preset", help="a spec shipped with coevo: quick (minutes), seeds (every operator at its "
+                                        "authors' schedule, ~30 min), quality (~1.5 h), paper (the paper's sweep, long)")
     bench.add_argument("--out", type=Path, help="bench directory (default: bench-runs/<name>); re-running resumes it")
     bench.add_argument("--jobs", type=int, help="trials run at once (default: one per core)")
     bench.add_argument("--report", type=Path, metavar="DIR", help="only rebuild DIR's report from its rows")

@@ -476,7 +476,7 @@ def _centre_losses_kernel(enc_params, dec_params, enc_meta, dec_meta, data, loss
 _blas = None
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """BLAS (SciPy's OpenBLAS) must not start threads of its own inside Numba's: a context
     manager that keeps it to one while a kernel runs."""
     global _blas
@@ -545,7 +545,7 @@ def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np
             bool(fresh_optimizer_each_batch), float(terms.gradient_noise), terms.seeds(n),
             terms.penalties(enc.layout, dec.layout), NORMALS, loss_sums)
     _set_threads(threads, n)
-    with _one_blas_thread():
+    with one_blas_thread():
         _train_kernel(*args)
     return new_enc, new_dec, loss_sums / (orders.shape[1] * data.shape[1])
 
@@ -559,7 +559,7 @@ def pair_losses(enc: Stack, dec: Stack, neighbours: np.ndarray, batches: torch.T
     args = (enc.params.numpy(), dec.params.numpy(), _meta(enc.layout, False), _meta(dec.layout, False),
             neighbours, np.ascontiguousarray(batches.numpy()), LOSSES[loss], out)
     _set_threads(threads, len(neighbours))
-    with _one_blas_thread():
+    with one_blas_thread():
         _pair_losses_kernel(*args)
     return torch.from_numpy(out)
 
@@ -573,6 +573,6 @@ def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: str, chunk: 
     args = (enc.params.numpy(), dec.params.numpy(), _meta(enc.layout, False), _meta(dec.layout, False),
             np.ascontiguousarray(data.numpy()), LOSSES[loss], int(chunk), out)
     _set_threads(threads, len(enc))
-    with _one_blas_thread():
+    with one_blas_thread():
         _centre_losses_kernel(*args)
     return torch.from_numpy(out / data.numel())
