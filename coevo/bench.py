@@ -126,7 +126,9 @@ class RayExecutor:
     most ``jobs`` at once (default: as many as the cluster schedules).
 
     ``address`` names a running cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); empty
-    starts a local Ray with ``jobs`` CPUs (default: this machine's), shut down after the sweep.
+    starts a local Ray with ``jobs`` CPUs (default: this machine's), shut down after the sweep
+    and killed with this process if it dies (:mod:`coevo.reaper`). On a cluster, Ray ends a
+    dead driver's tasks itself (they are not detached).
     A Ray already running in this process is used as it is and left running. A task whose
     worker dies (the process killed, its node lost) is run again, up to ``retries`` times: the
     dead worker's lock on the trial's directory went with it, and :func:`execute_trial` resumes
@@ -139,6 +141,7 @@ class RayExecutor:
     task: Callable[[dict, str], dict] = execute_trial
     trial_threads: int = 1
     _owns_ray: bool = field(default=False, init=False, repr=False)
+    _watchdog: Any = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         """Import Ray and connect (or start a local one); a user error if either fails."""
@@ -153,8 +156,10 @@ class RayExecutor:
             except Exception as exc:  # ConnectionError, ValueError, RuntimeError, ...
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise UserError(f"--ray-address {self.address}: cannot connect to a Ray cluster there ({first})") from None
-        else:
-            ray.init(num_cpus=self.jobs or cores(), **options)
+        else:  # a local Ray whose every process dies with this one (coevo.reaper)
+            from coevo.reaper import init_local_ray
+
+            self._watchdog = init_local_ray(ray, num_cpus=self.jobs or cores(), **options)
             self._owns_ray = True
 
     def close(self) -> None:
@@ -165,6 +170,9 @@ class RayExecutor:
             if ray.is_initialized():
                 ray.shutdown()
             self._owns_ray = False
+            if self._watchdog is not None:
+                self._watchdog.close()
+                self._watchdog = None
 
     def run(self, trials: Sequence[Trial], out: Path) -> Iterator[tuple[Trial, dict | BaseException]]:
         import ray
