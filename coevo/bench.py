@@ -146,11 +146,12 @@ class RayExecutor:
     def start(self) -> None:
         """Import Ray and connect (or start a local one); a user error if either fails."""
         ray = _import_ray()
+        if self.address:
+            _check_reachable(self.address)
         if ray.is_initialized():
             return
         options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         if self.address:
-            _check_reachable(self.address)
             try:
                 ray.init(address=self.address, **options)
             except Exception as exc:  # ConnectionError, ValueError, RuntimeError, ...

@@ -4,16 +4,20 @@
 Ray's dashboard and runtime-env agents, once their raylet is gone, spend up to 60 s trying to
 report that to the dead GCS before they exit. :func:`init_local_ray` therefore starts a small
 watchdog first (``python -m coevo.reaper TOKEN``, in its own session so that Ctrl-C does not
-reach it) and marks every process of the new Ray with ``COEVO_RAY_OWNER=TOKEN`` in its
-environment (inherited: Ray's processes keep the environment they were started with). When the
-driver ends cleanly it says so and the watchdog just exits; when the driver dies (SIGKILL
-included) the watchdog's stdin reaches end-of-file and it SIGKILLs every process of the user
-that carries the token. Linux only (it reads /proc); elsewhere the agents exit on their own.
+reach it). Every second it notes the driver's descendants (pid and start time: the agents are
+the raylet's children, and are orphaned when it dies), and it finds the rest by
+``COEVO_RAY_OWNER=TOKEN``, which every process of the new Ray inherits in its environment
+(a process that renames itself, as Ray's agents do, may overwrite that copy, hence the
+snapshots). When the driver ends cleanly it says so and the watchdog exits; when the driver
+dies (SIGKILL included) the watchdog's stdin reaches end-of-file and it SIGKILLs every process
+it noted that still runs, and every one that carries the token. Linux only (it reads /proc);
+elsewhere the agents exit on their own, within about a minute.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -81,11 +85,41 @@ def marked(token: str) -> list[int]:
     return found
 
 
-def reap(token: str, settle_s: float = 5.0) -> None:
-    """SIGKILL every marked process, again until none has been seen for a moment."""
+def start_time(pid: int) -> int | None:
+    """A process's start time (clock ticks after boot): with the pid, it names one process."""
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every live descendant of ``root`` (not this process), as pid -> start time."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: dict[int, int] = {}
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        started = start_time(pid)
+        if pid != os.getpid() and started is not None:
+            found[pid] = started
+            todo += children.get(pid, [])
+    return found
+
+
+def reap(token: str, known: dict[int, int], settle_s: float = 3.0) -> None:
+    """SIGKILL the noted processes that still run and the marked ones, a few times over."""
     deadline = time.monotonic() + settle_s
     while time.monotonic() < deadline:
-        pids = marked(token)
+        pids = [pid for pid, started in known.items() if start_time(pid) == started] + marked(token)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -94,11 +128,23 @@ def reap(token: str, settle_s: float = 5.0) -> None:
         time.sleep(0.2)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], poll_s: float = 1.0) -> int:
     token = argv[0]
-    said = sys.stdin.buffer.read()  # until the driver closes it, or dies
+    driver = int(token.split("-")[0])
+    known: dict[int, int] = {}
+    said = b""
+    stdin = sys.stdin.buffer.fileno()
+    while True:  # until the driver closes our stdin, or dies
+        ready, _, _ = select.select([stdin], [], [], poll_s)
+        if ready:
+            data = os.read(stdin, 64)
+            if not data:
+                break
+            said += data
+        else:
+            known.update(descendants(driver))
     if said != DONE:
-        reap(token)
+        reap(token, known)
     return 0
 
 

@@ -37,6 +37,13 @@ def tagged(tag: str) -> list[int]:
     return found
 
 
+def still_running(processes: dict[int, int]) -> list[int]:
+    """Which of ``processes`` (pid -> start time, see coevo.reaper.descendants) still run."""
+    from coevo.reaper import start_time
+
+    return [pid for pid, started in processes.items() if alive(pid) and start_time(pid) == started]
+
+
 def children(pid: int) -> list[int]:
     """Live direct children of ``pid``."""
     found = []

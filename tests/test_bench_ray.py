@@ -12,13 +12,15 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from coevo import bench, bench_report, bench_spec, lock
 from coevo.cli import main
-from procs import tagged, tagged_env, wait_for
+from coevo.reaper import descendants
+from procs import still_running, tagged, tagged_env, wait_for
 from test_bench import TINY_SPEC, write_spec
 
 TIMING = {"seconds_per_generation", "wall_seconds"}
@@ -128,12 +130,18 @@ def test_a_sigkilled_ray_bench_leaves_no_ray_process(tmp_path):
     trials = [out / t.run_dir for t in bench_spec.parse(slow).expand()]
     try:
         wait_for(lambda: all((t / "logbook.csv").exists() for t in trials), 180, "both trials to start")
-        started = set(tagged("sigkill-ray"))
-        assert len(started) > 3, started  # the driver, GCS, raylet, two workers, ...
+        time.sleep(1.5)  # the watchdog notes the driver's processes every second
+        # what the driver started: GCS, raylet, its agents and workers, the watchdog (the agents
+        # rename themselves, which may blank their environment: found through the tree)
+        tree = descendants(driver.pid)
+        names = {(Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                 for pid in tree}
+        assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names and len(tree) >= 6, names
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
-    wait_for(lambda: not tagged("sigkill-ray"), 15, "every process of the killed bench to exit")
+    wait_for(lambda: not still_running(tree) and not tagged("sigkill-ray"), 15,
+             "every process of the killed bench to exit")
     for trial in trials:
         with lock.hold(trial):
             pass

@@ -81,6 +81,16 @@ def test_a_run_directory_held_by_a_live_writer_is_not_written(tmp_path, holder, 
     assert json.loads((run_dir / "summary.json").read_text())["generations"] == 3
 
 
+def test_coevo_run_with_the_ray_engine_has_one_writer_too(tmp_path, holder, capsys):
+    pytest.importorskip("ray")
+    run_dir = tmp_path / "run"
+    proc = holder(run_dir)
+    code = main(["run", "--quiet", "--out", str(run_dir), *sets(TINY + ["run.engine=ray"])])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and f"pid {proc.pid}" in err
+    assert [p.name for p in run_dir.iterdir()] == [lock.LOCK_FILE]
+
+
 def test_locks_nest_in_one_thread_and_exclude_other_threads(tmp_path):
     with lock.hold(tmp_path / "d") as d:
         with lock.hold(d):
