@@ -12,16 +12,22 @@ finished trials, reads the summary of a trial that finished just before a crash,
 that has checkpoints and reruns one that has neither.
 
 Trials run through a :class:`TrialExecutor`. :class:`LocalExecutor` uses processes on this
-machine; a Ray executor (one task per trial, same :func:`execute_trial`) is the seam for sweeps
-bigger than one machine. Workers receive plain config dicts and paths, never live objects.
+machine, which die with the driver; :class:`RayExecutor` runs one Ray task per trial (same
+:func:`execute_trial`) for sweeps bigger than one machine. Workers receive plain config dicts and
+paths, never live objects.
+
+One writer per directory (:mod:`coevo.lock`): the driver holds the bench directory for the whole
+sweep, and each trial holds its run directory while it runs, so a trial whose worker died (or an
+orphan of a killed driver) can never be written by two processes at once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
-import shutil
+import socket
 import tomllib
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -30,6 +36,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from coevo import bench_report
 from coevo import config as config_module
+from coevo import lock
 from coevo.bench_spec import Spec, Trial, parse
 from coevo.errors import ConfigError, UserError
 
@@ -41,25 +48,31 @@ ROW_FIELDS = ("test_loss", "validation_loss", "train_loss", "train_loss_mean", "
               "seconds_per_generation", "wall_seconds", "loss")
 """Copied from each trial's summary.json into its row."""
 
+TRIAL_LOCK_WAIT_S = 60.0
+"""How long a trial waits for another live writer of its run directory (an orphaned worker of a
+killed driver that has not exited yet, a retried Ray task whose first worker is still winding
+down) before it is reported as failed, writing no row."""
+
 
 def execute_trial(config: dict[str, dict[str, Any]], run_dir: str) -> dict:
     """Run one trial to its summary (in a worker). A finished run directory is read, one with
-    checkpoints resumed, anything else left by a crash removed and run again."""
+    checkpoints resumed, anything else left by a crash removed and run again; all of it while
+    holding the directory's lock (see :data:`TRIAL_LOCK_WAIT_S`)."""
     from coevo import runner
     from coevo.checkpoint import CHECKPOINT_DIR
 
     path = Path(run_dir)
     summary = path / "summary.json"
-    if not summary.exists() and any((path / CHECKPOINT_DIR).glob("gen_*.pt")):
-        try:
-            runner.resume(path, quiet=True)
-        except UserError:  # every checkpoint damaged: start over below
-            pass
-    if not summary.exists():
-        if path.exists():
-            shutil.rmtree(path)
-        runner.start(config_module.from_dict(config), path, quiet=True)
-    return json.loads(summary.read_text())
+    with lock.hold(path, wait_s=TRIAL_LOCK_WAIT_S):
+        if not summary.exists() and any((path / CHECKPOINT_DIR).glob("gen_*.pt")):
+            try:
+                runner.resume(path, quiet=True)
+            except UserError:  # every checkpoint damaged: start over below
+                pass
+        if not summary.exists():
+            lock.clear(path)
+            runner.start(config_module.from_dict(config), path, quiet=True)
+        return json.loads(summary.read_text())
 
 
 class TrialExecutor(Protocol):
@@ -71,7 +84,8 @@ class TrialExecutor(Protocol):
 
 @dataclass
 class LocalExecutor:
-    """Trials in ``jobs`` processes on this machine (spawned: fork after OpenMP hangs);
+    """Trials in ``jobs`` processes on this machine (spawned: fork after OpenMP hangs), which
+    exit when this process dies (:func:`coevo.lock.die_with_parent`), SIGKILL included;
     ``jobs = 1`` runs them one after another in this process."""
 
     jobs: int
@@ -85,7 +99,10 @@ class LocalExecutor:
                 except Exception as exc:  # a failed trial must not stop the sweep
                     yield trial, exc
             return
-        pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
+        # the pool starts its workers from this thread, on the first submit: the parent-death
+        # signal is tied to it, and it outlives the pool
+        pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=lock.die_with_parent, initargs=(os.getpid(),))
         try:
             pending: dict[Future, Trial] = {pool.submit(self.task, t.config(), str(out / t.run_dir)): t
                                             for t in trials}
@@ -97,6 +114,135 @@ class LocalExecutor:
                     yield trial, exc if exc is not None else future.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+RAY_CONNECT_TIMEOUT_S = 10.0
+"""How long ``--ray-address HOST:PORT`` may take to answer before it counts as unreachable."""
+
+
+@dataclass
+class RayExecutor:
+    """One Ray task per trial, one CPU and one torch thread each (:attr:`trial_threads`), at
+    most ``jobs`` at once (default: as many as the cluster schedules).
+
+    ``address`` names a running cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); empty
+    starts a local Ray with ``jobs`` CPUs (default: this machine's), shut down after the sweep
+    and killed with this process if it dies (:mod:`coevo.reaper`). On a cluster, Ray ends a
+    dead driver's tasks itself (they are not detached).
+    A Ray already running in this process is used as it is and left running. A task whose
+    worker dies (the process killed, its node lost) is run again, up to ``retries`` times: the
+    dead worker's lock on the trial's directory went with it, and :func:`execute_trial` resumes
+    or restarts the directory. Workers must see the bench directory at the same path (a shared
+    file system on a cluster); they are given absolute paths."""
+
+    address: str = ""
+    jobs: int | None = None
+    retries: int = 3
+    task: Callable[[dict, str], dict] = execute_trial
+    trial_threads: int = 1
+    _owns_ray: bool = field(default=False, init=False, repr=False)
+    _watchdog: Any = field(default=None, init=False, repr=False)
+
+    def start(self) -> None:
+        """Import Ray and connect (or start a local one); a user error if either fails."""
+        ray = _import_ray()
+        if self.address:
+            _check_reachable(self.address)
+        if ray.is_initialized():
+            return
+        options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        if self.address:
+            try:
+                ray.init(address=self.address, **options)
+            except Exception as exc:  # ConnectionError, ValueError, RuntimeError, ...
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError(f"--ray-address {self.address}: cannot connect to a Ray cluster there ({first})") from None
+        else:  # a local Ray whose every process dies with this one (coevo.reaper)
+            from coevo.reaper import init_local_ray
+
+            self._watchdog = init_local_ray(ray, num_cpus=self.jobs or cores(), **options)
+            self._owns_ray = True
+
+    def close(self) -> None:
+        """Shut Ray down if :meth:`start` started it."""
+        if self._owns_ray:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+            self._owns_ray = False
+            if self._watchdog is not None:
+                self._watchdog.close()
+                self._watchdog = None
+
+    def run(self, trials: Sequence[Trial], out: Path) -> Iterator[tuple[Trial, dict | BaseException]]:
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+
+        self.start()
+        remote = ray.remote(num_cpus=1, max_retries=self.retries, retry_exceptions=False)(self.task)
+        queue = list(trials)
+        window = self.jobs or len(queue)
+        pending: dict[Any, Trial] = {}
+        try:
+            while queue or pending:
+                while queue and len(pending) < window:
+                    trial = queue.pop(0)
+                    pending[remote.remote(trial.config(), str((Path(out) / trial.run_dir).resolve()))] = trial
+                finished, _ = ray.wait(list(pending), num_returns=1)
+                for ref in finished:
+                    trial = pending.pop(ref)
+                    try:
+                        result: dict | BaseException = ray.get(ref)
+                    except RayTaskError as exc:  # the trial raised: report it as itself
+                        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                        result = cause
+                    except RayError as exc:  # its worker died in every try
+                        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                        result = RuntimeError(f"the Ray worker running it died in each of {self.retries + 1} "
+                                              f"tries ({type(exc).__name__}: {first})")
+                    yield trial, result
+        finally:
+            for ref in pending:  # interrupted: stop what still runs
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:
+                    pass
+            self.close()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise UserError(f"--executor ray needs Ray, which is not installed ({exc}); "
+                        f"install it with: pip install 'coevo[ray]'") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, with one line, on a HOST:PORT (or ray://HOST:PORT) that does not answer."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # 'auto', 'local': Ray resolves these itself, quickly
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"--ray-address {address}: cannot reach it within {RAY_CONNECT_TIMEOUT_S:.0f} s "
+                        f"({exc.strerror or exc}); is a Ray head running there (ray start --head)?") from None
+
+
+def make_executor(name: str, jobs: int | None = None, ray_address: str = "") -> TrialExecutor | None:
+    """The executor ``--executor NAME`` asks for (None: run() builds the local one)."""
+    if name == "local":
+        if ray_address:
+            raise UserError("--ray-address needs --executor ray")
+        return None
+    if name == "ray":
+        _import_ray()
+        return RayExecutor(ray_address, jobs)
+    raise UserError(f"--executor {name!r} is unknown; choose one of: local, ray")
 
 
 def cores() -> int:
@@ -141,7 +287,7 @@ def prepare(spec: Spec, out: Path) -> list[Trial]:
         if spec.trials < previous.trials:
             raise UserError(f"{out} has trials = {previous.trials}; a re-run may add trials, not drop them "
                             f"(got trials = {spec.trials})")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (not out.is_dir() or not lock.is_empty(out)):
         raise UserError(f"{out} exists and is not a bench directory (no {SPEC_FILE}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write(spec_path, spec.dumps())
@@ -160,16 +306,36 @@ def run(spec: Spec, out: Path, jobs: int | None = None, quiet: bool = False,
             config_module.from_dict(combination.config)
         except ConfigError as exc:
             raise ConfigError(f"combination {combination.label} ({combination.mode}): {exc}") from None
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a bench directory (no {SPEC_FILE}); choose another --out")
+    if executor is not None and callable(getattr(executor, "start", None)):
+        executor.start()  # e.g. connect to Ray: a user error before anything is written
+    try:
+        # one driver per bench directory: a second one would write the same rows
+        with lock.hold(out):
+            return _run_locked(spec, out, jobs, quiet, executor)
+    finally:
+        if executor is not None and callable(getattr(executor, "close", None)):
+            executor.close()
+
+
+def _run_locked(spec: Spec, out: Path, jobs: int | None, quiet: bool, executor: TrialExecutor | None) -> Outcome:
     todo = prepare(spec, out)
     total = len(spec.expand())
     outcome = Outcome(out, total, skipped=total - len(todo))
-    jobs = min(jobs or default_jobs(spec), max(1, len(todo)))
-    if jobs > 1:
-        todo = [_with_threads(t, max(1, cores() // jobs)) for t in todo]
+    threads = getattr(executor, "trial_threads", None)
+    if threads:  # e.g. Ray: one CPU and one torch thread per trial
+        todo = [_with_threads(t, threads) for t in todo]
+        where = "Ray tasks (one CPU each)"
+    else:
+        jobs = min(jobs or default_jobs(spec), max(1, len(todo)))
+        if jobs > 1:
+            todo = [_with_threads(t, max(1, cores() // jobs)) for t in todo]
+        where = f"{jobs} worker{'s' * (jobs > 1)}"
     executor = executor or LocalExecutor(jobs)
     if not quiet:
         print(f"bench {spec.name}: {total} trials ({len(spec.combinations)} combinations x {spec.trials}), "
-              f"{outcome.skipped} done, {len(todo)} to run on {jobs} worker{'s' * (jobs > 1)}; {out}")
+              f"{outcome.skipped} done, {len(todo)} to run on {where}; {out}")
     bar = None
     if not quiet and todo:
         from tqdm.auto import tqdm

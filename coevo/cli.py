@@ -44,7 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--preset", help="a spec shipped with coevo: quick (minutes), seeds (every operator at its "
                                         "authors' schedule, ~30 min), quality (~1.5 h), paper (the paper's sweep, long)")
     bench.add_argument("--out", type=Path, help="bench directory (default: bench-runs/<name>); re-running resumes it")
-    bench.add_argument("--jobs", type=int, help="trials run at once (default: one per core)")
+    bench.add_argument("--jobs", type=int, help="trials run at once (default: one per core; with --executor ray, "
+                       "as many as the cluster has CPUs)")
+    bench.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="where trials run: processes on this machine (default), or one Ray task per trial")
+    bench.add_argument("--ray-address", default="", metavar="ADDR",
+                       help="with --executor ray: a running cluster (auto, HOST:6379, ray://HOST:10001); "
+                       "default: start a local Ray for the sweep")
     bench.add_argument("--report", type=Path, metavar="DIR", help="only rebuild DIR's report from its rows")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -108,8 +114,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"report: {bench.rebuild_report(args.report)}")
             return 0
         spec = bench_spec.load(args.spec, args.preset)
+        executor = bench.make_executor(args.executor, args.jobs, args.ray_address)
         try:
-            outcome = bench.run(spec, args.out or bench.default_out(spec), args.jobs, args.quiet)
+            outcome = bench.run(spec, args.out or bench.default_out(spec), args.jobs, args.quiet, executor)
         except KeyboardInterrupt:
             print("coevo: interrupted; finished trials are kept, re-run the same command to continue", file=sys.stderr)
             return 130

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from coevo import config as config_module
-from coevo import provenance, report
+from coevo import lock, provenance, report
 from coevo.canonical import train_canonical
 from coevo.checkpoint import RunState, atomic_write_bytes, load_latest
 from coevo.config import Config
@@ -98,12 +98,15 @@ def start(config: Config, out: str | Path | None = None, quiet: bool = False,
         problem = _prepare(config)
         run_dir = Path(out) if out is not None else default_run_dir(config)
         extra = _observers(config, run_dir, observers)
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise UserError(f"run directory {run_dir} already exists and is not empty; "
-                            f"choose another --out, or continue it with `coevo resume {run_dir}`")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
-        _run(problem, run_dir, None, None, quiet, extra, t0)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"run directory {run_dir} already exists and is not a directory; choose another --out")
+        # one writer per run directory: a live one makes this a clear refusal (coevo.lock)
+        with lock.hold(run_dir):
+            if not lock.is_empty(run_dir):
+                raise UserError(f"run directory {run_dir} already exists and is not empty; "
+                                f"choose another --out, or continue it with `coevo resume {run_dir}`")
+            atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
+            _run(problem, run_dir, None, None, quiet, extra, t0)
     return run_dir
 
 
@@ -117,21 +120,26 @@ def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = Fa
             raise UserError(f"run directory {run_dir} does not exist")
         if not (run_dir / "config.toml").exists():
             raise UserError(f"{run_dir} is not a coevo run directory (no config.toml)")
-        config = config_module.load(run_dir / "config.toml")
-        if generations is not None:
-            config = config.replace(run__generations=generations)
-        problem = _prepare(config)
-        extra = _observers(config, run_dir, observers)
-        state, rows, warnings = load_latest(run_dir, problem.enc_layout, problem.dec_layout, config.run.device)
-        for w in warnings:
-            print(f"coevo: {w}")
-        if state.generation > config.run.generations:
-            raise UserError(f"{run_dir} already ran {state.generation} generations; "
-                            f"--generations must be at least that")
-        if generations is not None:
-            atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
-        _run(problem, run_dir, state, rows, quiet, extra, t0)
+        with lock.hold(run_dir):  # one writer per run directory (coevo.lock)
+            _resume(run_dir, generations, quiet, observers, t0)
     return run_dir
+
+
+def _resume(run_dir: Path, generations: int | None, quiet: bool, observers: Sequence[Observer], t0: float) -> None:
+    config = config_module.load(run_dir / "config.toml")
+    if generations is not None:
+        config = config.replace(run__generations=generations)
+    problem = _prepare(config)
+    extra = _observers(config, run_dir, observers)
+    state, rows, warnings = load_latest(run_dir, problem.enc_layout, problem.dec_layout, config.run.device)
+    for w in warnings:
+        print(f"coevo: {w}")
+    if state.generation > config.run.generations:
+        raise UserError(f"{run_dir} already ran {state.generation} generations; "
+                        f"--generations must be at least that")
+    if generations is not None:
+        atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
+    _run(problem, run_dir, state, rows, quiet, extra, t0)
 
 
 def _observers(config: Config, run_dir: Path, user: Sequence[Observer]) -> list[Observer]:
