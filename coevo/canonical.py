@@ -46,7 +46,7 @@ def train_canonical(problem: Problem, observers: Sequence[Observer] = (), state:
                                shared, toolbox.mutate, cfg.prune.operator)
         state.encoders, state.decoders = variation.encoders, variation.decoders
         state.generation = epoch + 1
-        m = measure(problem, state.encoders, state.decoders, variation.train_loss)
+        m = measure(problem, (state.encoders, state.decoders), variation.train_loss)
         seconds = time.perf_counter() - t0
         state.wall_seconds += seconds
         row = record(epoch, m, state, seconds, p, int(variation.pruned.sum()))
