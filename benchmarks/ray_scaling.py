@@ -44,8 +44,8 @@ class Timed:
         self.engine = engine
         self.seconds: list[float] = []
 
-    def start(self, shared, neighbours) -> None:
-        self.engine.start(shared, neighbours)
+    def __getattr__(self, name):  # start, load, measure, centres, close, traffic: the engine's own
+        return getattr(self.engine, name)
 
     def evaluate(self, *args):
         t0 = time.perf_counter()
@@ -58,9 +58,6 @@ class Timed:
         out = self.engine.vary(*args)
         self.seconds[-1] += time.perf_counter() - t0
         return out
-
-    def close(self) -> None:
-        self.engine.close()
 
 
 class DriverClock:
@@ -197,7 +194,11 @@ def _measure(engine_name: str, workers: int, threads: int, generations: int) -> 
 
 
 def _child(queue, *args) -> None:
-    queue.put(_measure(*args))
+    try:
+        queue.put(_measure(*args))
+    except BaseException as exc:
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+        raise
 
 
 def main() -> None:
@@ -215,6 +216,8 @@ def main() -> None:
         proc.start()
         rows[name] = queue.get()
         proc.join()
+        if "error" in rows[name]:
+            raise SystemExit(f"{name}: {rows[name]['error']}")
         print(f"{name:<18} {rows[name]['seconds_per_generation']:7.2f} s/generation", flush=True)
     base = rows.get(BASE) or next(iter(rows.values()))
     print()

@@ -72,6 +72,34 @@ def test_ray_engine_equals_local_engine(local_ray, local_result, tmp_path, capsy
     assert local_ray.is_initialized()  # a Ray the engine did not start is left running
 
 
+def logbook(run_dir: Path) -> list[dict]:
+    import csv
+
+    with open(run_dir / "logbook.csv", newline="") as fh:
+        return [{k: v for k, v in row.items() if "seconds" not in k} for row in csv.DictReader(fh)]
+
+
+@pytest.mark.ray
+def test_torus_on_two_workers_equals_local_engine_generation_by_generation(local_ray, tmp_path, capsys):
+    """A 3x4 Moore torus with pruning on, 5 generations on 2 workers: every logbook row (the
+    validation losses and kept fractions now computed on the workers) and the summary are the
+    local engine's."""
+    torus = SIX_CELLS + ["grid.topology=torus", "grid.shape=[3, 4]", "grid.neighbourhood=moore",
+                         "run.generations=5", "run.checkpoint_every=2", "prune.probability=0.7"]
+    runs = {}
+    for name, overrides in (("local", torus), ("ray", torus + RAY)):
+        assert main(["run", "--quiet", "--out", str(tmp_path / name), *sets(overrides)]) == 0
+    capsys.readouterr()
+    assert_same_run(summary(tmp_path / "local"), summary(tmp_path / "ray"))
+    local_rows, ray_rows = logbook(tmp_path / "local"), logbook(tmp_path / "ray")
+    assert len(local_rows) == len(ray_rows) == 5
+    assert any(float(r["pruned_cells"]) > 0 for r in local_rows)
+    for a, b in zip(local_rows, ray_rows):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-6, abs=1e-9), key
+
+
 @pytest.mark.ray
 def test_independent_pairing_on_ray_equals_local_engine(local_ray, local_result, tmp_path, capsys):
     """selection.pairing = "independent": each shard is shipped the encoders and the decoders its
@@ -181,6 +209,8 @@ def test_only_border_rows_travel(local_ray, tiny_config):
         assert moved["between_workers"] == 24 * params + genome
         assert moved["to_workers"] < genome and moved["from_workers"] < genome  # per-cell values only
         assert moved["fetched"] == 0
+        # the shards stayed resident: each worker read its centres from the object store once, at the start
+        assert [s["restores"] for s in local_ray.get([a.stats.remote() for a in remote.actors])] == [1, 1]
         assert moved["between_workers"] + moved["to_workers"] + moved["from_workers"] < 36 * genome / 2
         local.vary(parents, parents, np.full(36, 1e-3), 0.0, 0, mutate, cfg.prune.operator)
         assert_same_centres(local, remote)  # fetched on demand, once
@@ -203,15 +233,17 @@ def test_a_worker_killed_between_generations_restores_its_shard(local_ray, tiny_
     mutate = make_toolbox(cfg).mutate
     parents = np.array([1, 2, 3, 4, 5, 0])
     try:
-        before = local_ray.get(remote.actors[0].pid.remote())
+        before = local_ray.get(remote.actors[0].stats.remote())
         for generation in range(2):
             for engine in (local, remote):
                 engine.evaluate(generation)
                 engine.vary(parents, parents, np.full(6, 1e-3), 0.5, generation, mutate, cfg.prune.operator)
             if generation == 0:
                 local_ray.kill(remote.actors[0], no_restart=False)
-        assert local_ray.get(remote.actors[0].pid.remote(), timeout=120) != before  # a new process
         assert torch.allclose(remote.evaluate(2), local.evaluate(2), rtol=1e-6, atol=0)
+        after = local_ray.get(remote.actors[0].stats.remote(), timeout=120)
+        assert after["pid"] != before["pid"] and after["restores"] == 1  # a new process, restored once
+        assert local_ray.get(remote.actors[1].stats.remote(), timeout=120)["restores"] == 1  # never left
         assert_same_centres(local, remote)
     finally:
         remote.close()

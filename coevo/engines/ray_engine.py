@@ -63,6 +63,11 @@ def stack_arrays(stack: Stack, rows: np.ndarray, fields: tuple[str, ...] = FIELD
     return {f: getattr(stack, f)[index].cpu().numpy() for f in fields}
 
 
+def whole_arrays(stack: Stack) -> dict[str, np.ndarray]:
+    """Every row of a stack as numpy arrays, without a copy (Ray copies them as it stores them)."""
+    return {f: getattr(stack, f).detach().cpu().numpy() for f in FIELDS}
+
+
 def arrays_stack(layout: Layout, arrays: dict[str, np.ndarray], device: str) -> Stack:
     """A stack rebuilt from :func:`stack_arrays`; fields that were not shipped are empty."""
     def tensor(name: str) -> torch.Tensor:
@@ -151,9 +156,14 @@ class ShardWorker:
         self.data: dict[str, torch.Tensor] = {}
         self.held: dict[str, Stack] = {}
         self.version: int | None = None  # of the held centres; None: nothing held (new or restarted)
+        self.restores = 0  # how often the held centres were read back from a copy
 
     def pid(self) -> int:
         return os.getpid()
+
+    def stats(self) -> dict:
+        """This process's id, the version it holds and how often it restored its shard."""
+        return {"pid": os.getpid(), "version": self.version, "restores": self.restores}
 
     # -- what the worker reads: nested references (``[ObjectRef]``), which Ray passes unresolved
     def _shared(self, train: list) -> CellData:
@@ -174,6 +184,7 @@ class ShardWorker:
             arrays = ray.get(copy[0])
             self.held = {side: arrays_stack(self.layouts[side], arrays[side], self.device) for side in SIDES}
             self.version = version
+            self.restores += 1
 
     # -- calls from the driver ---------------------------------------------------------------
     def export(self, version: int, copy: list, enc_cells: np.ndarray, dec_cells: np.ndarray,
@@ -216,8 +227,7 @@ class ShardWorker:
                        self._shared(train), mutate, operator_name)
         self.held = {"encoders": v.encoders, "decoders": v.decoders}
         self.version = version + 1
-        every = np.arange(len(self.cells))
-        copy_out = {side: stack_arrays(self.held[side], every) for side in SIDES}
+        copy_out = {side: whole_arrays(self.held[side]) for side in SIDES}
         return {"train_loss": np.asarray(v.train_loss), "pruned": np.asarray(v.pruned)}, copy_out
 
     def measure(self, version: int, copy: list, data: list, loss: str) -> dict:
