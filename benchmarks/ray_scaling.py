@@ -7,11 +7,17 @@ A 10x10 torus with a von Neumann neighbourhood of radius 1 (s = 5) and the paper
 (61,670 parameters per pair at D = 1000). Each configuration runs in its own fresh process
 (spawn); the ray ones start their own local Ray, with one torch thread per worker and in the
 driver. Figures are medians over generations after the first (which starts the workers and
-loads the Numba kernels). Besides seconds per generation, each row splits the generation into the engine's
-calls (evaluate + vary, shipping included), the driver's logging measure (losses of every
-centre on the validation split) and the rest (selection, bookkeeping), and
-counts the bytes the driver ships to workers and gets back. Prints a table and writes
-``benchmarks/results/ray_scaling.json``. The machine is small and may be shared: read ratios.
+loads the Numba kernels). Besides seconds per generation, each row splits the generation into the
+engine's calls (evaluate + vary, shipping included), the logbook's measure (validation losses and
+kept fractions of every centre: in the driver before the ray engine kept its centres on the
+workers, on the workers since) and the rest, and gives the driver's own share: its wall seconds
+outside ``ray.get`` (waiting and deserialising results are inside) and its process's CPU seconds
+per generation. Bytes per generation, counted as numpy arrays' bytes (not references, scalars or
+pickle framing): what ``ray.get`` returns to the driver (a wrapper, for any engine); for the
+engine with resident centres its own ``traffic`` counter (driver to workers, worker to worker,
+copies kept in the object store); for the engine before it, the arrays it packed for the workers.
+Prints a table and writes ``benchmarks/results/ray_scaling.json`` (``--out`` elsewhere). The
+machine is small and may be shared: read ratios, and compare versions in the same session.
 """
 
 from __future__ import annotations
