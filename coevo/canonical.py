@@ -47,7 +47,7 @@ def train_canonical(problem: Problem, observers: Sequence[Observer] = (), state:
         state.encoders, state.decoders = variation.encoders, variation.decoders
         note_events(state, toolbox, variation.events, epoch)
         state.generation = epoch + 1
-        m = measure(problem, state.encoders, state.decoders, variation.train_loss)
+        m = measure(problem, (state.encoders, state.decoders), variation.train_loss)
         seconds = time.perf_counter() - t0
         state.wall_seconds += seconds
         row = record(epoch, m, state, seconds, p.probability, int(variation.pruned.sum()), event_columns(state, toolbox))

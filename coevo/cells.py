@@ -18,7 +18,7 @@ from coevo import batched, cpu_kernels
 from coevo.config import Config, PruneConfig
 from coevo.errors import OperatorError, UserError
 from coevo.genome import Decoder, Encoder, Layout
-from coevo.measures import stack_kept_fractions
+from coevo.measures import KeptFractions, stack_kept_fractions
 from coevo.population import Stack
 from coevo.operators.base import LayerGradients, PruneContext, needs_of
 from coevo.trainer_terms import TrainerTerms
@@ -65,6 +65,12 @@ def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: str) -> np.n
     if enc.params.device.type == "cpu":
         return cpu_kernels.centre_losses(enc, dec, data, loss).numpy()
     return batched.centre_losses(enc, dec, data, loss).cpu().numpy()
+
+
+def centre_measures(enc: Stack, dec: Stack, data: torch.Tensor, loss: str) -> tuple[np.ndarray, KeptFractions]:
+    """What the logbook reads of each cell's centre pair: its loss on every row of ``data`` (the
+    validation split) and its kept fractions. Per cell, so a shard gives its cells' values."""
+    return centre_losses(enc, dec, data, loss), stack_kept_fractions(enc, dec)
 
 
 @dataclass

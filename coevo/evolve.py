@@ -16,13 +16,13 @@ import numpy as np
 from deap import base, tools
 
 from coevo import schedules, topology
-from coevo.cells import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, derive_rng
+from coevo.cells import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, centre_measures, derive_rng
 from coevo.checkpoint import RunState
 from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
 from coevo.errors import OperatorError, UserError
 from coevo.genome import Decoder, Encoder, Network
-from coevo.measures import stack_kept_fractions
+from coevo.measures import KeptFractions
 from coevo.observers import Observer
 from coevo.problem import Problem
 from coevo.registry import GlobalRandomWatch
@@ -130,15 +130,18 @@ def _handles(cls: type[Network], cells: np.ndarray, fitness: np.ndarray) -> list
 class Measures:
     train: np.ndarray  # each cell's training loss over the epoch that made its centre
     validation: np.ndarray  # each centre pair's loss on the whole validation split
+    kept: KeptFractions  # each centre pair's kept fractions
     seconds: float  # time spent measuring (logging cost, not part of the algorithm)
 
 
-def measure(problem: Problem, enc: Stack, dec: Stack, train_loss: np.ndarray) -> Measures:
+def measure(problem: Problem, centres: Engine | tuple[Stack, Stack], train_loss: np.ndarray) -> Measures:
     """The logbook's losses. Training loss is what the epoch saw (free, as training loops report
-    it); validation loss is each new centre, after pruning, on the whole validation split."""
+    it); validation loss is each new centre, after pruning, on the whole validation split. The
+    centres are an engine's (measured where they live) or a pair of stacks."""
     t0 = time.perf_counter()
-    validation = centre_losses(enc, dec, problem.validation, problem.config.model.loss)
-    return Measures(np.asarray(train_loss, dtype=np.float64), validation, time.perf_counter() - t0)
+    data, loss = problem.validation, problem.config.model.loss
+    validation, kept = centre_measures(*centres, data, loss) if isinstance(centres, tuple) else centres.measure(data, loss)
+    return Measures(np.asarray(train_loss, dtype=np.float64), validation, kept, time.perf_counter() - t0)
 
 
 def record(generation: int, m: Measures, state: RunState, seconds: float, prune_p: float, pruned: int,
@@ -149,7 +152,7 @@ def record(generation: int, m: Measures, state: RunState, seconds: float, prune_
     stats.register("median", np.median)
     stats.register("max", np.max)
     best = int(np.argmin(m.validation))
-    kept = stack_kept_fractions(state.encoders, state.decoders)
+    kept = m.kept
     row = {"generation": generation}
     row.update({f"train_loss_{k}": float(v) for k, v in stats.compile(m.train).items()})
     row["train_loss_mean"] = float(np.mean(m.train))
@@ -188,6 +191,7 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
     toolbox = make_toolbox(cfg)
     engine = engine or LocalEngine()
     engine.start(CellData(problem.train, cfg), neighbours)
+    engine.load(state.encoders, state.decoders)
     for obs in observers:
         obs.on_start(cfg, state)
     try:
@@ -199,19 +203,23 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
             generation = asynchronous_generation if cfg.run.update == "asynchronous" else synchronous_generation
             selection_loss, train_loss, pruned, events = generation(state, neighbours, engine, toolbox, cfg, gen, p)
             note_events(state, toolbox, events, gen)
+            # replace: the new centres stay in the engine; a checkpoint or an observer that reads
+            # them fetches them then
+            state.centres_in(engine.centres)
             # mutate learning rates
             rng = derive_rng(cfg.run.seed, gen, 0, LR_MUTATION)
             state.lr = np.clip(state.lr + rng.normal(0.0, cfg.train.lr_sigma, n_cells),
                                cfg.train.lr_min, cfg.train.lr_max) if cfg.train.lr_sigma > 0 else state.lr
             state.generation = gen + 1
             # record
-            m = measure(problem, state.encoders, state.decoders, train_loss)
+            m = measure(problem, engine, train_loss)
             seconds = time.perf_counter() - t0
             state.wall_seconds += seconds
             row = record(gen, m, state, seconds, p.probability, int(pruned.sum()),
                          {"selection_loss_best": selection_loss, **event_columns(state, toolbox)})
             for obs in observers:
                 obs.on_generation(row, state)
+        state.set_centres(*engine.centres())  # the final centres, before the engine lets them go
     finally:
         engine.close()
     return state
@@ -220,45 +228,41 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
 def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engine, toolbox: base.Toolbox,
                            cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """Every cell reads the previous generation's centres, so the engine runs them all at once.
-    Replaces the state's centres; returns the best centre's selection loss, each cell's training
+    Replaces the engine's centres; returns the best centre's selection loss, each cell's training
     loss, whether it was pruned and which operator events it reported."""
     # gather + evaluate: every encoder x decoder pair of each sub-population, one mini-batch
-    losses = engine.evaluate(state.encoders, state.decoders, gen).cpu().numpy()
+    losses = engine.evaluate(gen).cpu().numpy()
     # fitness: the solution concept over rows (encoders) and columns (decoders)
     enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
     # select: tournament on encoder fitness (and on decoder fitness, with independent pairing)
     enc_parents, dec_parents = select_parents(neighbours, enc_fitness, dec_fitness, toolbox, cfg.selection.pairing)
-    # train + mutate: copies of the selected pairs, one pass over the data, then maybe pruned
-    variation = engine.vary(state.encoders, state.decoders, enc_parents, dec_parents, state.lr, p, gen,
-                            toolbox.mutate, cfg.prune.operator)
-    # replace: the trained pairs become the new centres
-    state.encoders, state.decoders = variation.encoders, variation.decoders
-    return float(enc_fitness[:, 0].min()), variation.train_loss, variation.pruned, variation.events
+    # train + mutate + replace: copies of the selected pairs, one pass over the data, maybe
+    # pruned, become the new centres
+    train_loss, pruned, events = engine.vary(enc_parents, dec_parents, state.lr, p, gen, toolbox.mutate,
+                                             cfg.prune.operator)
+    return float(enc_fitness[:, 0].min()), train_loss, pruned, events
 
 
 def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: LocalEngine, toolbox: base.Toolbox,
                             cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """The reference's order: one cell at a time, in an order shuffled each generation, each
     reading its neighbours' latest centres, so a good pair can cross the grid in one generation.
-    Same phases and the same per-cell random streams as :func:`synchronous_generation`."""
+    Same phases and the same per-cell random streams as :func:`synchronous_generation`; the
+    engine replaces each cell's centre as soon as it is trained."""
     n = len(neighbours)
     order = derive_rng(cfg.run.seed, gen, 0, UPDATE_ORDER).permutation(n)
-    enc, dec = state.encoders[:], state.decoders[:]
     train_loss, pruned, selection_loss = np.zeros(n), np.zeros(n, dtype=bool), np.inf
     events = np.zeros((n, len(operators.needs_of(toolbox.mutate).events)), dtype=bool)
     for k in order:
         cell = np.array([k])
-        losses = engine.evaluate(enc, dec, gen, cells=cell).cpu().numpy()
+        losses = engine.evaluate(gen, cells=cell).cpu().numpy()
         enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
         enc_parent, dec_parent = select_parents(neighbours[cell], enc_fitness, dec_fitness, toolbox,
                                                 cfg.selection.pairing)
-        variation = engine.vary(enc, dec, enc_parent, dec_parent, state.lr[cell], p, gen, toolbox.mutate,
-                                cfg.prune.operator, cells=cell)
-        enc.put(k, variation.encoders)
-        dec.put(k, variation.decoders)
-        train_loss[k], pruned[k], events[k] = variation.train_loss[0], variation.pruned[0], variation.events[0]
+        cell_loss, cell_pruned, cell_events = engine.vary(enc_parent, dec_parent, state.lr[cell], p, gen,
+                                                          toolbox.mutate, cfg.prune.operator, cells=cell)
+        train_loss[k], pruned[k], events[k] = cell_loss[0], cell_pruned[0], cell_events[0]
         selection_loss = min(selection_loss, float(enc_fitness[0, 0]))
-    state.encoders, state.decoders = enc, dec
     return selection_loss, train_loss, pruned, events
 
 

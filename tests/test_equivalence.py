@@ -36,14 +36,14 @@ def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, 
     for gen in range(2):  # two generations: moments and masks carried over
         engine = LocalEngine()
         engine.start(CellData(problem.train, cfg), neighbours)
-        losses = engine.evaluate(enc, dec, gen).numpy()
+        engine.load(enc, dec)
+        losses = engine.evaluate(gen).numpy()
         enc_fit, dec_fit = solution_concept(losses, concept)
         random.seed(f"{cfg.run.seed}:{gen}")
         enc_parents, dec_parents = select_parents(neighbours, enc_fit, dec_fit, toolbox, pairing)
         split |= bool((enc_parents != dec_parents).any())
-        variation = engine.vary(enc, dec, enc_parents, dec_parents, lr, probability, gen, toolbox.mutate,
-                                cfg.prune.operator)
-        enc, dec = variation.encoders, variation.decoders
+        engine.vary(enc_parents, dec_parents, lr, probability, gen, toolbox.mutate, cfg.prune.operator)
+        enc, dec = engine.centres()
 
         random.seed(f"{cfg.run.seed}:{gen}")
         plain_enc, plain_dec = plain_generation(plain_enc, plain_dec, lr, neighbours, problem.train, cfg, gen,
@@ -81,14 +81,15 @@ def test_torch_path_equals_the_cpu_kernels(tiny_overrides, monkeypatch, dec_pare
                                 batched.pair_losses(e, d, torch.as_tensor(nbr), *a))
         engine = LocalEngine()
         engine.start(CellData(problem.train, cfg), neighbours)
-        losses = engine.evaluate(enc, dec, 0)
-        v = engine.vary(enc, dec, enc_parents, dec_parents, lr, 0.5, 0, toolbox.mutate, cfg.prune.operator)
-        results.append((losses, v))
-    (l1, v1), (l2, v2) = results
+        engine.load(enc, dec)
+        losses = engine.evaluate(0)
+        train_loss, pruned, _events = engine.vary(enc_parents, dec_parents, lr, 0.5, 0, toolbox.mutate, cfg.prune.operator)
+        results.append((losses, train_loss, pruned, engine.centres()))
+    (l1, t1, p1, c1), (l2, t2, p2, c2) = results
     assert torch.allclose(l1, l2, atol=1e-6)
-    assert v1.pruned.any() and np.array_equal(v1.pruned, v2.pruned)
-    assert np.allclose(v1.train_loss, v2.train_loss, rtol=1e-5)
-    for a, b in ((v1.encoders, v2.encoders), (v1.decoders, v2.decoders)):
+    assert p1.any() and np.array_equal(p1, p2)
+    assert np.allclose(t1, t2, rtol=1e-5)
+    for a, b in zip(c1, c2):
         assert torch.equal(a.mask, b.mask) and torch.equal(a.steps, b.steps)
         assert torch.allclose(a.params, b.params, atol=1e-5)
         assert torch.allclose(a.exp_avg_sq, b.exp_avg_sq, atol=1e-9)

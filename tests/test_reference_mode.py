@@ -93,12 +93,13 @@ def test_asynchronous_cells_read_their_neighbours_latest_centres(tiny_config):
     state = RunState(0, enc, dec, np.full(len(neighbours), 1e-3))
     engine = LocalEngine()
     engine.start(CellData(problem.train, cfg), neighbours)
+    engine.load(enc, dec)
     seen = []
     evaluate = engine.evaluate
 
-    def spy(e, d, gen, cells=None):
-        seen.append(e.params.clone())
-        return evaluate(e, d, gen, cells=cells)
+    def spy(gen, cells=None):
+        seen.append(engine.enc.params.clone())
+        return evaluate(gen, cells=cells)
 
     engine.evaluate = spy
     random.seed(0)
@@ -106,7 +107,8 @@ def test_asynchronous_cells_read_their_neighbours_latest_centres(tiny_config):
     assert len(seen) == len(neighbours)
     assert torch.equal(seen[0], enc.params)  # the first cell sees the old centres
     assert not torch.equal(seen[-1], enc.params)  # the last sees centres replaced before it
-    assert not torch.equal(state.encoders.params, enc.params)
+    assert not torch.equal(engine.centres()[0].params, enc.params)
+    assert torch.equal(state.encoders.params, enc.params)  # the engine wrote its own copy, not the caller's
 
 
 def test_asynchronous_on_ray_is_refused_in_one_line(capsys):
