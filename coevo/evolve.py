@@ -150,6 +150,7 @@ def record(generation: int, m: Measures, state: RunState, seconds: float, prune_
     row["kept_best"] = float(kept.kept[best])
     row["mask_kept_mean"] = float(kept.mask_kept.mean())
     row["compact_best"] = float(kept.compact[best])
+    row["latent_best"] = int(kept.latent[best])
     row.update({f"lr_{k}": float(v) for k, v in stats.compile(state.lr).items()})
     row["prune_probability"] = prune_p
     row["pruned_cells"] = pruned
