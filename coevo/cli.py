@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", default="torchscript", help="torchscript (default) or onnx (needs coevo[export])")
     exp.add_argument("--which", default="best", help="best (default) or centres (needs run.save_centres = true)")
 
+    ana = sub.add_parser("analyze", help="latent analysis of a run: alive latent neurons, intrinsic dimension, NMI/ARI")
+    ana.add_argument("run_dir", type=Path)
+
     sub.add_parser("operators", help="list pruning operators and schedules, with their parameters")
 
     bench = sub.add_parser("bench", help="sweep operators x schedules x modes with trials; rows, report, plots")
@@ -88,6 +91,11 @@ def _run(args: argparse.Namespace) -> int:
         from coevo import export
 
         print(export.format_exported(export.export(args.run_dir, args.out, args.format, args.which)))
+        return 0
+    if args.command == "analyze":
+        from coevo import analysis
+
+        print(analysis.format_analysis(analysis.analyze(args.run_dir)))
         return 0
     if args.command == "operators":
         from coevo import operators
