@@ -252,17 +252,20 @@ def max_difference(pair: tuple[torch.nn.Module, torch.nn.Module], model: Compact
                    float((z[:, comp.latent_index] - zc).abs().max()) if zc.numel() else 0.0)
 
 
-def time_call(fn, x: torch.Tensor, repeats: int = 50) -> float:
-    """Median seconds of ``fn(x)`` over ``repeats`` calls (after two warm-up calls), no grad."""
+def time_pair(first, second, x: torch.Tensor, repeats: int = 50) -> tuple[float, float]:
+    """Median seconds of ``first(x)`` and of ``second(x)``, no grad, timed alternately (after two
+    warm-up calls each) so that a busy machine slows both alike."""
     with torch.no_grad():
         for _ in range(2):
-            fn(x)
-        times = []
+            first(x)
+            second(x)
+        times: tuple[list[float], list[float]] = ([], [])
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+            for fn, out in ((first, times[0]), (second, times[1])):
+                t0 = time.perf_counter()
+                fn(x)
+                out.append(time.perf_counter() - t0)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 @dataclass(frozen=True)
@@ -338,8 +341,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
             raise RuntimeError(f"compact model differs from the masked pair by {diff:.3g} (a bug in coevo.export)")
         comp = CompactAutoencoder(model)
         enc, dec = pair
-        t_masked = time_call(lambda v: dec(enc(v)), x, repeats)
-        t_compact = time_call(comp, x, repeats)
+        t_masked, t_compact = time_pair(lambda v: dec(enc(v)), comp, x, repeats)
         payload = writer(model)
         before = [int(enc[0].weight.shape[1])] + [int(m.weight.shape[0]) for m in list(enc) + list(dec)
                                                    if isinstance(m, torch.nn.Linear)]
