@@ -195,3 +195,17 @@ def test_missing_onnx_extra_exit_2(pruned_run, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "coevo[export]" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nothing_to_remove_exports_and_says_so(tmp_path, capsys):
+    from coevo import runner
+    from coevo.config import load
+    from tests.conftest import TINY
+
+    run = tmp_path / "run"
+    runner.start(load(None, TINY + ["run.generations=1", "prune.operator=none"]), run, quiet=True)
+    capsys.readouterr()
+    assert main(["export", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to remove" in out and (run / "model.pt").exists()
+    assert "40 -> 8 -> 3 -> 8 -> 40  =>  40 -> 8 -> 3 -> 8 -> 40" in out
