@@ -325,6 +325,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
         _onnx()
     pairs = _pairs(run_dir, which)
     out = Path(out) if out is not None else default_out(run_dir, fmt)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name (e.g. {out / default_out(run_dir, fmt).name})")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: the directory {out.parent} does not exist")
     paths = [out] if which == "best" else [out.with_name(f"{out.stem}-cell{k}{out.suffix}") for k in range(len(pairs))]

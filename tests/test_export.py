@@ -172,8 +172,10 @@ def test_onnx_matches_with_onnxruntime(pruned_run, tmp_path, capsys):
 @pytest.mark.parametrize("args, words", [
     (["--format", "keras"], "--format 'keras' is not allowed"),
     (["--which", "all"], "--which 'all' is not allowed"),
+    (["--out", "."], "is a directory"),
 ])
-def test_bad_options_exit_2_one_line_nothing_written(pruned_run, tmp_path, capsys, args, words):
+def test_bad_options_exit_2_one_line_nothing_written(pruned_run, tmp_path, capsys, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in pruned_run.iterdir())
     assert main(["export", str(pruned_run), "--out", str(tmp_path / "m.pt"), *args]) == 2
     err = capsys.readouterr().err
