@@ -253,15 +253,17 @@ def max_difference(pair: tuple[torch.nn.Module, torch.nn.Module], model: Compact
 
 
 def time_pair(first, second, x: torch.Tensor, repeats: int = 50) -> tuple[float, float]:
-    """Median seconds of ``first(x)`` and of ``second(x)``, no grad, timed alternately (after two
-    warm-up calls each) so that a busy machine slows both alike."""
+    """Median seconds of ``first(x)`` and of ``second(x)``, no grad, timed alternately, each going
+    first in every other round (after two warm-up calls each), so that a busy machine and the
+    call order slow both alike."""
     with torch.no_grad():
         for _ in range(2):
             first(x)
             second(x)
         times: tuple[list[float], list[float]] = ([], [])
-        for _ in range(repeats):
-            for fn, out in ((first, times[0]), (second, times[1])):
+        for i in range(repeats):
+            pairs = ((first, times[0]), (second, times[1]))
+            for fn, out in pairs[i % 2:] + pairs[: i % 2]:  # each goes first in turn
                 t0 = time.perf_counter()
                 fn(x)
                 out.append(time.perf_counter() - t0)
