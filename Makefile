@@ -7,9 +7,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 # Extras installed with coevo: the test suite (it includes tensorboard, for the TensorBoard
-# observer's tests) and Ray (the ray engine and its tests).
-# `make EXTRAS=test ...` leaves Ray out; the Ray tests are then skipped.
-EXTRAS ?= test,ray
+# observer's tests), Ray (the ray engine and its tests), export (onnx, onnxruntime: `coevo export
+# --format onnx`) and analysis (scikit-dimension, scikit-learn: `coevo analyze`).
+# `make EXTRAS=test ...` leaves the others out; their tests are then skipped.
+EXTRAS ?= test,ray,export,analysis
 
 .PHONY: install demo test bench clean
 

@@ -37,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="redraw a run's plots and print its summary")
     rep.add_argument("run_dir", type=Path)
 
+    exp = sub.add_parser("export", help="write the best pair (or every centre pair) as a compact dense model")
+    exp.add_argument("run_dir", type=Path)
+    exp.add_argument("--out", type=Path, help="output file (default: RUN_DIR/model.pt, or model.onnx); "
+                     "--which centres writes STEM-cellK.SUFFIX per cell")
+    exp.add_argument("--format", default="torchscript", help="torchscript (default) or onnx (needs coevo[export])")
+    exp.add_argument("--which", default="best", help="best (default) or centres (needs run.save_centres = true)")
+
+    ana = sub.add_parser("analyze", help="latent analysis of a run: alive latent neurons, intrinsic dimension, NMI/ARI")
+    ana.add_argument("run_dir", type=Path)
+
     sub.add_parser("operators", help="list pruning operators and schedules, with their parameters")
 
     bench = sub.add_parser("bench", help="sweep operators x schedules x modes with trials; rows, report, plots")
@@ -83,6 +93,16 @@ def _run(args: argparse.Namespace) -> int:
         paths = report.plot_run(args.run_dir)
         print(report.format_summary(summary))
         print("plots: " + ", ".join(str(p) for p in paths))
+        return 0
+    if args.command == "export":
+        from coevo import export
+
+        print(export.format_exported(export.export(args.run_dir, args.out, args.format, args.which)))
+        return 0
+    if args.command == "analyze":
+        from coevo import analysis
+
+        print(analysis.format_analysis(analysis.analyze(args.run_dir)))
         return 0
     if args.command == "operators":
         from coevo import operators

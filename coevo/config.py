@@ -52,16 +52,21 @@ class RunConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "binary_clustering"
-    """'binary_clustering', a path to a .npy or .csv file of rows in [0, 1], or 'digits'
-    (scikit-learn's 8x8 digits, scaled to [0, 1]; needs scikit-learn)."""
+    """'binary_clustering', a path to a .npy or .csv file of rows in [0, 1], 'digits'
+    (scikit-learn's 8x8 digits, scaled to [0, 1]; needs scikit-learn), or 'manifold' (a
+    `intrinsic_dim`-dimensional nonlinear manifold in `n_dims` dimensions, scaled to [0, 1])."""
     n_clusters: int = 10
     """Binary clustering: number of centroids K."""
     n_dims: int = 1000
-    """Binary clustering: input width D."""
+    """Binary clustering and manifold: input width D."""
     rows_per_cluster: int = 100
     """Binary clustering: rows per cluster in each split."""
     noise: float = 0.05
     """Binary clustering: probability p that a bit is flipped."""
+    intrinsic_dim: int = 2
+    """Manifold: its dimension d (1 <= d <= n_dims)."""
+    n_rows: int = 1000
+    """Manifold: rows in each split (train, validation, test)."""
     validation_fraction: float = 0.2
     """User files: fraction of rows held out for validation."""
     test_fraction: float = 0.2
@@ -393,6 +398,9 @@ def validate(c: Config) -> None:
     need(c.data.n_clusters >= 1, f"data.n_clusters must be >= 1, got {c.data.n_clusters}")
     need(c.data.n_dims >= 1, f"data.n_dims must be >= 1, got {c.data.n_dims}")
     need(c.data.rows_per_cluster >= 1, f"data.rows_per_cluster must be >= 1, got {c.data.rows_per_cluster}")
+    need(c.data.n_rows >= 1, f"data.n_rows must be >= 1, got {c.data.n_rows}")
+    need(c.data.intrinsic_dim >= 1 and (c.data.source != "manifold" or c.data.intrinsic_dim <= c.data.n_dims),
+         f"data.intrinsic_dim must be in [1, data.n_dims = {c.data.n_dims}], got {c.data.intrinsic_dim}")
     need(0.0 <= c.data.noise <= 1.0, f"data.noise must be in [0, 1], got {c.data.noise}")
     for key in ("validation_fraction", "test_fraction"):
         value = getattr(c.data, key)

@@ -1,4 +1,5 @@
-"""Data: the paper's binary clustering problem, user arrays (.npy/.csv), and shipped real data.
+"""Data: the paper's binary clustering problem, user arrays (.npy/.csv), shipped real data, and
+manifolds of known intrinsic dimension.
 
 Everything is generated or read locally; nothing is downloaded at run time.
 """
@@ -50,6 +51,23 @@ def binary_clustering(
 
     (train, ytr), (val, yva), (test, yte) = split(), split(), split()
     return Dataset(train, val, test, ytr, yva, yte, centroids)
+
+
+def manifold(intrinsic_dim: int, n_dims: int, n_rows: int, rng: np.random.Generator) -> Dataset:
+    """A ``d``-dimensional nonlinear manifold in ``D`` dimensions: t ~ U[0, 1]^d mapped by D
+    random Fourier features, x_k = sin(w_k . t + phi_k) with w_k ~ N(0, (pi / sqrt(d))^2 I_d),
+    so each coordinate bends through about half a period over the cube; then every coordinate
+    is min-max scaled to [0, 1] over all rows. For D >= 2d + 1 such a random smooth map is
+    generically an embedding, and its Jacobian has rank d almost everywhere, so the data's
+    intrinsic dimension is d. No noise. Train, validation and test draw ``n_rows`` points each."""
+    omega = rng.normal(0.0, np.pi / np.sqrt(intrinsic_dim), size=(intrinsic_dim, n_dims))
+    phase = rng.uniform(0.0, 2 * np.pi, size=n_dims)
+    t = rng.random((3 * n_rows, intrinsic_dim))
+    rows = np.sin(t @ omega + phase)
+    low, high = rows.min(axis=0), rows.max(axis=0)
+    rows = ((rows - low) / np.where(high > low, high - low, 1.0)).clip(0.0, 1.0).astype(np.float32)
+    train, val, test = np.split(rows, 3)
+    return Dataset(train, val, test)
 
 
 def _read_rows(path: Path) -> np.ndarray:
@@ -107,6 +125,8 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     rng = np.random.default_rng([seed, 0xDA7A])
     if cfg.source == "binary_clustering":
         return binary_clustering(cfg.n_clusters, cfg.n_dims, cfg.rows_per_cluster, cfg.noise, rng)
+    if cfg.source == "manifold":
+        return manifold(cfg.intrinsic_dim, cfg.n_dims, cfg.n_rows, rng)
     if cfg.source == "digits":
         rows, labels = _digits()
         return _split(rows, labels, cfg, rng)

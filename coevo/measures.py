@@ -57,31 +57,31 @@ def live_entries(layout: Layout, alive: np.ndarray) -> np.ndarray:
     return live
 
 
-def varying_neurons(layout: Layout, live: np.ndarray) -> list[np.ndarray]:
-    """Per layer, (N, fan_out) bool: neurons driven by some input unit through live entries (not
-    only by biases: those are constants)."""
-    varying = np.ones((live.shape[0], layout.layers[0].fan_in), dtype=bool)
-    out = []
-    for w, _b in layout.split(live):
+def compact_widths(layout: Layout, alive: np.ndarray) -> np.ndarray:
+    """(N, layers + 1) widths of the dense networks left when dead neurons are removed and constant
+    ones are folded into the next layer's bias: the input width, then each layer's neurons that an
+    input drives along live entries (all of the last layer's). :mod:`coevo.export` builds them."""
+    alive = np.asarray(alive, dtype=bool)
+    live = live_entries(layout, alive)
+    n = alive.shape[0]
+    varying = np.ones((n, layout.layers[0].fan_in), dtype=bool)  # driven by some input, not only biases
+    widths = [np.full(n, layout.layers[0].fan_in)]
+    last = len(layout.layers) - 1
+    for i, (w, _b) in enumerate(layout.split(live)):
         varying = (w & varying[:, None, :]).any(axis=2)
-        out.append(varying)
-    return out
+        widths.append(np.full(n, w.shape[1]) if i == last else varying.sum(axis=1))
+    return np.stack(widths, axis=1)
 
 
 def compact_size(layout: Layout, alive: np.ndarray) -> np.ndarray:
     """(N,) parameters of the dense network left when dead neurons are removed and constant ones
     are folded into the next layer's bias; input and output units always stay."""
-    alive = np.asarray(alive, dtype=bool)
-    live = live_entries(layout, alive)
-    n = alive.shape[0]
-    kept_in = np.full(n, layout.layers[0].fan_in)
-    size = np.zeros(n, dtype=np.int64)
-    last = len(layout.layers) - 1
-    for i, varying in enumerate(varying_neurons(layout, live)):
-        kept_out = np.full(n, varying.shape[1]) if i == last else varying.sum(axis=1)
-        size += kept_out * kept_in + kept_out
-        kept_in = kept_out
-    return size
+    return _size(compact_widths(layout, alive))
+
+
+def _size(widths: np.ndarray) -> np.ndarray:
+    widths = widths.astype(np.int64)
+    return (widths[:, 1:] * widths[:, :-1] + widths[:, 1:]).sum(axis=1)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class KeptFractions:
     kept_decoder: np.ndarray
     mask_kept: np.ndarray
     compact: np.ndarray
-    latent: np.ndarray  # latent neurons driven by the input on a live path (what the codes can carry)
+    latent: np.ndarray  # latent neurons on a live path from an input to an output (the compact latent width)
 
 
 def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout,
@@ -103,13 +103,14 @@ def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout
     alive = np.concatenate([np.asarray(enc_alive, bool), np.asarray(dec_alive, bool)], axis=1)
     live = live_entries(layout, alive)
     split = enc_layout.size
+    widths = compact_widths(layout, alive)
     return KeptFractions(
         kept=live.mean(axis=1),
         kept_encoder=live[:, :split].mean(axis=1),
         kept_decoder=live[:, split:].mean(axis=1),
         mask_kept=alive.mean(axis=1),
-        compact=compact_size(layout, alive) / layout.size,
-        latent=varying_neurons(layout, live)[len(enc_layout.layers) - 1].sum(axis=1),
+        compact=_size(widths) / layout.size,
+        latent=widths[:, len(enc_layout.layers)],
     )
 
 

@@ -1,0 +1,187 @@
+"""Latent analysis of a finished run (``coevo analyze``; needs ``coevo[analysis]``).
+
+For the best pair it writes ``analysis.json`` and figures under ``plots/``:
+
+- ``latent_alive``: latent neurons on a live path (the ones the compact export keeps, see
+  :mod:`coevo.export`) that fire (code > 0) on at least 1% of the test rows: the Klazinga
+  thesis's estimate of the data's intrinsic dimension;
+- ``id_estimates``: the intrinsic dimension of the training split by scikit-dimension's
+  ``TwoNN``, ``MLE`` and ``lPCA``, each ``.fit(X).dimension_`` with default settings (MLE's
+  ``fit``, which averages the inverse pointwise estimates; lPCA is global PCA with the 'FO'
+  rule, so it counts the linear span and overestimates a curved manifold);
+- ``nmi`` and ``ari``: k-means (k = the number of labels in the test split, 10 restarts)
+  on the test split's latent codes against the true labels, with ``nmi_inputs`` and
+  ``ari_inputs`` of the same clustering on the raw inputs for comparison; null without labels.
+
+Everything is computed before anything is written, and each file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coevo.errors import UserError
+
+FIRING = 0.01  # a latent neuron must fire on at least this fraction of test rows
+MAX_ID_ROWS = 5000  # the estimators see at most this many training rows (a seeded subsample)
+
+
+def _extras():
+    try:
+        import skdim
+        import sklearn.cluster
+        import sklearn.metrics
+    except ImportError as exc:
+        raise UserError(f"coevo analyze needs scikit-dimension and scikit-learn ({exc.name or exc} is missing): "
+                        f"pip install 'coevo[analysis]'") from None
+    return skdim, sklearn
+
+
+def id_estimates(rows: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """TwoNN, MLE and lPCA estimates of the intrinsic dimension of ``rows``."""
+    skdim, _ = _extras()
+    x = np.asarray(rows, dtype=np.float64)
+    if x.shape[0] > MAX_ID_ROWS:
+        x = x[np.random.default_rng(seed).choice(x.shape[0], MAX_ID_ROWS, replace=False)]
+    out = {}
+    with warnings.catch_warnings():  # TwoNN warns when it drops duplicate rows
+        warnings.simplefilter("ignore")
+        for name, estimator in (("TwoNN", skdim.id.TwoNN()), ("MLE", skdim.id.MLE()), ("lPCA", skdim.id.lPCA())):
+            out[name] = float(estimator.fit(x).dimension_)
+    return out
+
+
+def cluster_scores(codes: np.ndarray, labels: np.ndarray, seed: int) -> tuple[float, float]:
+    """NMI and ARI of k-means (k = number of distinct labels) on ``codes``."""
+    _, sklearn = _extras()
+    k = int(np.unique(labels).size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = sklearn.cluster.KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(codes)
+    return (float(sklearn.metrics.normalized_mutual_info_score(labels, pred)),
+            float(sklearn.metrics.adjusted_rand_score(labels, pred)))
+
+
+def _pca2(codes: np.ndarray) -> np.ndarray:
+    centred = codes - codes.mean(axis=0)
+    if centred.shape[1] == 0 or not np.any(centred):
+        return np.zeros((codes.shape[0], 2))
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    proj = u[:, :2] * s[:2]
+    return np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def analyze(run_dir: str | Path) -> dict:
+    """Analyse a finished run's best pair; writes ``analysis.json`` and figures, returns the dict."""
+    from coevo import config as config_module
+    from coevo import data as data_module
+    from coevo.checkpoint import atomic_write_bytes
+    from coevo.export import compact_pair, masked_pair
+    from coevo.report import read_logbook, read_summary, subplots
+
+    run_dir = Path(run_dir)
+    _extras()
+    read_summary(run_dir)  # a finished run, or a one-line UserError
+    if not (run_dir / "best.pt").exists():
+        raise UserError(f"{run_dir} has no best.pt")
+    cfg = config_module.load(run_dir / "config.toml")
+    dataset = data_module.load(cfg.data, cfg.run.seed)
+    best = torch.load(run_dir / "best.pt", weights_only=True)
+    enc, dec = masked_pair(best["encoder"], best["decoder"])
+    model = compact_pair(best["encoder"], best["decoder"])
+    first = model.decoder[0].weight  # a kept latent neuron with no outgoing weight is a placeholder
+    on_path = [int(j) for pos, j in enumerate(model.latent_index) if np.any(first[:, pos] != 0)]
+
+    with torch.no_grad():
+        test = torch.as_tensor(dataset.test)
+        codes = enc(test).numpy()
+        recon = dec(enc(test)).numpy()
+    firing = (codes > 0).mean(axis=0)
+    alive = [j for j in on_path if firing[j] >= FIRING]
+    result: dict = {
+        "latent_alive": len(alive),
+        "latent_alive_index": alive,
+        "latent_on_path": len(on_path),
+        "latent_width": int(codes.shape[1]),
+        "latent_firing_fraction": [float(f) for f in firing],
+        "id_estimates": id_estimates(dataset.train, cfg.run.seed),
+        "id_rows": int(min(dataset.train.shape[0], MAX_ID_ROWS)),
+        "data": cfg.data.source,
+        "n_dims": dataset.n_dims,
+        "intrinsic_dim": cfg.data.intrinsic_dim if cfg.data.source == "manifold" else None,
+        "nmi": None, "ari": None, "nmi_inputs": None, "ari_inputs": None, "clusters": None,
+    }
+    labels = dataset.test_labels
+    if labels is not None:
+        result["clusters"] = int(np.unique(labels).size)
+        result["nmi"], result["ari"] = cluster_scores(codes, labels, cfg.run.seed)
+        result["nmi_inputs"], result["ari_inputs"] = cluster_scores(dataset.test, labels, cfg.run.seed)
+
+    figures: dict[str, bytes] = {}
+    fig, ax = subplots(figsize=(6, 5))
+    xy = _pca2(codes)
+    if labels is not None:
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=8)
+        fig.colorbar(points, ax=ax, label="label")
+    else:
+        ax.scatter(xy[:, 0], xy[:, 1], s=8)
+    ax.set(xlabel="PC 1", ylabel="PC 2",
+           title=f"Test latent codes (PCA), {len(alive)} of {codes.shape[1]} latent neurons alive")
+    figures["latent_pca.png"] = _png(fig)
+
+    if cfg.data.source == "digits":
+        n = 10
+        fig, axes = subplots(2, n, figsize=(n * 1.1, 2.6))
+        for i in range(n):
+            for row, img in ((0, dataset.test[i]), (1, recon[i])):
+                axes[row, i].imshow(img.reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+                axes[row, i].set_xticks([])
+                axes[row, i].set_yticks([])
+        axes[0, 0].set_ylabel("input")
+        axes[1, 0].set_ylabel("output")
+        figures["reconstructions.png"] = _png(fig)
+
+    log = read_logbook(run_dir)
+    if "latent_alive_best" in log:
+        fig, ax = subplots(figsize=(7, 4))
+        ax.plot(log["generation"], log["latent_alive_best"], label="best pair: latent neurons on a live path")
+        if result["intrinsic_dim"] is not None:
+            ax.axhline(result["intrinsic_dim"], color="k", ls="--", label=f"true d = {result['intrinsic_dim']}")
+        ax.set(xlabel="generation", ylabel="latent neurons", title="Alive latent neurons",
+               ylim=(0, codes.shape[1] + 0.5))
+        ax.grid(alpha=0.3)
+        ax.legend()
+        figures["latent_alive.png"] = _png(fig)
+
+    result["figures"] = [f"plots/{name}" for name in figures]
+    (run_dir / "plots").mkdir(exist_ok=True)
+    for name, payload in figures.items():
+        atomic_write_bytes(run_dir / "plots" / name, payload)
+    atomic_write_bytes(run_dir / "analysis.json", (json.dumps(result, indent=2) + "\n").encode())
+    return result
+
+
+def format_analysis(result: dict) -> str:
+    est = result["id_estimates"]
+    lines = [f"latent_alive    {result['latent_alive']} of {result['latent_width']} "
+             f"({result['latent_on_path']} on a live path; firing on >= {FIRING:.0%} of test rows)",
+             "id_estimates    " + ", ".join(f"{k} {v:.2f}" for k, v in est.items())
+             + (f"  (true d = {result['intrinsic_dim']})" if result["intrinsic_dim"] is not None else "")]
+    if result["nmi"] is not None:
+        lines.append(f"nmi, ari        {result['nmi']:.3f}, {result['ari']:.3f}  (k-means, k = {result['clusters']}, "
+                     f"on latent codes; on raw inputs {result['nmi_inputs']:.3f}, {result['ari_inputs']:.3f})")
+    lines.append("figures         " + ", ".join(result["figures"]))
+    return "\n".join(lines)
