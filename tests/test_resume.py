@@ -75,7 +75,12 @@ def keep_torch_threads():
      "train.gradient_noise=1.0", "prune.target_kept=0"],
     ["prune.operator=early_bird", "prune.amount=0.3", "prune.probability=1.0", "train.scale_l1=1e-4",
      "train.scale_l1_latent=1e-3", "prune.target_kept=0"],
-], ids=["coevo", "reference", "flipout", "early_bird"])
+    # operators that read gradients (snip, snap) or edit weights (merge)
+    ["prune.operator=snip", "prune.schedule=geometric", "prune.probability=1.0", "prune.schedule_params.target=0.9",
+     "prune.target_kept=0"],
+    ["prune.operator=snap", "prune.amount=0.1", "prune.target_kept=0.3"],
+    ["prune.operator=merge", "prune.amount=0.1", "prune.target_kept=0.3"],
+], ids=["coevo", "reference", "flipout", "early_bird", "snip", "snap", "merge"])
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys, semantics):
     killed, full = tmp_path / "killed", tmp_path / "full"
     overrides = KILLABLE + semantics
