@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -590,7 +591,9 @@ def _colours(groups: Sequence[Group]) -> dict[str, Any]:
 def plot_boxes(by_mode: dict[str, list[Group]], key: str, title: str, path: Path, colours: dict) -> Path:
     """One panel per mode, one horizontal box per combination (best rank on top), trials as points."""
     rng = np.random.default_rng(0)  # jitter only
-    heights = [max(1.5, 0.45 * len(gs) + 0.8) for gs in by_mode.values()]
+    labels = {g.id: textwrap.fill(g.label, 48) for gs in by_mode.values() for g in gs}  # long settings wrap
+    lines = max(label.count("\n") + 1 for label in labels.values())
+    heights = [max(1.5, (0.3 + 0.15 * lines) * len(gs) + 0.8) for gs in by_mode.values()]
     fig, axes = subplots(len(by_mode), 1, figsize=(8, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, (mode, groups) in zip(axes[:, 0], by_mode.items()):
@@ -598,7 +601,7 @@ def plot_boxes(by_mode: dict[str, list[Group]], key: str, title: str, path: Path
         ax.boxplot(data, widths=0.6, showfliers=False, medianprops={"color": "black"}, **HORIZONTAL)
         for y, (g, x) in enumerate(zip(reversed(groups), data), 1):
             ax.scatter(x, y + rng.uniform(-0.15, 0.15, len(x)), s=14, color=colours[g.id], zorder=3)
-        ax.set_yticks(range(1, len(groups) + 1), [g.label for g in reversed(groups)])
+        ax.set_yticks(range(1, len(groups) + 1), [labels[g.id] for g in reversed(groups)], fontsize=8)
         ax.set_title(f"{mode}: {title}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
