@@ -96,8 +96,9 @@ def prune_after(t: int, T: int, p: float, s: int) -> float:
 
 @register("every")
 def every(t: int, T: int, p: float, s: int, *, k: int = 50) -> float:
-    """p at every k-th generation (t = k-1, 2k-1, ...) but never the last: FlipOut's schedule,
-    which halves the remaining weights every k epochs (with ``prune.amount = 0.5``)."""
+    """p every k-th generation (t = k-1, 2k-1, ...), never the last: FlipOut's schedule.
+
+    With ``prune.amount = 0.5`` and p = 1 it halves the remaining weights every k epochs."""
     if not (isinstance(k, int) and k >= 1):
         raise ValueError(f"prune.schedule_params.k must be an integer >= 1, got {k}")
     return p if (t + 1) % k == 0 and t < T else 0.0
