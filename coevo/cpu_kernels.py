@@ -116,23 +116,11 @@ def _output_delta(out, target, delta, loss, activation, scale, bce_weight):  # p
 
 @numba.njit(**_JIT)
 def _adam(p, g, m, v, keep, step_size, inv_sqrt_bc2, beta1, beta2, one_minus_beta1,
-          one_minus_beta2):  # pragma: no cover - jitted
-    """Masked Adam on one network's flat row, as ``coevo.adam.adam_step_reference``."""
-    for j in range(p.size):
-        k = np.float32(keep[j])
-        gj = g[j] * k
-        mj = beta1 * m[j] + one_minus_beta1 * gj
-        vj = beta2 * v[j] + one_minus_beta2 * gj * gj
-        m[j] = mj
-        v[j] = vj
-        p[j] = (p[j] - step_size * mj / (np.sqrt(vj) * inv_sqrt_bc2 + EPS)) * k
-
-
-@numba.njit(**_JIT)
-def _adam_counting_flips(p, g, m, v, keep, step_size, inv_sqrt_bc2, beta1, beta2, one_minus_beta1,
-                         one_minus_beta2, flips):  # pragma: no cover - jitted
-    """:func:`_adam`, also counting FlipOut's sign flips: +1 where a weight's sign changed in this
-    step (a pruned entry is 0 before and after, so its count stays 0)."""
+          one_minus_beta2, flips):  # pragma: no cover - jitted
+    """Masked Adam on one network's flat row, as ``coevo.adam.adam_step_reference``. With
+    ``flips`` non-empty it also counts FlipOut's sign flips: +1 where a weight's sign changed in
+    this step (a pruned entry is 0 before and after, so its count stays 0)."""
+    count = flips.size > 0
     for j in range(p.size):
         k = np.float32(keep[j])
         gj = g[j] * k
@@ -143,7 +131,7 @@ def _adam_counting_flips(p, g, m, v, keep, step_size, inv_sqrt_bc2, beta1, beta2
         old = p[j]
         new = (old - step_size * mj / (np.sqrt(vj) * inv_sqrt_bc2 + EPS)) * k
         p[j] = new
-        if old * new < np.float32(0.0):
+        if count and old * new < np.float32(0.0):
             flips[j] += np.float32(1.0)
 
 
@@ -385,12 +373,8 @@ def _train_pair(i, enc_parent, dec_parent, enc, dec, new_enc, new_dec, data, ord
         dec_steps += 1.0
         for lo, hi, steps in ((0, size_e, enc_steps), (size_e, size, dec_steps)):
             step_size, inv_sqrt_bc2 = _bias_terms(lr, steps, beta1, beta2)
-            if track:
-                _adam_counting_flips(p[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], keep[lo:hi], step_size,
-                                     inv_sqrt_bc2, b1, b2, omb1, omb2, flips[lo:hi])
-            else:
-                _adam(p[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], keep[lo:hi], step_size, inv_sqrt_bc2,
-                      b1, b2, omb1, omb2)
+            _adam(p[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], keep[lo:hi], step_size, inv_sqrt_bc2,
+                  b1, b2, omb1, omb2, flips[lo:hi] if track else flips)
 
     for work, dst in ((p, new_enc[0]), (m, new_enc[2]), (v, new_enc[3])):
         _relayout(work[:size_e], dst[i], *e_meta, False)
