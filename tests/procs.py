@@ -12,12 +12,22 @@ PROC = Path("/proc")
 
 
 def alive(pid: int) -> bool:
-    """Running, not a zombie (an orphan's zombie waits for a reaper that may never come here)."""
+    """Running, not a zombie (an orphan's zombie waits for a reaper that may never come here).
+
+    Every thread counts: a killed process's main thread can be a zombie while another thread
+    is still exiting, and the process's open files (its flocks) go only with the last one."""
     try:
-        stat = (PROC / str(pid) / "stat").read_text()
+        tasks = list((PROC / str(pid) / "task").iterdir())
     except OSError:
         return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        if stat.rpartition(")")[2].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def tagged(tag: str) -> list[int]:
