@@ -146,6 +146,39 @@ def _reset_weights(enc: Stack, dec: Stack, i: int, fraction: float, rng: np.rand
             field[i].masked_fill_(draw, 0.0)
 
 
+def _pair_forward(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
+                  enc_mask: torch.Tensor, dec_mask: torch.Tensor, x: torch.Tensor):
+    """The pair's float64 forward pass on rows ``x``, masks applied: the layer specs, each layer's
+    (W, b), the activations (inputs first) and the pre-activations."""
+    x64 = x.detach().cpu().numpy().astype(np.float64)
+    specs = list(enc_layout.layers) + list(dec_layout.layers)
+    weights: list[tuple[np.ndarray, np.ndarray]] = []
+    for layout, params, mask in ((enc_layout, enc_params, enc_mask), (dec_layout, dec_params, dec_mask)):
+        flat = params.detach().cpu().numpy().astype(np.float64) * mask.detach().cpu().numpy()
+        weights += layout.split(flat)
+    acts, pre = [x64], []
+    for spec, (w, b) in zip(specs, weights):
+        z = acts[-1] @ w.T + b
+        pre.append(z)
+        acts.append(_activate(z, spec.activation))
+    return specs, weights, acts, pre
+
+
+def _activate(z: np.ndarray, activation: str) -> np.ndarray:
+    return np.maximum(z, 0.0) if activation == "relu" else 1.0 / (1.0 + np.exp(-z))
+
+
+def _loss_value(out: np.ndarray, x64: np.ndarray, loss: str) -> np.ndarray:
+    """The reconstruction loss, the mean over the last two axes (rows and features)."""
+    diff = out - x64
+    if loss == "l1":
+        return np.abs(diff).mean(axis=(-2, -1))
+    if loss == "mse":
+        return np.square(diff).mean(axis=(-2, -1))
+    o = np.clip(out, 1e-7, 1 - 1e-7)
+    return -(x64 * np.log(o) + (1 - x64) * np.log(1 - o)).mean(axis=(-2, -1))
+
+
 def pair_gradients(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
                    enc_mask: torch.Tensor, dec_mask: torch.Tensor, x: torch.Tensor,
                    loss: str) -> dict[str, list[LayerGradients]]:
@@ -159,26 +192,17 @@ def pair_gradients(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Ten
     passes no gradient outside it); ``tests/test_seed_operators.py`` checks it against torch
     autograd. At the paper's size (100 cases, D = 1000) it takes about 2.5 ms on one thread,
     1.2x faster than autograd (1.7x at D = 4000; ``benchmarks/mask_kernels.py``)."""
-    x64 = x.detach().cpu().numpy().astype(np.float64)
-    specs = list(enc_layout.layers) + list(dec_layout.layers)
-    weights: list[tuple[np.ndarray, np.ndarray]] = []
-    for layout, params, mask in ((enc_layout, enc_params, enc_mask), (dec_layout, dec_params, dec_mask)):
-        flat = params.detach().cpu().numpy().astype(np.float64) * mask.detach().cpu().numpy()
-        weights += layout.split(flat)
-    acts, pre = [x64], []
-    for spec, (w, b) in zip(specs, weights):
-        z = acts[-1] @ w.T + b
-        pre.append(z)
-        acts.append(np.maximum(z, 0.0) if spec.activation == "relu" else 1.0 / (1.0 + np.exp(-z)))
+    specs, weights, acts, pre = _pair_forward(enc_layout, dec_layout, enc_params, dec_params, enc_mask, dec_mask, x)
+    x64 = acts[0]
     out, scale = acts[-1], 1.0 / x64.size
     diff = out - x64
+    value = float(_loss_value(out, x64, loss))
     if loss == "l1":
-        value, grad = np.abs(diff).mean(), np.sign(diff) * scale
+        grad = np.sign(diff) * scale
     elif loss == "mse":
-        value, grad = np.square(diff).mean(), 2.0 * diff * scale
+        grad = 2.0 * diff * scale
     else:
         o = np.clip(out, 1e-7, 1 - 1e-7)
-        value = -(x64 * np.log(o) + (1 - x64) * np.log(1 - o)).mean()
         inside = (out >= 1e-7) & (out <= 1 - 1e-7)
         grad = np.where(inside, (o - x64) / (o * (1 - o)), 0.0) * scale
     per_layer = []
@@ -191,11 +215,34 @@ def pair_gradients(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Ten
         else:
             delta = grad * a * (1.0 - a)
         per_layer.append(LayerGradients(_frozen(delta.T @ acts[k]), _frozen(delta.sum(axis=0)),
-                                        _frozen((delta * pre[k]).sum(axis=0)), float(value)))
+                                        _frozen((delta * pre[k]).sum(axis=0)), value))
         grad = delta @ weights[k][0]
     per_layer.reverse()
     n_enc = len(enc_layout.layers)
     return {"encoder": per_layer[:n_enc], "decoder": per_layer[n_enc:]}
+
+
+def pair_losses_without(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
+                        enc_mask: torch.Tensor, dec_mask: torch.Tensor, x: torch.Tensor, loss: str,
+                        role: str, layer: int, neurons: np.ndarray) -> tuple[float, np.ndarray]:
+    """The pair's loss on the rows ``x`` with each of ``neurons`` of layer ``layer`` of its
+    ``role`` network silenced in turn, one at a time, as pruning it would (all its incoming
+    weights and its bias masked: its pre-activation is 0, so it outputs its activation of 0).
+
+    One float64 forward pass to that layer, then one pass of the layers above it for all the
+    neurons at once (a batch of copies); the loss is the mean over rows and features, as
+    ``model.loss``. Returns the loss with nothing silenced and the array of losses."""
+    specs, weights, acts, _pre = _pair_forward(enc_layout, dec_layout, enc_params, dec_params, enc_mask, dec_mask, x)
+    base = float(_loss_value(acts[-1], acts[0], loss))
+    g = layer + (len(enc_layout.layers) if role == "decoder" else 0)
+    neurons = np.asarray(neurons, dtype=np.int64)
+    if neurons.size == 0:
+        return base, np.zeros(0)
+    a = np.repeat(acts[g + 1][None], neurons.size, axis=0)  # (neurons, cases, width)
+    a[np.arange(neurons.size), :, neurons] = _activate(np.zeros(1), specs[g].activation)[0]
+    for spec, (w, b) in zip(specs[g + 1:], weights[g + 1:]):
+        a = _activate(a @ w.T + b, spec.activation)
+    return base, _loss_value(a, acts[0], loss)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -229,8 +276,12 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
     def record_gradients() -> dict[str, list[LayerGradients]]:
         return pair_gradients(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss)
 
+    def losses_without(role: str, layer: int, neurons: np.ndarray) -> np.ndarray:
+        return pair_losses_without(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss,
+                                   role, layer, neurons)
+
     return PruneContext(generation, settings, record, declared_events=declared_events,
-                        record_gradients=record_gradients)
+                        record_gradients=record_gradients, losses_without=losses_without)
 
 
 def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,

@@ -21,8 +21,10 @@ the logbook and summary.json as ``NAME_generation``). Gradients of the loss on t
 cases are on the context, computed when first asked, as activations are.
 
 Besides the weights, an operator may read ``context.activations(net)`` (each layer's outputs on
-``prune.cases`` training rows) and ``context.gradients(net)`` (each layer's :class:`LayerGradients`
-of the pair's loss on the same rows); both are computed on first use only. The one weight edit it
+``prune.cases`` training rows), ``context.gradients(net)`` (each layer's :class:`LayerGradients`
+of the pair's loss on the same rows), both computed on first use only, and
+``context.loss_without(net, layer, neurons)`` (the pair's loss with each of those neurons silenced
+in turn: an exact ablation). The one weight edit it
 may make is :meth:`coevo.genome.Network.fold_neuron`, which removes a neuron and adds its outgoing
 weights to another neuron's (data-free merging); coevo writes back exactly the entries it touched.
 
@@ -69,6 +71,11 @@ def _no_gradients() -> dict[str, list[LayerGradients]]:
                        "PruneContext(generation, settings, record, record_gradients=...)")
 
 
+def _no_ablation(role: str, layer: int, neurons: np.ndarray) -> tuple[float, np.ndarray]:
+    raise RuntimeError("this PruneContext cannot silence neurons; build it with "
+                       "PruneContext(generation, settings, record, losses_without=...)")
+
+
 @dataclass
 class PruneContext:
     """What an operator may look at besides the network: the generation, the ``[prune]`` settings
@@ -87,6 +94,10 @@ class PruneContext:
     events: set[str] = field(default_factory=set)
     record_gradients: Callable[[], dict[str, list[LayerGradients]]] = field(repr=False, default=_no_gradients)
     _gradient_cache: dict[str, list[LayerGradients]] | None = field(default=None, repr=False)
+    losses_without: Callable[[str, int, np.ndarray], tuple[float, np.ndarray]] = field(repr=False,
+                                                                                        default=_no_ablation)
+    """(role, layer, neurons) -> (the pair's loss, its loss with each neuron silenced in turn)"""
+    _loss: float | None = field(default=None, repr=False)
 
     def event(self, name: str) -> None:
         """Report that ``name`` happened to this pair at this generation (e.g. early-bird's
@@ -123,6 +134,31 @@ class PruneContext:
         if role not in self._gradient_cache:
             raise KeyError(f"no gradients recorded for a {role!r}; known: {sorted(self._gradient_cache)}")
         return self._gradient_cache[role]
+
+    def loss_without(self, net: Network, layer: int, neurons: Any) -> np.ndarray:
+        """The pair's loss on the ``settings.cases`` training rows with each of ``neurons`` (indices
+        into layer ``layer`` of ``net``) silenced in turn, one at a time, as pruning it alone would
+        leave the pair before any retraining: an exact ablation, not a gradient estimate.
+
+        Computed from the pair as it was before this mutation, on the same rows as
+        :meth:`activations` and :meth:`gradients`; each call costs one forward pass of the
+        layers above ``layer`` per neuron asked (batched). Compare with :meth:`loss`, the loss
+        with nothing silenced.
+        """
+        role = getattr(net, "role", "network")
+        if not 0 <= layer < len(net.layers):
+            raise IndexError(f"loss_without: layer {layer} is not a layer of this {role} (0..{len(net.layers) - 1})")
+        picked = np.asarray(neurons, dtype=np.int64).reshape(-1)
+        width = net.layers[layer].bias.shape[0]
+        if picked.size and (picked.min() < 0 or picked.max() >= width):
+            raise IndexError(f"loss_without: neurons must be in 0..{width - 1} for layer {layer}, got {picked.tolist()}")
+        return self.losses_without(role, layer, picked)[1]
+
+    def loss(self) -> float:
+        """The pair's loss on the recorded rows with nothing silenced (what :meth:`loss_without` raises)."""
+        if self._loss is None:
+            self._loss = float(self.losses_without("encoder", 0, np.zeros(0, dtype=np.int64))[0])
+        return self._loss
 
 
 @dataclass(frozen=True)
