@@ -240,9 +240,29 @@ def pair_losses_without(enc_layout: Layout, dec_layout: Layout, enc_params: torc
         return base, np.zeros(0)
     a = np.repeat(acts[g + 1][None], neurons.size, axis=0)  # (neurons, cases, width)
     a[np.arange(neurons.size), :, neurons] = _activate(np.zeros(1), specs[g].activation)[0]
-    for spec, (w, b) in zip(specs[g + 1:], weights[g + 1:]):
+    return base, _loss_value(_forward_from(specs, weights, g + 1, a), acts[0], loss)
+
+
+def pair_losses_with_inputs(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor,
+                            dec_params: torch.Tensor, enc_mask: torch.Tensor, dec_mask: torch.Tensor,
+                            x: torch.Tensor, loss: str, role: str, inputs: np.ndarray) -> np.ndarray:
+    """The pair's loss against the rows ``x`` when the ``role`` network's inputs are replaced by
+    each of ``inputs`` (variants x cases x fan_in) in turn: for the decoder, other latent codes;
+    for the encoder, other rows (the target stays ``x``). One batched float64 forward pass."""
+    specs, weights, acts, _pre = _pair_forward(enc_layout, dec_layout, enc_params, dec_params, enc_mask, dec_mask, x)
+    start = len(enc_layout.layers) if role == "decoder" else 0
+    a = np.asarray(inputs, dtype=np.float64)
+    if a.ndim != 3 or a.shape[1:] != acts[start].shape:
+        raise ValueError(f"inputs for the {role} must be variants x {acts[start].shape[0]} cases x "
+                         f"{acts[start].shape[1]} inputs, got shape {a.shape}")
+    return _loss_value(_forward_from(specs, weights, start, a), acts[0], loss)
+
+
+def _forward_from(specs: list, weights: list[tuple[np.ndarray, np.ndarray]], start: int, a: np.ndarray) -> np.ndarray:
+    """Layers ``start`` onwards of the pair applied to ``a`` (any leading batch axes)."""
+    for spec, (w, b) in zip(specs[start:], weights[start:]):
         a = _activate(a @ w.T + b, spec.activation)
-    return base, _loss_value(a, acts[0], loss)
+    return a
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -276,12 +296,17 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
     def record_gradients() -> dict[str, list[LayerGradients]]:
         return pair_gradients(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss)
 
-    def losses_without(role: str, layer: int, neurons: np.ndarray) -> np.ndarray:
+    def losses_without(role: str, layer: int, neurons: np.ndarray) -> tuple[float, np.ndarray]:
         return pair_losses_without(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss,
                                    role, layer, neurons)
 
+    def losses_with_inputs(role: str, inputs: np.ndarray) -> np.ndarray:
+        return pair_losses_with_inputs(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss,
+                                       role, inputs)
+
     return PruneContext(generation, settings, record, declared_events=declared_events,
-                        record_gradients=record_gradients, losses_without=losses_without)
+                        record_gradients=record_gradients, losses_without=losses_without,
+                        rows=lambda: x().cpu().numpy(), losses_with_inputs=losses_with_inputs)
 
 
 def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,

@@ -166,7 +166,10 @@ class Network:
         """The operator's own state for this network (``needs(memory=...)``): inherited with the
         genome, checkpointed, shipped; writable, in place."""
         self.weight_edits: dict[int, np.ndarray] = {}
-        """Layer index -> bool (out x in): the weight entries :meth:`fold_neuron` changed."""
+        """Layer index -> bool (out x in): the weight entries :meth:`fold_neuron` or
+        :meth:`fold_input` changed."""
+        self.bias_edits: dict[int, np.ndarray] = {}
+        """Layer index -> bool (out,): the biases :meth:`fold_input` changed."""
 
     def fold_neuron(self, layer_index: int, source: int, into: int) -> None:
         """Merge neuron ``source`` of layer ``layer_index`` into neuron ``into`` of the same layer
@@ -212,6 +215,53 @@ class Network:
         nxt.weight = weight
         touched = self.weight_edits.setdefault(layer_index + 1, np.zeros(weight.shape, dtype=bool))
         touched[:, into] |= live
+
+    def fold_input(self, unit: int, coefficients: np.ndarray, offset: float) -> None:
+        """Replace input ``unit`` of a decoder (a latent neuron, as this decoder sees it) by
+        ``offset + coefficients @ inputs``, a linear combination of the other inputs, and cut it:
+        the latent analogue of :meth:`fold_neuron`, a contract weight edit.
+
+        The first layer's weights to input ``unit``, W[:, unit], are spread over the others,
+        W[:, k] += W[:, unit] * coefficients[k], and the bias takes b += W[:, unit] * offset; then
+        column ``unit`` is masked. Masks never revive: where W[i, k] or b[i] is pruned, that share
+        is lost. With every entry alive the decoder's output is unchanged whenever the input
+        ``unit`` really equals the combination. Only a decoder's inputs fold (an encoder's inputs
+        are the autoencoder's input units, which stay), ``coefficients[unit]`` must be 0, and the
+        fold may not cut an output unit's last entry (a one-layer decoder). Raises ``ValueError``.
+        """
+        if self.role != "decoder":
+            raise ValueError(f"fold_input: only a decoder's inputs (the latent code) can fold, not a {self.role}'s")
+        layer = self.layers[0]
+        width = layer.weight_mask.shape[1]
+        coefficients = np.asarray(coefficients, dtype=np.float64).reshape(-1)
+        if not 0 <= unit < width:
+            raise ValueError(f"fold_input: unit {unit} is not an input of this decoder (0..{width - 1})")
+        if coefficients.shape != (width,) or not np.all(np.isfinite(coefficients)) or not np.isfinite(offset):
+            raise ValueError(f"fold_input: coefficients must be {width} finite numbers, and offset finite")
+        if coefficients[unit] != 0.0:
+            raise ValueError(f"fold_input: input {unit} cannot be folded into itself (coefficients[{unit}] must be 0)")
+        if not layer.weight_mask[:, unit].any():
+            raise ValueError(f"fold_input: input {unit} has no alive weight left to fold")
+        if layer.output_units:
+            rest = np.delete(layer.weight_mask, unit, axis=1).any(axis=1) | layer.bias_mask
+            if not rest.all():
+                raise ValueError(f"fold_input: input {unit} holds output unit {int(np.flatnonzero(~rest)[0])}'s "
+                                 f"last alive entry")
+        source = np.where(layer.weight_mask[:, unit], layer.weight[:, unit], 0).astype(np.float64)
+        moved = (source[:, None] * coefficients[None, :]).astype(layer.weight.dtype)
+        live = layer.weight_mask & (moved != 0)
+        live[:, unit] = False
+        weight = np.array(layer.weight, copy=True)
+        weight[live] += moved[live]
+        weight.flags.writeable = layer.weight.flags.writeable
+        bias_live = layer.bias_mask & (source != 0) & (offset != 0)
+        bias = np.array(layer.bias, copy=True)
+        bias[bias_live] += (source * offset).astype(bias.dtype)[bias_live]
+        bias.flags.writeable = layer.bias.flags.writeable
+        layer.weight, layer.bias = weight, bias
+        layer.weight_mask[:, unit] = False
+        self.weight_edits.setdefault(0, np.zeros(weight.shape, dtype=bool))[live] = True
+        self.bias_edits.setdefault(0, np.zeros(bias.shape, dtype=bool))[bias_live] = True
 
     def kept_fraction(self) -> float:
         """Alive entries / all entries, counted from the masks."""

@@ -153,7 +153,8 @@ class Stack:
                                     f"of the {net.role}: {cut}; spare one entry per unit "
                                     f"(coevo.operators.sparing_units does it)")
         edits = getattr(net, "weight_edits", None)
-        params = self._folded_params(k, net, edits, operator) if edits else None
+        bias_edits = getattr(net, "bias_edits", None) or {}
+        params = self._folded_params(k, net, edits or {}, bias_edits, operator) if edits or bias_edits else None
         self.mask[k] = torch.as_tensor(new, device=self.mask.device)
         if params is not None:
             self.params[k] = torch.as_tensor(params, device=self.params.device)
@@ -165,20 +166,25 @@ class Stack:
                                     f"(a float array of {self.memory.shape[1]} values)")
             self.memory[k] = torch.as_tensor(memory, dtype=torch.float32, device=self.memory.device)
 
-    def _folded_params(self, k: int, net: Network, edits: dict[int, np.ndarray], operator: str) -> np.ndarray:
-        """Network ``k``'s parameter row with the entries ``edits`` marks taken from ``net``; any
-        other difference between ``net``'s weights and the stored ones is an error."""
+    def _folded_params(self, k: int, net: Network, edits: dict[int, np.ndarray], bias_edits: dict[int, np.ndarray],
+                       operator: str) -> np.ndarray:
+        """Network ``k``'s parameter row with the entries ``edits`` and ``bias_edits`` mark taken
+        from ``net``; any other difference between ``net``'s weights and the stored ones is an error."""
         params = self.params[k].detach().cpu().numpy().copy()
         for i, (layer, (w, b)) in enumerate(zip(net.layers, self.layout.split(params))):
             touched = edits.get(i, np.zeros(w.shape, dtype=bool))
+            touched_b = bias_edits.get(i, np.zeros(b.shape, dtype=bool))
             got_w, got_b = np.asarray(layer.weight), np.asarray(layer.bias)
-            if got_w.shape != w.shape or got_b.shape != b.shape or touched.shape != w.shape:
+            if got_w.shape != w.shape or got_b.shape != b.shape or touched.shape != w.shape \
+                    or touched_b.shape != b.shape:
                 raise OperatorError(f"pruning operator {operator!r} changed the shape of layer {i}'s weights")
             changed = (got_w != w) & ~(np.isnan(got_w) & np.isnan(w))
-            if np.any(changed & ~touched) or np.any((got_b != b) & ~(np.isnan(got_b) & np.isnan(b))):
+            changed_b = (got_b != b) & ~(np.isnan(got_b) & np.isnan(b))
+            if np.any(changed & ~touched) or np.any(changed_b & ~touched_b):
                 raise OperatorError(f"pruning operator {operator!r} changed weights of layer {i} that no "
-                                    f"Network.fold_neuron touched; weights are read-only otherwise")
+                                    f"Network.fold_neuron or fold_input touched; weights are read-only otherwise")
             w[touched] = got_w[touched]
+            b[touched_b] = got_b[touched_b]
         return params
 
 

@@ -7,8 +7,8 @@ through the ``coevo.operators`` entry-point group. See :mod:`operators.base` for
 
 from coevo.operators.base import (LayerGradients, Needs, PruneContext, PruneOperator, needs, needs_of, register,
                                   registry, sparing_units)
-from coevo.operators import (conjunctive, early_bird, flipout, latent_ablation, merge, no_pruning,  # noqa: F401  (register the built-ins)
-                             random_pruning, snap, snip, variance)
+from coevo.operators import (conjunctive, early_bird, flipout, latent_ablation, latent_fold, merge,  # noqa: F401  (register the built-ins)
+                             no_pruning, random_pruning, snap, snip, variance)
 
 __all__ = ["LayerGradients", "Needs", "PruneContext", "PruneOperator", "needs", "needs_of", "register", "registry",
            "sparing_units"]

@@ -76,6 +76,15 @@ def _no_ablation(role: str, layer: int, neurons: np.ndarray) -> tuple[float, np.
                        "PruneContext(generation, settings, record, losses_without=...)")
 
 
+def _no_rows() -> np.ndarray:
+    raise RuntimeError("this PruneContext has no recorded rows; build it with PruneContext(..., rows=...)")
+
+
+def _no_input_losses(role: str, inputs: np.ndarray) -> np.ndarray:
+    raise RuntimeError("this PruneContext cannot replace inputs; build it with "
+                       "PruneContext(generation, settings, record, losses_with_inputs=...)")
+
+
 @dataclass
 class PruneContext:
     """What an operator may look at besides the network: the generation, the ``[prune]`` settings
@@ -98,6 +107,10 @@ class PruneContext:
                                                                                         default=_no_ablation)
     """(role, layer, neurons) -> (the pair's loss, its loss with each neuron silenced in turn)"""
     _loss: float | None = field(default=None, repr=False)
+    rows: Callable[[], np.ndarray] = field(repr=False, default=_no_rows)
+    """() -> the recorded ``settings.cases`` training rows (cases x D)"""
+    losses_with_inputs: Callable[[str, np.ndarray], np.ndarray] = field(repr=False, default=_no_input_losses)
+    """(role, variants x cases x fan_in) -> the pair's loss with that network's inputs replaced by each"""
 
     def event(self, name: str) -> None:
         """Report that ``name`` happened to this pair at this generation (e.g. early-bird's
@@ -153,6 +166,33 @@ class PruneContext:
         if picked.size and (picked.min() < 0 or picked.max() >= width):
             raise IndexError(f"loss_without: neurons must be in 0..{width - 1} for layer {layer}, got {picked.tolist()}")
         return self.losses_without(role, layer, picked)[1]
+
+    def inputs(self, net: Network) -> np.ndarray:
+        """What enters ``net``'s first layer on the recorded rows (cases x fan_in): the rows
+        themselves for an encoder, the encoder's latent codes for a decoder. Read-only."""
+        role = getattr(net, "role", "network")
+        if role == "decoder":
+            if self._cache is None:
+                self._cache = self.record()
+            codes = self._cache["encoder"][-1]
+        elif role == "encoder":
+            codes = self.rows()
+        else:
+            raise KeyError(f"no inputs recorded for a {role!r}; known: ['decoder', 'encoder']")
+        codes = np.array(codes, copy=True)
+        codes.flags.writeable = False
+        return codes
+
+    def loss_with_inputs(self, net: Network, inputs: np.ndarray) -> np.ndarray:
+        """The pair's loss on the recorded rows when ``net``'s inputs are replaced by each of
+        ``inputs`` (variants x cases x fan_in, variants of :meth:`inputs`) in turn, the target
+        staying the recorded rows. For a decoder: what the pair would lose if its latent codes
+        were these, e.g. one latent neuron replaced by its best prediction from the others (what
+        :meth:`coevo.genome.Network.fold_input` then builds into the decoder's weights)."""
+        role = getattr(net, "role", "network")
+        if role not in ("encoder", "decoder"):
+            raise KeyError(f"no pair loss for a {role!r}; known: ['decoder', 'encoder']")
+        return self.losses_with_inputs(role, np.asarray(inputs, dtype=np.float64))
 
     def loss(self) -> float:
         """The pair's loss on the recorded rows with nothing silenced (what :meth:`loss_without` raises)."""

@@ -342,7 +342,7 @@ def test_store_writes_back_folded_weights_and_refuses_any_other_weight_edit():
     w = net.layers[0].weight.copy()
     w[0, 0] += 1.0
     net.layers[0].weight = w
-    with pytest.raises(OperatorError, match="changed weights of layer 0 that no Network.fold_neuron touched"):
+    with pytest.raises(OperatorError, match="changed weights of layer 0 that no Network.fold_neuron or fold_input touched"):
         enc.store_masks(0, net, "sneaky")
 
 
