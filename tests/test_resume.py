@@ -80,7 +80,9 @@ def keep_torch_threads():
      "prune.target_kept=0"],
     ["prune.operator=snap", "prune.amount=0.1", "prune.target_kept=0.3"],
     ["prune.operator=merge", "prune.amount=0.1", "prune.target_kept=0.3"],
-], ids=["coevo", "reference", "flipout", "early_bird", "snip", "snap", "merge"])
+    # edits the decoder's weights and biases
+    ["prune.operator=latent_fold", "prune.probability=0.3", "prune.schedule=fixed", "prune.params.tolerance=0.5"],
+], ids=["coevo", "reference", "flipout", "early_bird", "snip", "snap", "merge", "latent_fold"])
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys, semantics):
     killed, full = tmp_path / "killed", tmp_path / "full"
     overrides = KILLABLE + semantics
