@@ -173,7 +173,7 @@ class Network:
 
     def fold_neuron(self, layer_index: int, source: int, into: int) -> None:
         """Merge neuron ``source`` of layer ``layer_index`` into neuron ``into`` of the same layer
-        (Srinivas and Babu, BMVC 2015): the one weight edit the operator contract allows.
+        (Srinivas and Babu, BMVC 2015): one of the two weight edits the operator contract allows.
 
         ``source`` is removed (its incoming weights and bias are masked) and its outgoing weights,
         column ``source`` of layer ``layer_index + 1``, are added to ``into``'s outgoing column,

@@ -24,9 +24,12 @@ Besides the weights, an operator may read ``context.activations(net)`` (each lay
 ``prune.cases`` training rows), ``context.gradients(net)`` (each layer's :class:`LayerGradients`
 of the pair's loss on the same rows), both computed on first use only, and
 ``context.loss_without(net, layer, neurons)`` (the pair's loss with each of those neurons silenced
-in turn: an exact ablation). The one weight edit it
-may make is :meth:`coevo.genome.Network.fold_neuron`, which removes a neuron and adds its outgoing
-weights to another neuron's (data-free merging); coevo writes back exactly the entries it touched.
+in turn: an exact ablation), ``context.inputs(net)`` and ``context.loss_with_inputs(net, variants)``
+(the pair's loss with the network's inputs replaced). The weight edits it may make are
+:meth:`coevo.genome.Network.fold_neuron`, which removes a neuron and adds its outgoing weights to
+another neuron's (data-free merging), and :meth:`coevo.genome.Network.fold_input`, which replaces
+a decoder input by a linear combination of the others; coevo writes back exactly the entries
+they touched.
 
 Its own settings are keyword parameters with defaults, after the four the contract passes (a
 class takes them in its constructor instead): ``[prune.params]`` in TOML or ``--set
