@@ -240,7 +240,7 @@ def bench_criteria(n_dims: int, repeats: int) -> list[dict]:
                         for cls, stack in ((Encoder, enc), (Decoder, dec))]
 
     baseline = median_seconds(mutate("random"), repeats)
-    for name in ("snip", "snap", "merge"):
+    for name in ("snip", "snap", "merge", "latent_ablation", "latent_fold"):
         rows.append(_criterion_row(f"{name} mutation (encoder + decoder)", shape, median_seconds(mutate(name), repeats),
                                    baseline, "random's mutation", repeats))
     return rows

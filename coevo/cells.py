@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from coevo import batched, cpu_kernels
 from coevo.config import Config, PruneConfig
@@ -146,10 +147,27 @@ def _reset_weights(enc: Stack, dec: Stack, i: int, fraction: float, rng: np.rand
             field[i].masked_fill_(draw, 0.0)
 
 
+@dataclass(frozen=True)
+class PairForward:
+    """A pair's float64 forward pass on some rows, masks applied: the layer specs (encoder's then
+    decoder's), each layer's (W, b), the activations (the rows first) and the pre-activations."""
+
+    specs: list
+    weights: list[tuple[np.ndarray, np.ndarray]]
+    acts: list[np.ndarray]
+    pre: list[np.ndarray]
+    n_encoder_layers: int
+
+
+def pair_forward(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
+                 enc_mask: torch.Tensor, dec_mask: torch.Tensor, x: torch.Tensor) -> PairForward:
+    """The pair's :class:`PairForward` on the rows ``x``."""
+    return PairForward(*_pair_forward(enc_layout, dec_layout, enc_params, dec_params, enc_mask, dec_mask, x),
+                       len(enc_layout.layers))
+
+
 def _pair_forward(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
                   enc_mask: torch.Tensor, dec_mask: torch.Tensor, x: torch.Tensor):
-    """The pair's float64 forward pass on rows ``x``, masks applied: the layer specs, each layer's
-    (W, b), the activations (inputs first) and the pre-activations."""
     x64 = x.detach().cpu().numpy().astype(np.float64)
     specs = list(enc_layout.layers) + list(dec_layout.layers)
     weights: list[tuple[np.ndarray, np.ndarray]] = []
@@ -165,7 +183,7 @@ def _pair_forward(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tens
 
 
 def _activate(z: np.ndarray, activation: str) -> np.ndarray:
-    return np.maximum(z, 0.0) if activation == "relu" else 1.0 / (1.0 + np.exp(-z))
+    return np.maximum(z, 0.0) if activation == "relu" else expit(z)
 
 
 def _loss_value(out: np.ndarray, x64: np.ndarray, loss: str) -> np.ndarray:
@@ -222,19 +240,19 @@ def pair_gradients(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Ten
     return {"encoder": per_layer[:n_enc], "decoder": per_layer[n_enc:]}
 
 
-def pair_losses_without(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
-                        enc_mask: torch.Tensor, dec_mask: torch.Tensor, x: torch.Tensor, loss: str,
-                        role: str, layer: int, neurons: np.ndarray) -> tuple[float, np.ndarray]:
+def pair_losses_without(forward: PairForward, loss: str, role: str, layer: int,
+                        neurons: np.ndarray) -> tuple[float, np.ndarray]:
     """The pair's loss on the rows ``x`` with each of ``neurons`` of layer ``layer`` of its
     ``role`` network silenced in turn, one at a time, as pruning it would (all its incoming
     weights and its bias masked: its pre-activation is 0, so it outputs its activation of 0).
 
     One float64 forward pass to that layer, then one pass of the layers above it for all the
     neurons at once (a batch of copies); the loss is the mean over rows and features, as
-    ``model.loss``. Returns the loss with nothing silenced and the array of losses."""
-    specs, weights, acts, _pre = _pair_forward(enc_layout, dec_layout, enc_params, dec_params, enc_mask, dec_mask, x)
+    ``model.loss``. ``forward`` is the pair's :func:`pair_forward`. Returns the loss with nothing
+    silenced and the array of losses."""
+    specs, weights, acts, _pre = forward.specs, forward.weights, forward.acts, forward.pre
     base = float(_loss_value(acts[-1], acts[0], loss))
-    g = layer + (len(enc_layout.layers) if role == "decoder" else 0)
+    g = layer + (forward.n_encoder_layers if role == "decoder" else 0)
     neurons = np.asarray(neurons, dtype=np.int64)
     if neurons.size == 0:
         return base, np.zeros(0)
@@ -243,14 +261,13 @@ def pair_losses_without(enc_layout: Layout, dec_layout: Layout, enc_params: torc
     return base, _loss_value(_forward_from(specs, weights, g + 1, a), acts[0], loss)
 
 
-def pair_losses_with_inputs(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor,
-                            dec_params: torch.Tensor, enc_mask: torch.Tensor, dec_mask: torch.Tensor,
-                            x: torch.Tensor, loss: str, role: str, inputs: np.ndarray) -> np.ndarray:
-    """The pair's loss against the rows ``x`` when the ``role`` network's inputs are replaced by
-    each of ``inputs`` (variants x cases x fan_in) in turn: for the decoder, other latent codes;
-    for the encoder, other rows (the target stays ``x``). One batched float64 forward pass."""
-    specs, weights, acts, _pre = _pair_forward(enc_layout, dec_layout, enc_params, dec_params, enc_mask, dec_mask, x)
-    start = len(enc_layout.layers) if role == "decoder" else 0
+def pair_losses_with_inputs(forward: PairForward, loss: str, role: str, inputs: np.ndarray) -> np.ndarray:
+    """The pair's loss against its rows when the ``role`` network's inputs are replaced by each
+    of ``inputs`` (variants x cases x fan_in) in turn: for the decoder, other latent codes; for
+    the encoder, other rows (the target stays the rows). One batched float64 forward pass of that
+    network onwards; ``forward`` is the pair's :func:`pair_forward`."""
+    specs, weights, acts = forward.specs, forward.weights, forward.acts
+    start = forward.n_encoder_layers if role == "decoder" else 0
     a = np.asarray(inputs, dtype=np.float64)
     if a.ndim != 3 or a.shape[1:] != acts[start].shape:
         raise ValueError(f"inputs for the {role} must be variants x {acts[start].shape[0]} cases x "
@@ -260,9 +277,11 @@ def pair_losses_with_inputs(enc_layout: Layout, dec_layout: Layout, enc_params: 
 
 def _forward_from(specs: list, weights: list[tuple[np.ndarray, np.ndarray]], start: int, a: np.ndarray) -> np.ndarray:
     """Layers ``start`` onwards of the pair applied to ``a`` (any leading batch axes)."""
+    lead = a.shape[:-1]
+    a = a.reshape(-1, a.shape[-1])  # one 2-D product per layer: BLAS, not a loop over the batch
     for spec, (w, b) in zip(specs[start:], weights[start:]):
         a = _activate(a @ w.T + b, spec.activation)
-    return a
+    return a.reshape(*lead, a.shape[-1])
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -296,13 +315,18 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
     def record_gradients() -> dict[str, list[LayerGradients]]:
         return pair_gradients(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss)
 
+    forwards: list[PairForward] = []
+
+    def forward() -> PairForward:  # one float64 forward pass serves every loss the operator asks for
+        if not forwards:
+            forwards.append(pair_forward(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x()))
+        return forwards[0]
+
     def losses_without(role: str, layer: int, neurons: np.ndarray) -> tuple[float, np.ndarray]:
-        return pair_losses_without(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss,
-                                   role, layer, neurons)
+        return pair_losses_without(forward(), loss, role, layer, neurons)
 
     def losses_with_inputs(role: str, inputs: np.ndarray) -> np.ndarray:
-        return pair_losses_with_inputs(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss,
-                                       role, inputs)
+        return pair_losses_with_inputs(forward(), loss, role, inputs)
 
     return PruneContext(generation, settings, record, declared_events=declared_events,
                         record_gradients=record_gradients, losses_without=losses_without,
