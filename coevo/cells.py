@@ -112,13 +112,18 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     step = Pruning.of(prune_probability)
     prune_probability = step.probability
     if prune_probability > 0 and operator_name != "none":
-        kept = stack_kept_fractions(new_enc, new_dec).kept if settings.target_kept > 0 else None
+        fractions = stack_kept_fractions(new_enc, new_dec) if settings.target_kept > 0 or step.kept is not None else None
+        kept = fractions.kept if fractions is not None else None
         for i, k in enumerate(cells):
             rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
             if rng.random() >= prune_probability:
                 continue
             amount = settings.amount if step.amount is None else step.amount
-            if kept is not None:  # at the target: no more; near it: only what reaches it
+            if step.kept is not None:  # the schedule's kept fraction of the masks: this pair's amount to reach it
+                if fractions.mask_kept[i] <= step.kept:
+                    continue
+                amount = 1.0 - step.kept / fractions.mask_kept[i]
+            if settings.target_kept > 0:  # at the target: no more; near it: only what reaches it
                 if kept[i] <= settings.target_kept:
                     continue
                 amount = min(amount, 1.0 - settings.target_kept / kept[i])

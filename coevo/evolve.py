@@ -60,8 +60,8 @@ def prune_probability(config: Config, generation: int, subpopulation: int) -> fl
 
 def prune_step(config: Config, generation: int, subpopulation: int) -> schedules.Pruning:
     """The configured schedule's :class:`~coevo.schedules.Pruning` at ``generation``: its
-    probability, checked, and the amount it sets (``None``: ``prune.amount``), checked to be in
-    [0, 1]. What the engines pass to :func:`coevo.cells.vary_cells`."""
+    probability, checked, and the amount or kept fraction it sets (``None``: ``prune.amount``),
+    checked to be in [0, 1]. What the engines pass to :func:`coevo.cells.vary_cells`."""
     name = config.prune.schedule
     schedule, params = schedules.registry.resolve(name, config.prune.schedule_params)
     last = config.run.generations - 1
@@ -70,6 +70,7 @@ def prune_step(config: Config, generation: int, subpopulation: int) -> schedules
         step = schedules.Pruning.of(schedule(generation, last, config.prune.probability, subpopulation, **params))
         p = float(step.probability)
         amount = None if step.amount is None else float(step.amount)
+        kept = None if step.kept is None else float(step.kept)
     except UserError:
         raise
     except Exception as exc:
@@ -81,7 +82,13 @@ def prune_step(config: Config, generation: int, subpopulation: int) -> schedules
     if amount is not None and not 0.0 <= amount <= 1.0:
         raise OperatorError(f"pruning schedule {name!r} returned the amount {amount!r} at generation "
                             f"{generation}; an amount is a fraction in [0, 1]")
-    return schedules.Pruning(p, amount)
+    if kept is not None and not 0.0 <= kept <= 1.0:
+        raise OperatorError(f"pruning schedule {name!r} returned the kept fraction {kept!r} at generation "
+                            f"{generation}; a kept fraction is in [0, 1]")
+    if kept is not None and amount is not None:
+        raise OperatorError(f"pruning schedule {name!r} returned both an amount and a kept fraction at generation "
+                            f"{generation}; return one: Pruning(p, amount=...) or Pruning(p, kept=...)")
+    return schedules.Pruning(p, amount, kept)
 
 
 def solution_concept(losses: np.ndarray, concept: str) -> tuple[np.ndarray, np.ndarray]:

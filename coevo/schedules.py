@@ -1,9 +1,10 @@
 """Pruning schedules: pure functions p_sched(t, T, p, s, **params) -> probability.
 
 t is the 0-based generation, T the last generation index, p the configured probability and
-s the sub-population size. A schedule may instead return :class:`Pruning` (a probability and
-this generation's ``amount``, which then replaces ``prune.amount``): ``geometric`` does, to follow
-SNIP-it's cumulative sparsity steps. A schedule's own settings are keyword parameters with defaults
+s the sub-population size. A schedule may instead return :class:`Pruning`: a probability and
+this generation's ``amount``, which then replaces ``prune.amount``, or the fraction ``kept`` each
+pruned pair should keep, from which each pair's own amount follows (``geometric`` does, to follow
+SNIP-it's cumulative sparsity steps: a pair that missed a step catches up at the next). A schedule's own settings are keyword parameters with defaults
 (``exponential``'s ``k``, ``final_n``'s ``fraction``), set in ``[prune.schedule_params]`` and
 checked against its signature before a run starts. Register your own with
 ``@schedules.register("name")`` or name it by import path
@@ -22,12 +23,15 @@ from coevo.registry import Registry
 @dataclass(frozen=True)
 class Pruning:
     """What a schedule may return instead of a bare probability: the probability of pruning a
-    pair this generation, and the fraction ``amount`` each mutation then prunes (``None``: the
-    configured ``prune.amount``). ``prune.target_kept`` still caps the amount, as it caps
-    ``prune.amount``."""
+    pair this generation, and either the fraction ``amount`` each mutation then prunes (``None``:
+    the configured ``prune.amount``) or ``kept``, the fraction of its entries each pruned pair's
+    masks should keep: a pair whose masks keep a fraction f now prunes the amount 1 - kept / f
+    (nothing if f <= kept), so pairs that missed earlier steps catch up. ``prune.target_kept``
+    (a live kept fraction) still caps the amount, as it caps ``prune.amount``."""
 
     probability: float
     amount: float | None = None
+    kept: float | None = None
 
     @staticmethod
     def of(value: "float | Pruning") -> "Pruning":
@@ -123,7 +127,7 @@ def geometric_generations(T: int, steps: int, delay: float) -> list[int]:
 @register("geometric")
 def geometric(t: int, T: int, p: float, s: int, *, target: float = 0.98, steps: int = 7,
               delay: float = 0.0) -> float | Pruning:
-    """SNIP-it's steps to sparsity `target`: p at `steps` evenly spaced generations, with the amount of each step."""
+    """SNIP-it's steps to sparsity `target`: p at `steps` evenly spaced generations, each to its cumulative kept fraction."""
     if not 0.5 <= target < 1.0:
         raise ValueError(f"prune.schedule_params.target is the final sparsity: it must be in [0.5, 1), got {target}")
     if steps < 1:
@@ -133,6 +137,4 @@ def geometric(t: int, T: int, p: float, s: int, *, target: float = 0.98, steps: 
     here = [i for i, g in enumerate(geometric_generations(T, steps, delay)) if g == t]
     if not here:
         return 0.0
-    k = geometric_targets(target, steps)
-    before = k[here[0] - 1] if here[0] > 0 else 0.0
-    return Pruning(p, (k[here[-1]] - before) / (1.0 - before))
+    return Pruning(p, kept=1.0 - geometric_targets(target, steps)[here[-1]])

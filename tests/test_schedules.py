@@ -39,3 +39,22 @@ def test_final_n_fraction_and_exponential_rate_are_parameters():
 def test_all_seven_are_registered():
     assert {"fixed", "increase", "decrease", "population", "exponential", "final_n", "prune_after"} <= set(
         schedules.registry.names())
+
+
+@pytest.mark.parametrize("returned, match", [
+    (schedules.Pruning(0.5, kept=1.5), "kept fraction 1.5"),
+    (schedules.Pruning(0.5, amount=-0.1), "amount -0.1"),
+    (schedules.Pruning(0.5, amount=0.1, kept=0.5), "both an amount and a kept fraction"),
+    (1.2, "probability in"),
+])
+def test_a_schedule_returning_an_impossible_step_is_refused(returned, match):
+    from coevo import config, evolve
+    from coevo.errors import OperatorError
+
+    schedules.registry.add("test_bad_step", lambda t, T, p, s: returned)
+    try:
+        cfg = config.load(None, ["prune.schedule=test_bad_step"])
+        with pytest.raises(OperatorError, match=match):
+            evolve.prune_step(cfg, 0, 5)
+    finally:
+        schedules.registry._items.pop("test_bad_step", None)
