@@ -30,6 +30,7 @@ import os
 import socket
 import tomllib
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -86,10 +87,18 @@ class TrialExecutor(Protocol):
 class LocalExecutor:
     """Trials in ``jobs`` processes on this machine (spawned: fork after OpenMP hangs), which
     exit when this process dies (:func:`coevo.lock.die_with_parent`), SIGKILL included;
-    ``jobs = 1`` runs them one after another in this process."""
+    ``jobs = 1`` runs them one after another in this process.
+
+    A worker that dies (killed, out of memory) breaks the process pool, and every trial still in
+    it with it. Those trials go to a fresh pool: a dead worker's lock on its trial's directory
+    went with it, and :func:`execute_trial` resumes or restarts the directory, as on Ray. A trial
+    that had started (its directory still holds the lock file its worker left) is charged one
+    try, and is reported as failed after ``retries`` retries; the pool also stops the trials that
+    ran beside the dead worker, so they are charged too."""
 
     jobs: int
     task: Callable[[dict, str], dict] = execute_trial
+    retries: int = 3
 
     def run(self, trials: Sequence[Trial], out: Path) -> Iterator[tuple[Trial, dict | BaseException]]:
         if self.jobs == 1:
@@ -99,21 +108,33 @@ class LocalExecutor:
                 except Exception as exc:  # a failed trial must not stop the sweep
                     yield trial, exc
             return
-        # the pool starts its workers from this thread, on the first submit: the parent-death
-        # signal is tied to it, and it outlives the pool
-        pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=lock.die_with_parent, initargs=(os.getpid(),))
-        try:
-            pending: dict[Future, Trial] = {pool.submit(self.task, t.config(), str(out / t.run_dir)): t
-                                            for t in trials}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    trial = pending.pop(future)
-                    exc = future.exception()
-                    yield trial, exc if exc is not None else future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        queue, broken_pools = list(trials), {id(t): 0 for t in trials}
+        while queue:
+            # the pool starts its workers from this thread, on the first submit: the parent-death
+            # signal is tied to it, and it outlives the pool
+            pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=lock.die_with_parent, initargs=(os.getpid(),))
+            again: list[Trial] = []
+            try:
+                pending: dict[Future, Trial] = {pool.submit(self.task, t.config(), str(out / t.run_dir)): t
+                                                for t in queue}
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        trial = pending.pop(future)
+                        exc = future.exception()
+                        if isinstance(exc, BrokenProcessPool):
+                            if (out / trial.run_dir / lock.LOCK_FILE).exists():  # it had started
+                                broken_pools[id(trial)] += 1
+                            if broken_pools[id(trial)] <= self.retries:
+                                again.append(trial)
+                                continue
+                            exc = RuntimeError(f"its worker process died in each of {broken_pools[id(trial)]} "
+                                               f"tries (killed, or out of memory?): {exc}")
+                        yield trial, exc if exc is not None else future.result()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # the broken pool's workers are gone, locks too
+            queue = [t for t in trials if t in again]  # in the sweep's order
 
 
 RAY_CONNECT_TIMEOUT_S = 10.0

@@ -316,3 +316,65 @@ prune.probability = 0.25
     assert ref.settings["preset"] == "reference" and "/" not in ref.id and " " not in ref.id
     with pytest.raises(ConfigError, match="--preset 'nope' is unknown"):
         bench_spec.parse('trials = 1\n[[combination]]\npreset = "nope"\n', resolve=False)
+
+
+def _die_once(config: dict, run_dir: str) -> dict:
+    """Run the trial, but SIGKILL this worker the first time (or, with COEVO_TEST_ALWAYS, every
+    time) it starts the trial named by COEVO_TEST_VICTIM, after taking the trial's lock as a
+    real trial does; every attempt is counted in COEVO_TEST_ATTEMPTS."""
+    import os
+    import signal
+
+    from coevo import lock
+
+    attempts = Path(os.environ["COEVO_TEST_ATTEMPTS"]) / run_dir.replace("/", "_")
+    with open(attempts, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    if run_dir.endswith(os.environ["COEVO_TEST_VICTIM"]):
+        if os.environ.get("COEVO_TEST_ALWAYS") or len(attempts.read_text().split()) == 1:
+            with lock.hold(run_dir):
+                os.kill(os.getpid(), signal.SIGKILL)
+    return bench.execute_trial(config, run_dir)
+
+
+def test_a_local_worker_killed_mid_sweep_costs_a_retry_and_no_row(tmp_path, monkeypatch):
+    """A pool worker SIGKILLed while it holds a trial (the out-of-memory killer, say) breaks the
+    process pool: its trials run again in a fresh pool, and every row is as a clean sweep's."""
+    spec = bench_spec.parse(TINY_SPEC)
+    victim = spec.expand()[2].run_dir
+    (tmp_path / "attempts").mkdir()
+    monkeypatch.setenv("COEVO_TEST_ATTEMPTS", str(tmp_path / "attempts"))
+    monkeypatch.setenv("COEVO_TEST_VICTIM", str(victim))
+    outcome = bench.run(spec, tmp_path / "bench", quiet=True, executor=bench.LocalExecutor(2, task=_die_once))
+    assert outcome.ran == 4 and not outcome.failed
+    tries = {p.name: p.read_text().split() for p in (tmp_path / "attempts").iterdir()}
+    assert len(tries[str(tmp_path / "bench" / victim).replace("/", "_")]) == 2
+    clean = bench.run(spec, tmp_path / "clean", quiet=True, executor=bench.LocalExecutor(1))
+    assert clean.ran == 4
+
+    def stable(out: Path) -> list[dict]:
+        rows = bench_report.read_rows(out / bench_report.ROWS)
+        return sorted(({k: v for k, v in r.items() if k not in ("seconds_per_generation", "wall_seconds")}
+                       for r in rows), key=lambda r: (r["combination_index"], r["seed"]))
+
+    got, want = stable(tmp_path / "bench"), stable(tmp_path / "clean")
+    assert [r.keys() for r in got] == [r.keys() for r in want]
+    for a, b in zip(got, want):
+        for key in a:
+            assert a[key] == (pytest.approx(b[key], rel=1e-6) if isinstance(a[key], float) else b[key]), key
+
+
+def test_a_trial_that_always_kills_its_worker_fails_after_its_retries(tmp_path, monkeypatch):
+    spec = bench_spec.parse(TINY_SPEC)
+    victim = spec.expand()[0].run_dir
+    (tmp_path / "attempts").mkdir()
+    monkeypatch.setenv("COEVO_TEST_ATTEMPTS", str(tmp_path / "attempts"))
+    monkeypatch.setenv("COEVO_TEST_VICTIM", str(victim))
+    monkeypatch.setenv("COEVO_TEST_ALWAYS", "1")
+    outcome = bench.run(spec, tmp_path / "bench", quiet=True,
+                        executor=bench.LocalExecutor(2, task=_die_once, retries=2))
+    failed = {t.run_dir: exc for t, exc in outcome.failed}
+    assert victim in failed and "died in each of 3 tries" in str(failed[victim])
+    tries = (tmp_path / "attempts" / str(tmp_path / "bench" / victim).replace("/", "_")).read_text().split()
+    assert len(tries) == 3
+    assert {r["run_dir"] for r in rows_of(tmp_path / "bench")} <= {str(t.run_dir) for t in spec.expand()} - {str(victim)}
