@@ -9,6 +9,11 @@ For the best pair it writes ``analysis.json`` and figures under ``plots/``:
   ``TwoNN``, ``MLE`` and ``lPCA``, each ``.fit(X).dimension_`` with default settings (MLE's
   ``fit``, which averages the inverse pointwise estimates; lPCA is global PCA with the 'FO'
   rule, so it counts the linear span and overestimates a curved manifold);
+- ``latent_needed``: how many of the alive latent neurons the decoder needs, after the fact:
+  latent neurons are folded greedily into the others (each replaced by its least-squares
+  prediction from the remaining ones, the fold ``latent_fold`` makes during a run), the cheapest
+  first, while the test loss stays within ``fold_tolerance`` (default 20%) of the unfolded pair's; no
+  retraining. ``latent_fold_losses`` is the test loss after each fold, for the figure;
 - ``nmi`` and ``ari``: k-means (k = the number of labels in the test split, 10 restarts)
   on the test split's latent codes against the true labels, with ``nmi_inputs`` and
   ``ari_inputs`` of the same clustering on the raw inputs for comparison; null without labels.
@@ -18,6 +23,7 @@ Everything is computed before anything is written, and each file is written atom
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import warnings
@@ -30,6 +36,7 @@ from coevo.errors import UserError
 
 FIRING = 0.01  # a latent neuron must fire on at least this fraction of test rows
 MAX_ID_ROWS = 5000  # the estimators see at most this many training rows (a seeded subsample)
+FOLD_TOLERANCE = 0.2  # latent_needed: folds may raise the test loss by at most this fraction in all
 
 
 def _extras():
@@ -68,6 +75,32 @@ def cluster_scores(codes: np.ndarray, labels: np.ndarray, seed: int) -> tuple[fl
             float(sklearn.metrics.adjusted_rand_score(labels, pred)))
 
 
+def greedy_folds(codes: np.ndarray, alive: list[int], decode, loss_of) -> tuple[list[int], list[float]]:
+    """Fold ``alive`` latent columns of ``codes`` (rows x latent) one at a time into the others,
+    each replaced by its least-squares prediction (with an offset) from the columns still kept,
+    choosing the fold that leaves the lowest loss; ``decode`` maps codes to reconstructions and
+    ``loss_of`` reconstructions to a loss. Returns the order folded and the loss after each fold,
+    until one column is left (the caller decides where to stop)."""
+    codes = np.array(codes, dtype=np.float64)
+    kept, order, losses = list(alive), [], []
+    while len(kept) > 1:
+        best = None
+        for j in kept:
+            others = [k for k in kept if k != j]
+            design = np.concatenate([np.ones((codes.shape[0], 1)), codes[:, others]], axis=1)
+            beta = np.linalg.lstsq(design, codes[:, j], rcond=None)[0]
+            trial = codes.copy()
+            trial[:, j] = design @ beta
+            value = loss_of(decode(trial))
+            if best is None or value < best[0]:
+                best = (value, j, trial)
+        value, j, codes = best
+        kept.remove(j)
+        order.append(int(j))
+        losses.append(float(value))
+    return order, losses
+
+
 def _pca2(codes: np.ndarray) -> np.ndarray:
     centred = codes - codes.mean(axis=0)
     if centred.shape[1] == 0 or not np.any(centred):
@@ -84,8 +117,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def analyze(run_dir: str | Path) -> dict:
-    """Analyse a finished run's best pair; writes ``analysis.json`` and figures, returns the dict."""
+def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict:
+    """Analyse a finished run's best pair; writes ``analysis.json`` and figures, returns the dict.
+    ``fold_tolerance`` is ``latent_needed``'s allowance (a fraction of the test loss)."""
     from coevo import config as config_module
     from coevo import data as data_module
     from coevo.checkpoint import atomic_write_bytes
@@ -124,6 +158,27 @@ def analyze(run_dir: str | Path) -> dict:
         "intrinsic_dim": cfg.data.intrinsic_dim if cfg.data.source == "manifold" else None,
         "nmi": None, "ari": None, "nmi_inputs": None, "ari_inputs": None, "clusters": None,
     }
+    loss_fn = {"l1": torch.nn.functional.l1_loss, "mse": torch.nn.functional.mse_loss,
+               "bce": torch.nn.functional.binary_cross_entropy}[cfg.model.loss]
+    target = test.double()
+    dec64 = copy.deepcopy(dec).double()
+
+    def decode(z: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return dec64(torch.as_tensor(z, dtype=torch.float64))
+
+    def loss_of(out: torch.Tensor) -> float:
+        return float(loss_fn(out.clamp(1e-7, 1 - 1e-7) if cfg.model.loss == "bce" else out, target))
+
+    unfolded = loss_of(decode(codes))
+    order, fold_losses = greedy_folds(codes, alive, decode, loss_of)
+    affordable = 0  # folds in a row that keep the loss within the tolerance of the unfolded pair's
+    while affordable < len(fold_losses) and fold_losses[affordable] <= unfolded * (1 + fold_tolerance):
+        affordable += 1
+    result["latent_needed"] = len(alive) - affordable
+    result["latent_fold_tolerance"] = fold_tolerance
+    result["latent_fold_order"] = order
+    result["latent_fold_losses"] = [unfolded] + fold_losses
     labels = dataset.test_labels
     if labels is not None:
         result["clusters"] = int(np.unique(labels).size)
@@ -154,6 +209,21 @@ def analyze(run_dir: str | Path) -> dict:
         axes[1, 0].set_ylabel("output")
         figures["reconstructions.png"] = _png(fig)
 
+    if fold_losses:
+        fig, ax = subplots(figsize=(7, 4))
+        counts = list(range(len(alive), 0, -1))
+        ax.plot(counts, result["latent_fold_losses"], "o-", label="test loss, greedy least-squares folds")
+        ax.axhline(unfolded * (1 + fold_tolerance), color="grey", ls=":", label=f"+{fold_tolerance:.0%}")
+        ax.axvline(result["latent_needed"], color="C1", ls="--", label=f"latent_needed = {result['latent_needed']}")
+        if result["intrinsic_dim"] is not None:
+            ax.axvline(result["intrinsic_dim"], color="k", ls="--", label=f"true d = {result['intrinsic_dim']}")
+        ax.set(xlabel="latent neurons kept", ylabel=f"test loss ({cfg.model.loss})",
+               title="How many latent neurons the decoder needs (no retraining)")
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+        ax.legend()
+        figures["latent_folds.png"] = _png(fig)
+
     log = read_logbook(run_dir)
     if "latent_alive_best" in log:
         fig, ax = subplots(figsize=(7, 4))
@@ -180,6 +250,8 @@ def format_analysis(result: dict) -> str:
              f"({result['latent_on_path']} on a live path; firing on >= {FIRING:.0%} of test rows)",
              "id_estimates    " + ", ".join(f"{k} {v:.2f}" for k, v in est.items())
              + (f"  (true d = {result['intrinsic_dim']})" if result["intrinsic_dim"] is not None else "")]
+    lines.append(f"latent_needed   {result['latent_needed']} (folding more latent neurons into the others "
+                 f"costs over {result['latent_fold_tolerance']:.0%} of the test loss; plots/latent_folds.png)")
     if result["nmi"] is not None:
         lines.append(f"nmi, ari        {result['nmi']:.3f}, {result['ari']:.3f}  (k-means, k = {result['clusters']}, "
                      f"on latent codes; on raw inputs {result['nmi_inputs']:.3f}, {result['ari_inputs']:.3f})")

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ana = sub.add_parser("analyze", help="latent analysis of a run: alive latent neurons, intrinsic dimension, NMI/ARI")
     ana.add_argument("run_dir", type=Path)
+    ana.add_argument("--fold-tolerance", type=float, default=0.2, metavar="F",
+                     help="latent_needed: fold latent neurons while the test loss stays within this fraction "
+                          "of the unfolded pair's (default 0.2)")
 
     sub.add_parser("operators", help="list pruning operators and schedules, with their parameters")
 
@@ -102,7 +105,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "analyze":
         from coevo import analysis
 
-        print(analysis.format_analysis(analysis.analyze(args.run_dir)))
+        if not args.fold_tolerance >= 0:
+            raise UserError(f"--fold-tolerance {args.fold_tolerance}: a fraction of the loss, it must be >= 0")
+        print(analysis.format_analysis(analysis.analyze(args.run_dir, fold_tolerance=args.fold_tolerance)))
         return 0
     if args.command == "operators":
         from coevo import operators

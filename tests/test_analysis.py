@@ -119,3 +119,52 @@ def test_analyze_missing_extra(manifold_run, capsys, monkeypatch, missing):
     err = capsys.readouterr().err
     assert "coevo[analysis]" in err and err.count("\n") == 1
     assert _listing(manifold_run) == before
+
+
+def test_greedy_folds_fold_a_copied_latent_neuron_first_and_for_free():
+    """Column 3 copies column 1 and column 2 is an affine function of column 0: both fold at no
+    cost, before any independent column; the losses are those of decoding the refit codes."""
+    from coevo.analysis import greedy_folds
+
+    rng = np.random.default_rng(0)
+    codes = rng.random((50, 5))
+    codes[:, 3] = codes[:, 1]
+    codes[:, 2] = 0.5 + 2.0 * codes[:, 0]
+    w = rng.normal(size=(5, 7))
+    target = codes @ w
+
+    def loss_of(out):
+        return float(np.abs(out - target).mean())
+
+    order, losses = greedy_folds(codes, [0, 1, 2, 3, 4], lambda z: z @ w, loss_of)
+    assert len(order) == 4 and len(losses) == 4 and len(set(order)) == 4
+    assert set(order[:2]) in ({1, 2}, {3, 2}, {1, 0}, {3, 0})  # one of each redundant pair
+    assert losses[0] == pytest.approx(0.0, abs=1e-9) and losses[1] == pytest.approx(0.0, abs=1e-9)
+    assert losses[2] > 1e-3  # then only independent columns are left
+    # the reported loss is the loss of the codes the folds leave, recomputed directly
+    kept = [j for j in range(5) if j not in order[:3]]
+    z = codes.copy()
+    for j in order[:3]:
+        others = [k for k in range(5) if k not in order[:order.index(j) + 1]]
+        design = np.concatenate([np.ones((50, 1)), z[:, others]], axis=1)
+        z[:, j] = design @ np.linalg.lstsq(design, z[:, j], rcond=None)[0]
+    assert loss_of(z @ w) == pytest.approx(losses[2], rel=1e-9) and len(kept) == 2
+
+
+def test_analyze_reports_the_latent_neurons_the_decoder_needs(default_run, capsys):
+    pytest.importorskip("skdim")
+    assert main(["analyze", str(default_run), "--fold-tolerance", "0.5"]) == 0
+    assert "latent_needed" in capsys.readouterr().out
+    result = json.loads((default_run / "analysis.json").read_text())
+    alive = result["latent_alive"]
+    assert len(result["latent_fold_losses"]) == max(alive, 1) and result["latent_fold_tolerance"] == 0.5
+    assert (1 if alive else 0) <= result["latent_needed"] <= alive
+    losses = result["latent_fold_losses"]
+    folded = alive - result["latent_needed"]  # every fold made is within the tolerance, the next is not
+    assert all(v <= losses[0] * 1.5 for v in losses[1:folded + 1])
+    assert folded == len(losses) - 1 or losses[folded + 1] > losses[0] * 1.5
+    if alive > 1:
+        assert (default_run / "plots" / "latent_folds.png").stat().st_size > 1000
+    assert main(["analyze", str(default_run), "--fold-tolerance", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--fold-tolerance" in err and err.count("\n") == 1
