@@ -213,7 +213,8 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
         fig, ax = subplots(figsize=(7, 4))
         counts = list(range(len(alive), 0, -1))
         ax.plot(counts, result["latent_fold_losses"], "o-", label="test loss, greedy least-squares folds")
-        ax.axhline(unfolded * (1 + fold_tolerance), color="grey", ls=":", label=f"+{fold_tolerance:.0%}")
+        ax.axhline(unfolded * (1 + fold_tolerance), color="grey", ls=":",
+                   label=f"unfolded loss + {fold_tolerance:.0%} (--fold-tolerance)")
         ax.axvline(result["latent_needed"], color="C1", ls="--", label=f"latent_needed = {result['latent_needed']}")
         if result["intrinsic_dim"] is not None:
             ax.axvline(result["intrinsic_dim"], color="k", ls="--", label=f"true d = {result['intrinsic_dim']}")
