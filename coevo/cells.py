@@ -112,7 +112,8 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     step = Pruning.of(prune_probability)
     prune_probability = step.probability
     if prune_probability > 0 and operator_name != "none":
-        fractions = stack_kept_fractions(new_enc, new_dec) if settings.target_kept > 0 or step.kept is not None else None
+        wants_kept = settings.target_kept > 0 or step.kept is not None
+        fractions = stack_kept_fractions(new_enc, new_dec) if wants_kept else None
         kept = fractions.kept if fractions is not None else None
         for i, k in enumerate(cells):
             rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)

@@ -4,7 +4,8 @@ t is the 0-based generation, T the last generation index, p the configured proba
 s the sub-population size. A schedule may instead return :class:`Pruning`: a probability and
 this generation's ``amount``, which then replaces ``prune.amount``, or the fraction ``kept`` each
 pruned pair should keep, from which each pair's own amount follows (``geometric`` does, to follow
-SNIP-it's cumulative sparsity steps: a pair that missed a step catches up at the next). A schedule's own settings are keyword parameters with defaults
+SNIP-it's cumulative sparsity steps: a pair that missed a step catches up at the next). A
+schedule's own settings are keyword parameters with defaults
 (``exponential``'s ``k``, ``final_n``'s ``fraction``), set in ``[prune.schedule_params]`` and
 checked against its signature before a run starts. Register your own with
 ``@schedules.register("name")`` or name it by import path
