@@ -81,16 +81,16 @@ def greedy_folds(codes: np.ndarray, alive: list[int], decode, loss_of) -> tuple[
     choosing the fold that leaves the lowest loss; ``decode`` maps codes to reconstructions and
     ``loss_of`` reconstructions to a loss. Returns the order folded and the loss after each fold,
     until one column is left (the caller decides where to stop)."""
+    from coevo.operators.latent_fold import fold_coefficients
+
     codes = np.array(codes, dtype=np.float64)
     kept, order, losses = list(alive), [], []
     while len(kept) > 1:
         best = None
         for j in kept:
-            others = [k for k in kept if k != j]
-            design = np.concatenate([np.ones((codes.shape[0], 1)), codes[:, others]], axis=1)
-            beta = np.linalg.lstsq(design, codes[:, j], rcond=None)[0]
+            coefficients, offset = fold_coefficients(codes, j, np.array([k for k in kept if k != j]))
             trial = codes.copy()
-            trial[:, j] = design @ beta
+            trial[:, j] = offset + codes @ coefficients
             value = loss_of(decode(trial))
             if best is None or value < best[0]:
                 best = (value, j, trial)
