@@ -25,12 +25,25 @@ from coevo.genome import Network
 from coevo.operators.base import PruneContext, register
 
 
+def check_tolerance(operator: str, tolerance: float) -> None:
+    """A tolerance is a fraction of the loss: refuse a negative one (or NaN)."""
+    if not tolerance >= 0.0:
+        raise ValueError(f"{operator}'s tolerance is a fraction of the loss: it must be >= 0, got {tolerance}")
+
+
+def cheapest_within(cost: np.ndarray, loss: float, tolerance: float, rng: np.random.Generator) -> int | None:
+    """Index of the lowest ``cost`` (ties drawn with ``rng``) if it is at most ``tolerance * loss``;
+    None otherwise: what both latent operators cut."""
+    cheapest = np.flatnonzero(cost == cost.min())
+    pick = int(cheapest[rng.integers(cheapest.size)] if cheapest.size > 1 else cheapest[0])
+    return pick if cost[pick] <= tolerance * loss else None
+
+
 @register("latent_ablation")
 def latent_ablation_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext, *,
                           tolerance: float = 0.02) -> Network:
     """Cut the latent neuron whose silencing raises the pair's loss least, if by at most `tolerance` x loss."""
-    if not tolerance >= 0.0:
-        raise ValueError(f"latent_ablation's tolerance is a fraction of the loss: it must be >= 0, got {tolerance}")
+    check_tolerance("latent_ablation", tolerance)
     if net.role != "encoder":
         return net
     last = len(net.layers) - 1
@@ -45,10 +58,8 @@ def latent_ablation_prune(net: Network, amount: float, rng: np.random.Generator,
         candidates = alive[~sole.any(axis=1)]
     if candidates.size == 0:
         return net
-    cost = context.loss_without(net, last, candidates) - context.loss()
-    cheapest = np.flatnonzero(cost == cost.min())
-    pick = cheapest[rng.integers(cheapest.size)] if cheapest.size > 1 else cheapest[0]
-    if cost[pick] <= tolerance * context.loss():
+    pick = cheapest_within(context.loss_without(net, last, candidates) - context.loss(), context.loss(), tolerance, rng)
+    if pick is not None:
         latent.weight_mask[candidates[pick]] = False
         latent.bias_mask[candidates[pick]] = False
     return net

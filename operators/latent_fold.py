@@ -27,6 +27,7 @@ import numpy as np
 
 from coevo.genome import Network
 from coevo.operators.base import PruneContext, register
+from coevo.operators.latent_ablation import cheapest_within, check_tolerance
 
 
 def fold_coefficients(codes: np.ndarray, unit: int, others: np.ndarray) -> tuple[np.ndarray, float]:
@@ -43,8 +44,7 @@ def fold_coefficients(codes: np.ndarray, unit: int, others: np.ndarray) -> tuple
 def latent_fold_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext, *,
                       tolerance: float = 0.02) -> Network:
     """Fold the latent neuron best predicted by the others into them, if that costs at most `tolerance` x loss."""
-    if not tolerance >= 0.0:
-        raise ValueError(f"latent_fold's tolerance is a fraction of the loss: it must be >= 0, got {tolerance}")
+    check_tolerance("latent_fold", tolerance)
     if net.role != "decoder":
         return net
     first = net.layers[0]
@@ -63,10 +63,8 @@ def latent_fold_prune(net: Network, amount: float, rng: np.random.Generator, con
     variants = np.repeat(codes[None], candidates.size, axis=0)
     for v, (j, (coefficients, offset)) in enumerate(zip(candidates, folds)):
         variants[v, :, j] = offset + codes @ coefficients
-    cost = context.loss_with_inputs(net, variants) - context.loss()
-    cheapest = np.flatnonzero(cost == cost.min())
-    pick = cheapest[rng.integers(cheapest.size)] if cheapest.size > 1 else cheapest[0]
-    if cost[pick] <= tolerance * context.loss():
+    pick = cheapest_within(context.loss_with_inputs(net, variants) - context.loss(), context.loss(), tolerance, rng)
+    if pick is not None:
         coefficients, offset = folds[pick]
         net.fold_input(int(candidates[pick]), coefficients, offset)
     return net
