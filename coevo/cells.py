@@ -168,12 +168,6 @@ class PairForward:
 def pair_forward(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
                  enc_mask: torch.Tensor, dec_mask: torch.Tensor, x: torch.Tensor) -> PairForward:
     """The pair's :class:`PairForward` on the rows ``x``."""
-    return PairForward(*_pair_forward(enc_layout, dec_layout, enc_params, dec_params, enc_mask, dec_mask, x),
-                       len(enc_layout.layers))
-
-
-def _pair_forward(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tensor, dec_params: torch.Tensor,
-                  enc_mask: torch.Tensor, dec_mask: torch.Tensor, x: torch.Tensor):
     x64 = x.detach().cpu().numpy().astype(np.float64)
     specs = list(enc_layout.layers) + list(dec_layout.layers)
     weights: list[tuple[np.ndarray, np.ndarray]] = []
@@ -185,7 +179,7 @@ def _pair_forward(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Tens
         z = acts[-1] @ w.T + b
         pre.append(z)
         acts.append(_activate(z, spec.activation))
-    return specs, weights, acts, pre
+    return PairForward(specs, weights, acts, pre, len(enc_layout.layers))
 
 
 def _activate(z: np.ndarray, activation: str) -> np.ndarray:
@@ -216,7 +210,13 @@ def pair_gradients(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Ten
     passes no gradient outside it); ``tests/test_seed_operators.py`` checks it against torch
     autograd. At the paper's size (100 cases, D = 1000) it takes about 2.5 ms on one thread,
     1.2x faster than autograd (1.7x at D = 4000; ``benchmarks/mask_kernels.py``)."""
-    specs, weights, acts, pre = _pair_forward(enc_layout, dec_layout, enc_params, dec_params, enc_mask, dec_mask, x)
+    return pair_gradients_from(pair_forward(enc_layout, dec_layout, enc_params, dec_params, enc_mask, dec_mask, x),
+                               loss)
+
+
+def pair_gradients_from(forward: PairForward, loss: str) -> dict[str, list[LayerGradients]]:
+    """:func:`pair_gradients` from the pair's :func:`pair_forward` (which a context shares)."""
+    specs, weights, acts, pre = forward.specs, forward.weights, forward.acts, forward.pre
     x64 = acts[0]
     out, scale = acts[-1], 1.0 / x64.size
     diff = out - x64
@@ -242,7 +242,7 @@ def pair_gradients(enc_layout: Layout, dec_layout: Layout, enc_params: torch.Ten
                                         _frozen((delta * pre[k]).sum(axis=0)), value))
         grad = delta @ weights[k][0]
     per_layer.reverse()
-    n_enc = len(enc_layout.layers)
+    n_enc = forward.n_encoder_layers
     return {"encoder": per_layer[:n_enc], "decoder": per_layer[n_enc:]}
 
 
@@ -318,15 +318,15 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
         return {"encoder": [a.cpu().numpy() for a in enc_acts[1:]],
                 "decoder": [a.cpu().numpy() for a in dec_acts[1:]]}
 
-    def record_gradients() -> dict[str, list[LayerGradients]]:
-        return pair_gradients(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss)
-
     forwards: list[PairForward] = []
 
-    def forward() -> PairForward:  # one float64 forward pass serves every loss the operator asks for
+    def forward() -> PairForward:  # one float64 forward pass serves the gradients and every loss asked for
         if not forwards:
             forwards.append(pair_forward(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x()))
         return forwards[0]
+
+    def record_gradients() -> dict[str, list[LayerGradients]]:
+        return pair_gradients_from(forward(), loss)
 
     def losses_without(role: str, layer: int, neurons: np.ndarray) -> tuple[float, np.ndarray]:
         return pair_losses_without(forward(), loss, role, layer, neurons)

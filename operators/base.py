@@ -129,12 +129,17 @@ class PruneContext:
         Computed on first use from the pair as it was before this mutation; free for operators
         that never ask.
         """
+        recorded = self._recorded()
+        role = getattr(net, "role", "network")
+        if role not in recorded:
+            raise KeyError(f"no activations recorded for a {role!r}; known: {sorted(recorded)}")
+        return recorded[role]
+
+    def _recorded(self) -> dict[str, list[np.ndarray]]:
+        """Every network's recorded activations, recorded on first use."""
         if self._cache is None:
             self._cache = self.record()
-        role = getattr(net, "role", "network")
-        if role not in self._cache:
-            raise KeyError(f"no activations recorded for a {role!r}; known: {sorted(self._cache)}")
-        return self._cache[role]
+        return self._cache
 
     def gradients(self, net: Network) -> list[LayerGradients]:
         """Per layer of ``net``, the :class:`LayerGradients` of the pair's loss on the same
@@ -175,9 +180,7 @@ class PruneContext:
         themselves for an encoder, the encoder's latent codes for a decoder. Read-only."""
         role = getattr(net, "role", "network")
         if role == "decoder":
-            if self._cache is None:
-                self._cache = self.record()
-            codes = self._cache["encoder"][-1]
+            codes = self._recorded()["encoder"][-1]
         elif role == "encoder":
             codes = self.rows()
         else:
