@@ -104,14 +104,19 @@ def test_torus_on_two_workers_equals_local_engine_generation_by_generation(local
 def test_independent_pairing_on_ray_equals_local_engine(local_ray, local_result, tmp_path, capsys):
     """selection.pairing = "independent": each shard is shipped the encoders and the decoders its
     cells selected, from different cells; the run is the local engine's, and not the default's."""
-    independent = ["selection.pairing=independent"]
+    local, ray = local_and_ray(tmp_path, capsys, SIX_CELLS + ["selection.pairing=independent"])
+    assert_same_run(local, ray)
+    assert local["test_loss_cells"] != local_result["test_loss_cells"]  # the pairing took effect
+
+
+def local_and_ray(tmp_path, capsys, overrides: list[str]) -> tuple[dict, dict]:
+    """The summaries of one run with the local engine and one with the ray engine (RAY)."""
     runs = {}
-    for name, overrides in (("local", SIX_CELLS + independent), ("ray", SIX_CELLS + independent + RAY)):
-        assert main(["run", "--quiet", "--out", str(tmp_path / name), *sets(overrides)]) == 0
+    for name, extra in (("local", []), ("ray", RAY)):
+        assert main(["run", "--quiet", "--out", str(tmp_path / name), *sets(overrides + extra)]) == 0
         runs[name] = summary(tmp_path / name)
     capsys.readouterr()
-    assert_same_run(runs["local"], runs["ray"])
-    assert runs["local"]["test_loss_cells"] != local_result["test_loss_cells"]  # the pairing took effect
+    return runs["local"], runs["ray"]
 
 
 SEED_STATE = ["prune.operator=flipout", "prune.amount=0.5", "prune.probability=1.0", "prune.schedule=every",
@@ -122,13 +127,9 @@ SEED_STATE = ["prune.operator=flipout", "prune.amount=0.5", "prune.probability=1
 def test_flipout_on_ray_equals_local_engine(local_ray, tmp_path, capsys):
     """FlipOut's sign-flip counts live in the genomes: they travel to the workers and back, and
     its gradient noise is drawn per cell, so the shards reproduce the local run."""
-    runs = {}
-    for name, overrides in (("local", SIX_CELLS + SEED_STATE), ("ray", SIX_CELLS + SEED_STATE + RAY)):
-        assert main(["run", "--quiet", "--out", str(tmp_path / name), *sets(overrides)]) == 0
-        runs[name] = summary(tmp_path / name)
-    capsys.readouterr()
-    assert_same_run(runs["local"], runs["ray"])
-    assert runs["local"]["kept_fraction"] < 0.9
+    local, ray = local_and_ray(tmp_path, capsys, SIX_CELLS + SEED_STATE)
+    assert_same_run(local, ray)
+    assert local["kept_fraction"] < 0.9
 
 
 def _engines(cfg, workers: int):
