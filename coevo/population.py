@@ -15,6 +15,7 @@ import torch
 
 from coevo.errors import OperatorError
 from coevo.genome import Layer, Layout, Network, unit_flags
+from coevo.operators.protection import violation
 
 
 FIELDS = ("params", "mask", "exp_avg", "exp_avg_sq", "steps", "flips", "memory")
@@ -144,14 +145,12 @@ class Stack:
                 want[...] = got
         if np.any(new & ~old):
             raise OperatorError(f"pruning operator {operator!r} revived pruned entries; masks may only go from True to False")
-        for i, (spec, (wm, bm)) in enumerate(zip(layout.layers, layout.split(new))):
-            if not (wm.any(axis=1) | bm).any():
-                raise OperatorError(f"pruning operator {operator!r} removed the last alive neuron of layer {i}")
-            cut = Layer(wm, bm, wm, bm, **unit_flags(net.role, i, len(layout.layers))).unit_violation()
-            if cut:
-                raise OperatorError(f"pruning operator {operator!r} removed a unit of the autoencoder in layer {i} "
-                                    f"of the {net.role}: {cut}; spare one entry per unit "
-                                    f"(coevo.operators.sparing_units does it)")
+        before = [(wm, bm) for wm, bm in layout.split(old)]
+        broken = violation(net.role, before, [(wm, bm) for wm, bm in layout.split(new)])
+        if broken:
+            raise OperatorError(f"pruning operator {operator!r} broke a protection rule of the {net.role}: {broken}; "
+                                f"let coevo's selector choose (coevo.operators.criterion or select_and_prune), "
+                                f"or check coevo.operators.protection.removable before cutting a neuron")
         edits = getattr(net, "weight_edits", None)
         bias_edits = getattr(net, "bias_edits", None) or {}
         params = self._folded_params(k, net, edits or {}, bias_edits, operator) if edits or bias_edits else None

@@ -8,7 +8,8 @@ An operator is a plain function (or a small class whose instances are called)::
 It changes ``layer.weight_mask`` / ``layer.bias_mask`` (numpy bool arrays, in place or by
 assigning new arrays of the same shape and dtype) and returns the net, or ``(net,)`` as DEAP
 mutations do. It may read the weights (read-only) and ``context``; it must not revive a pruned
-entry, remove the last alive neuron of a layer, or draw from a global random generator (``rng``
+entry, break the protection rules (:mod:`coevo.operators.protection`: every input and output unit
+keeps an entry, one input -> output path of alive weights stays), or draw from a global random generator (``rng``
 is the only source: coevo checks python's, numpy's and torch's global generators around every
 call). coevo zeroes the pruned weights and their optimizer moments afterwards. Operators are in
 place: they mutate the network they are given.
@@ -267,6 +268,10 @@ def sparing_units(layer: Layer, rng: np.random.Generator) -> Iterator[Layer]:
     encoder's first layer; an output unit's weight or bias in the decoder's last layer), drawn
     uniformly with ``rng``, is hidden from the masks; on leaving it is alive again. Anything that
     prunes only what it sees alive then cannot cut a unit off. Other layers pass through unchanged.
+    It does not keep the network connected, and it spares a weight of every input even where the
+    input has others: for a new operator, register a criterion
+    (:func:`coevo.operators.criterion`) and let the selector apply every rule, or call
+    :func:`coevo.operators.select_and_prune` with your scores.
     """
     spared: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = []
     if layer.input_units:

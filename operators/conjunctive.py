@@ -11,9 +11,10 @@ training split) taken in a random order drawn from ``rng``:
 3. the candidates left are pruned whole (incoming weight row and bias); if no case narrowed the
    pool (tau = 0, or no informative case), nothing is pruned.
 
-The decoder's output layer is left alone (its neurons are the autoencoder's outputs), and in the
-encoder's first layer one weight of every input unit is spared (``sparing_units``), so a neuron
-holding an input's last weight keeps that weight.
+The decoder's output layer is left alone (its neurons are the autoencoder's outputs). The cut goes
+through the one selector (:mod:`coevo.operators.selector`), so its rules hold: a first-layer neuron
+goes only if every input it feeds keeps another weight, each layer keeps a neuron on an input ->
+output path, and a cut neuron's outgoing weights inside the network go with it.
 
 ``prune.amount`` caps the neurons pruned per layer at a fraction of the alive neurons, rounded
 stochastically (unbiased), and never all of them; when the filter leaves more candidates than
@@ -30,8 +31,9 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import PruneContext, register, sparing_units
-from coevo.operators.kernels import conjunctive_prune_layer
+from coevo.operators.base import PruneContext, register
+from coevo.operators.kernels import lexicase_filter
+from coevo.operators.selector import cut_neurons, select_neurons
 
 
 @register("conjunctive")
@@ -44,14 +46,16 @@ class Conjunctive:
         self.threshold = float(threshold)
 
     def __call__(self, net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
+        scores = []
         for i, (layer, acts) in enumerate(zip(net.layers, context.activations(net), strict=True)):
             if acts.ndim != 2 or acts.shape[1] != layer.weight_mask.shape[0]:
                 raise ValueError(f"activations of layer {i} have shape {acts.shape}; expected (cases, "
                                  f"{layer.weight_mask.shape[0]})")
-            if layer.output_units:
-                continue  # its neurons are the autoencoder's outputs: never removed
-            acts = np.ascontiguousarray(acts, dtype=np.float64)
-            order = rng.permutation(acts.shape[0])
-            with sparing_units(layer, rng):
-                conjunctive_prune_layer(layer.weight_mask, layer.bias_mask, acts, order, self.threshold, amount, rng)
+            survivors = np.zeros(layer.bias.shape, dtype=bool)
+            if not layer.output_units:  # its neurons are the autoencoder's outputs: never removed
+                acts = np.ascontiguousarray(acts, dtype=np.float64)
+                order = rng.permutation(acts.shape[0])
+                survivors = lexicase_filter(acts, layer.alive_neurons(), order, self.threshold)
+            scores.append(np.where(survivors, 0.0, np.inf))  # the filter's survivors, tied: drawn uniformly
+        cut_neurons(net, select_neurons(net, scores, amount, rng, scope="layer"))
         return net

@@ -10,10 +10,10 @@ penalty. The mean rather than the norm makes neurons of layers with different fa
 
 Each call draws a candidate mask over the network's prunable neurons (every layer's neurons
 except the decoder's output units): a global threshold on the scales keeps all but the fraction
-``amount`` of the alive neurons, taking at most ``max_layer_fraction`` of any one layer and never
-a layer's last neuron. The last ``window`` candidates live in ``net.memory`` (inherited with the
-genome). When the newest is within ``distance`` (1 - the fraction of equal bits) of each of the
-others, the early-bird ticket has emerged: its neurons are cut (their incoming weights and bias)
+``amount`` of the alive neurons, taking at most ``max_layer_fraction`` of any one layer, under the
+selector's protection rules. The last ``window`` candidates live in ``net.memory`` (inherited with
+the genome). When the newest is within ``distance`` (the fraction of differing bits, over the
+neurons alive now in the layers it may cut) of each of the others, the early-bird ticket has emerged: its neurons are cut (their incoming weights and bias)
 and the event ``early_bird`` is reported, so the run records the generation it first happened
 (``early_bird_generation``). The history then starts again, for the next, smaller ticket.
 Before the ticket emerges, a call prunes nothing.
@@ -25,7 +25,7 @@ import numpy as np
 
 from coevo.genome import Layout, Network
 from coevo.operators.base import PruneContext, needs, register
-from coevo.operators.kernels import stochastic_count
+from coevo.operators.selector import cut_neurons, select_neurons
 
 WINDOW = 5
 
@@ -56,28 +56,18 @@ def neuron_scales(net: Network) -> list[np.ndarray]:
 def ticket(net: Network, amount: float, rng: np.random.Generator, max_layer_fraction: float = 0.8) -> list[np.ndarray]:
     """Per layer, which neurons the candidate mask keeps (bool): the global lowest-scale fraction
     ``amount`` of the alive prunable neurons goes, at most ``max_layer_fraction`` of a layer's alive
-    neurons and never its last one."""
-    scales = neuron_scales(net)
-    keep = [layer.alive_neurons().copy() for layer in net.layers]
-    layers = list(prunable_layers(len(net.layers), net.role))
-    candidates = [(scales[i][j], rng.random(), i, j) for i in layers for j in np.flatnonzero(keep[i])]
-    n = stochastic_count(amount, len(candidates), rng)
-    budget = {i: min(int(max_layer_fraction * keep[i].sum()), int(keep[i].sum()) - 1) for i in layers}
-    first = net.layers[0]
-    cover = (first.weight_mask & keep[0][:, None]).sum(axis=0) if first.input_units else None
-    for _scale, _tie, i, j in sorted(candidates):
-        if n == 0:
-            break
-        if budget[i] <= 0:
-            continue
-        if i == 0 and cover is not None:  # an input unit must keep a weight into a kept neuron
-            if np.any(cover[first.weight_mask[j]] <= 1):
-                continue
-            cover -= first.weight_mask[j]
-        keep[i][j] = False
-        budget[i] -= 1
-        n -= 1
-    return keep
+    neurons, under the selector's rules (:func:`coevo.operators.selector.select_neurons`)."""
+    cut = select_neurons(net, neuron_scales(net), amount, rng, scope="global", max_layer_fraction=max_layer_fraction)
+    return [layer.alive_neurons() & ~gone for layer, gone in zip(net.layers, cut)]
+
+
+def compared_bits(net: Network) -> np.ndarray:
+    """Which bits of a candidate mask the stability test compares: the neurons alive now in the
+    layers early-bird may cut. A decoder's output units (never cut) and neurons already gone would
+    only dilute the distance: with them, 1,000 always-equal output bits make every decoder's masks
+    agree within 0.012."""
+    prunable = set(prunable_layers(len(net.layers), net.role))
+    return np.concatenate([layer.alive_neurons() & (i in prunable) for i, layer in enumerate(net.layers)])
 
 
 @register("early_bird")
@@ -100,12 +90,13 @@ def early_bird_prune(net: Network, amount: float, rng: np.random.Generator, cont
     net.memory[0] = recorded
     if recorded < WINDOW:
         return net
-    distances = 1.0 - (history[:-1] == newest).mean(axis=1)
+    bits = compared_bits(net)
+    if not bits.any():
+        return net
+    distances = 1.0 - (history[:-1][:, bits] == newest[bits]).mean(axis=1)
     if distances.max() > distance:
         return net
-    for layer, kept in zip(net.layers, keep):
-        layer.weight_mask[~kept] = False
-        layer.bias_mask[~kept] = False
+    cut_neurons(net, [layer.alive_neurons() & ~kept for layer, kept in zip(net.layers, keep)])
     context.event("early_bird")
     net.memory[0] = 0  # a new ticket needs WINDOW new masks
     return net

@@ -12,22 +12,21 @@ it is inherited with the genome and never reset, and a pruned weight's count is 
 lowest-scoring fraction ``amount`` of the network's alive weights is pruned, ranked globally over
 its layers as in the original (biases too with ``include_bias``).
 
-The original has no per-layer floor; here every layer keeps its highest-scoring weight, so a
-global ranking cannot empty the 10-wide latent layer, and one entry of every input and output unit
-is spared (``sparing_units``). The authors' gradient noise belongs to the method but lives in the
+The original has no per-layer floor; here the protection rules hold (:mod:`coevo.operators.protection`):
+a global ranking cannot empty the 10-wide latent layer or cut an input or output unit off. Scope
+and unit are settings like any criterion's (``prune.params.scope = "layer"``). The authors' gradient noise belongs to the method but lives in the
 trainer: ``train.gradient_noise`` (their lambda, 1 in the paper). Their schedule halves the
 remaining weights every k epochs: ``prune.amount = 0.5`` with the ``every`` schedule.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import PruneContext, needs, register, sparing_units
-from coevo.operators.kernels import stochastic_count
+from coevo.operators.base import PruneContext, needs, registry
+from coevo.operators.criterion import criterion
+from coevo.operators.selector import EntryScores
 
 
 def flipout_scores(weight: np.ndarray, flips: np.ndarray, p: float = 2.0) -> np.ndarray:
@@ -35,47 +34,21 @@ def flipout_scores(weight: np.ndarray, flips: np.ndarray, p: float = 2.0) -> np.
     return np.abs(weight.astype(np.float64)) ** p / (flips.astype(np.float64) + 1.0)
 
 
-@register("flipout")
+@criterion("flipout", scope="global", unit="weight")
 @needs(flips=True)
-def flipout_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext, *,
-                  p: float = 2.0, include_bias: bool = False) -> Network:
+def flipout_criterion(net: Network, context: PruneContext, rng: np.random.Generator, *,
+                      p: float = 2.0, include_bias: bool = False) -> list[EntryScores]:
     """Prune the fraction `amount` of alive weights with the lowest |w|^p / (sign flips + 1), globally."""
     if not p > 0:
         raise ValueError(f"flipout's p must be > 0, got {p}")
-    masks, scores = [], []
-    alive = sum(int(l.weight_mask.sum()) + (int(l.bias_mask.sum()) if include_bias else 0) for l in net.layers)
-    with ExitStack() as spared:
-        for layer in net.layers:
-            if layer.weight_flips is None:
-                raise ValueError("flipout needs sign-flip counts; the run does not track them")
-            spared.enter_context(sparing_units(layer, rng))
-            entries = [(layer.weight_mask, flipout_scores(layer.weight, layer.weight_flips, p))]
-            if include_bias:
-                entries.append((layer.bias_mask, flipout_scores(layer.bias, layer.bias_flips, p)))
-            protected = _best_alive(layer.weight_mask, entries[0][1])
-            for mask, score in entries:
-                candidate = mask.copy()
-                if mask is layer.weight_mask and protected is not None:
-                    candidate[protected] = False  # the layer's best weight stays: no layer is emptied
-                masks.append((mask, candidate))
-                scores.append(score)
-        flat_scores = np.concatenate([s[c] for (_, c), s in zip(masks, scores)])
-        n = min(stochastic_count(amount, alive, rng), flat_scores.size)  # spared entries cannot go
-        if n > 0:
-            # lowest scores first; equal scores in random order
-            chosen = np.lexsort((rng.random(flat_scores.size), flat_scores))[:n]
-            drop = np.zeros(flat_scores.size, dtype=bool)
-            drop[chosen] = True
-            at = 0
-            for mask, candidate in masks:
-                idx = np.flatnonzero(candidate)
-                mask.flat[idx[drop[at : at + idx.size]]] = False
-                at += idx.size
-    return net
+    scores = []
+    for layer in net.layers:
+        if layer.weight_flips is None:
+            raise ValueError("flipout needs sign-flip counts; the run does not track them")
+        scores.append(EntryScores(flipout_scores(layer.weight, layer.weight_flips, p),
+                                  flipout_scores(layer.bias, layer.bias_flips, p) if include_bias else None))
+    return scores
 
 
-def _best_alive(mask: np.ndarray, score: np.ndarray) -> tuple[int, ...] | None:
-    """Index of the highest-scoring alive entry, or None when none is alive."""
-    if not mask.any():
-        return None
-    return np.unravel_index(np.argmax(np.where(mask, score, -np.inf)), mask.shape)
+flipout_prune = registry.lookup("flipout")()
+"""The operator at its default settings, as a plain callable (net, amount, rng, context)."""

@@ -23,6 +23,7 @@ import numpy as np
 
 from coevo.genome import Network
 from coevo.operators.base import PruneContext, register
+from coevo.operators.protection import removable
 
 
 def check_tolerance(operator: str, tolerance: float) -> None:
@@ -51,11 +52,11 @@ def latent_ablation_prune(net: Network, amount: float, rng: np.random.Generator,
     alive = np.flatnonzero(latent.alive_neurons())
     if alive.size <= 1:
         return net
-    candidates = alive
-    if latent.input_units:  # a one-layer encoder: a cut must not take an input unit's last weight
-        held = latent.weight_mask[alive]
-        sole = held & (held.sum(axis=0) == 1)
-        candidates = alive[~sole.any(axis=1)]
+    candidates = alive[[removable(net, last, int(j)) for j in alive]]
+    if latent.input_units and candidates.size:  # a one-layer encoder: a cut must not take an input unit's last weight
+        held = latent.weight_mask[candidates]
+        sole = held & (latent.weight_mask.sum(axis=0) == 1)
+        candidates = candidates[~sole.any(axis=1)]
     if candidates.size == 0:
         return net
     pick = cheapest_within(context.loss_without(net, last, candidates) - context.loss(), context.loss(), tolerance, rng)

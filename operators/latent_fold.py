@@ -28,6 +28,7 @@ import numpy as np
 from coevo.genome import Network
 from coevo.operators.base import PruneContext, register
 from coevo.operators.latent_ablation import cheapest_within, check_tolerance
+from coevo.operators.protection import removable_input
 
 
 def fold_coefficients(codes: np.ndarray, unit: int, others: np.ndarray) -> tuple[np.ndarray, float]:
@@ -51,13 +52,15 @@ def latent_fold_prune(net: Network, amount: float, rng: np.random.Generator, con
     live = np.flatnonzero(first.weight_mask.any(axis=0))  # latent inputs with an alive weight
     if live.size <= 1:
         return net
-    candidates = live
+    candidates = live[[removable_input(net, int(j)) for j in live]]
     if first.output_units:  # a one-layer decoder: a fold must not take an output's last entry
         keeps_outputs = [bool((np.delete(first.weight_mask, j, axis=1).any(axis=1) | first.bias_mask).all())
-                         for j in live]
-        candidates = live[keeps_outputs]
+                         for j in candidates]
+        candidates = candidates[keeps_outputs]
         if candidates.size == 0:
             return net
+    if candidates.size == 0:
+        return net
     codes = context.inputs(net).astype(np.float64)
     folds = [fold_coefficients(codes, j, live[live != j]) for j in candidates]
     variants = np.repeat(codes[None], candidates.size, axis=0)

@@ -22,7 +22,7 @@ weights and bias, add a_j to a_i where alive), update the saliencies, and repeat
 Eligible layers are those whose outgoing weights live in the same network: every layer but the
 last, so the encoder's latent layer (its outgoing weights are the decoder's) and the decoder's
 output units are never merged; no input unit is cut off (a neuron holding an input's last weight
-is not a source). In place: it changes the masks, and the folded weights, of the network it is given.
+is not a source, nor the last neuron of its layer on an input -> output path). In place: it changes the masks, and the folded weights, of the network it is given.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 from coevo.genome import Network
 from coevo.operators.base import PruneContext, register
 from coevo.operators.kernels import stochastic_count
+from coevo.operators.protection import masks_of, on_path
 
 
 def merge_saliency(net: Network, layer_index: int) -> np.ndarray:
@@ -53,6 +54,9 @@ def merge_saliency(net: Network, layer_index: int) -> np.ndarray:
     if layer.input_units:  # a neuron holding an input's last alive weight may not be removed
         holders = layer.weight_mask & (layer.weight_mask.sum(axis=0) == 1)[None, :]
         source &= ~holders.any(axis=1)
+    path = on_path(masks_of(net))[layer_index]
+    if path.sum() == 1:
+        source &= ~path  # the layer's last neuron on an input -> output path
     s[~alive, :] = np.inf
     s[:, ~source] = np.inf
     np.fill_diagonal(s, np.inf)

@@ -1,20 +1,24 @@
-"""RANDOM: in each layer, prune a fraction ``amount`` of the alive weights and biases,
-uniformly without replacement (SPEC 6). One entry of every input and output unit of the
-autoencoder is spared (``sparing_units``)."""
+"""RANDOM (SPEC 6): prune a fraction ``amount`` of the alive entries, uniformly without
+replacement, in each layer (``scope = "layer"``, the paper's) or over the network
+(``"global"``). With ``unit = "neuron"`` it cuts whole neurons drawn uniformly: structured
+random, the control for SNAP, CONJUNCTIVE and Early-Bird. The protection rules
+(:mod:`coevo.operators.protection`) hold; protected entries count as alive, so a layer loses
+``amount`` of what it has."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import PruneContext, register, sparing_units
-from coevo.operators.kernels import random_prune_layer
+from coevo.operators.base import PruneContext, registry
+from coevo.operators.criterion import criterion
 
 
-@register("random")
-def random_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
-    """Uniform random pruning of a fraction `amount` of each layer's alive entries."""
-    for layer in net.layers:
-        with sparing_units(layer, rng):
-            random_prune_layer(layer.weight_mask, layer.bias_mask, amount, rng)
-    return net
+@criterion("random", scope="layer", unit="weight")
+def random_scores(net: Network, context: PruneContext, rng: np.random.Generator) -> None:
+    """Uniform random pruning of a fraction `amount` of the alive entries (or neurons: unit = neuron)."""
+    return None
+
+
+random_prune = registry.lookup("random")()
+"""The operator at its default settings, as a plain callable (net, amount, rng, context)."""

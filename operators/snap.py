@@ -9,22 +9,20 @@ Every alive neuron of the network's layers is scored |dL/dc_j| / L, except the d
 layer, whose neurons are the autoencoder's output units (the encoder's input units are no layer's
 neurons; the latent neurons are neurons of the encoder's last layer and may be pruned). The
 ``amount`` fraction of those alive neurons (stochastically rounded) with the lowest scores is
-pruned, ranked together across layers as SNAP-it does (ties broken with ``rng``); each layer keeps
-at least its best-scoring alive neuron. Pruning a neuron masks all its incoming weights and its
-bias. In the encoder's first layer one weight of every input unit is spared (``sparing_units``),
-so a neuron that holds an input's last weight keeps that weight. In place: it changes the masks
-of the network it is given.
+pruned, ranked together across layers as SNAP-it does (ties broken with ``rng``), by the one
+selector (:mod:`coevo.operators.selector`): cutting a neuron masks its incoming weights, its bias
+and its outgoing weights inside the network; a first-layer neuron goes only if every input it
+feeds keeps another weight, and each layer keeps a neuron on an input -> output path. In place:
+it changes the masks of the network it is given.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import LayerGradients, PruneContext, register, sparing_units
-from coevo.operators.kernels import select_lowest, stochastic_count
+from coevo.operators.base import LayerGradients, PruneContext, registry
+from coevo.operators.criterion import criterion
 
 
 def snap_scores(net: Network, grads: list[LayerGradients]) -> list[np.ndarray]:
@@ -37,23 +35,11 @@ def snap_scores(net: Network, grads: list[LayerGradients]) -> list[np.ndarray]:
     return scores
 
 
-@register("snap")
-def snap_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
+@criterion("snap", scope="global", unit="neuron")
+def snap_criterion(net: Network, context: PruneContext, rng: np.random.Generator) -> list[np.ndarray]:
     """SNAP-it: prune the fraction `amount` of alive neurons with the lowest |dL/dc| / L, globally."""
-    scores = snap_scores(net, context.gradients(net))
-    layers = [i for i, layer in enumerate(net.layers) if not layer.output_units]
-    if not layers:
-        return net  # a decoder of one layer: nothing but output units
-    alive = [np.flatnonzero(net.layers[i].alive_neurons()) for i in layers]
-    flat = np.concatenate([scores[i][a] for i, a in zip(layers, alive)])
-    groups = np.concatenate([np.full(a.size, k) for k, a in enumerate(alive)])
-    neurons = np.concatenate(alive)
-    n = stochastic_count(float(amount), flat.size, rng)
-    chosen = select_lowest(np.ascontiguousarray(flat, dtype=np.float64), groups.astype(np.int64), n, rng)
-    with ExitStack() as spare:
-        for k, i in enumerate(layers):
-            layer = spare.enter_context(sparing_units(net.layers[i], rng))
-            cut = neurons[chosen[groups[chosen] == k]]
-            layer.weight_mask[cut] = False
-            layer.bias_mask[cut] = False
-    return net
+    return snap_scores(net, context.gradients(net))
+
+
+snap_prune = registry.lookup("snap")()
+"""The operator at its default settings, as a plain callable (net, amount, rng, context)."""

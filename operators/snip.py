@@ -7,25 +7,23 @@ pass shared by the encoder and the decoder.
 
 Every alive weight and bias of the network is scored |g * w| / L (g its gradient, w its value);
 the ``amount`` fraction of the network's alive entries with the lowest scores (stochastically
-rounded; spared entries count as alive) is pruned, ranked together across all layers as SNIP-it's global ranking
+rounded; protected entries count as alive) is pruned, ranked together across all layers as SNIP-it's global ranking
 does; ties are broken at random with ``rng``. Unlike the paper, where each step recomputes the
 gradients and ANDs a fresh top-k mask with the old one, pruned entries here simply stay pruned
 and only alive entries are ranked, which is the same once the mask is persistent.
 
-Two rules the paper does not have: the best-scoring alive entry of every layer is kept (so no
-layer loses its last neuron), and one entry of every input and output unit of the autoencoder is
-spared (``sparing_units``). In place: it changes the masks of the network it is given.
+The paper has no protection; here the rules of :mod:`coevo.operators.protection` hold (every
+input and output unit keeps an entry, one input -> output path stays). In place: it changes the masks of the network it is given.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import LayerGradients, PruneContext, register, sparing_units
-from coevo.operators.kernels import select_lowest, stochastic_count
+from coevo.operators.base import LayerGradients, PruneContext, registry
+from coevo.operators.criterion import criterion
+from coevo.operators.selector import EntryScores
 
 
 def snip_scores(net: Network, grads: list[LayerGradients]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -42,27 +40,11 @@ def snip_scores(net: Network, grads: list[LayerGradients]) -> list[tuple[np.ndar
     return scores
 
 
-@register("snip")
-def snip_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
+@criterion("snip", scope="global", unit="weight")
+def snip_criterion(net: Network, context: PruneContext, rng: np.random.Generator) -> list[EntryScores]:
     """SNIP-it: prune the fraction `amount` of alive entries with the lowest |dL/dw * w| / L, globally."""
-    scores = snip_scores(net, context.gradients(net))
-    # the fraction of all alive entries, spared ones included: the sparsity steps of SNIP-it's
-    # schedule (coevo's geometric) then land where they should
-    n = stochastic_count(float(amount), sum(layer.alive for layer in net.layers), rng)
-    with ExitStack() as spare:
-        for layer in net.layers:
-            spare.enter_context(sparing_units(layer, rng))
-        flat, groups, where = [], [], []
-        for i, (layer, (sw, sb)) in enumerate(zip(net.layers, scores)):
-            alive = np.concatenate([np.flatnonzero(layer.weight_mask), layer.weight_mask.size + np.flatnonzero(layer.bias_mask)])
-            flat.append(np.concatenate([sw.ravel(), sb])[alive])
-            groups.append(np.full(alive.size, i))
-            where.append(alive)
-        flat_all, groups_all, where_all = np.concatenate(flat), np.concatenate(groups), np.concatenate(where)
-        chosen = select_lowest(np.ascontiguousarray(flat_all, dtype=np.float64), groups_all.astype(np.int64), n, rng)
-        for i, layer in enumerate(net.layers):
-            idx = where_all[chosen[groups_all[chosen] == i]]
-            size = layer.weight_mask.size
-            layer.weight_mask.flat[idx[idx < size]] = False
-            layer.bias_mask[idx[idx >= size] - size] = False
-    return net
+    return [EntryScores(w, b) for w, b in snip_scores(net, context.gradients(net))]
+
+
+snip_prune = registry.lookup("snip")()
+"""The operator at its default settings, as a plain callable (net, amount, rng, context)."""

@@ -9,9 +9,11 @@ Every alive entry (incoming weight or bias) of a neuron gets the sampling weight
     s + EPSILON         for "high" (the reference's scaling, which favours high-variance neurons),
 
 and a fraction ``amount`` of the layer's alive entries (an unbiased stochastic rounding) is drawn
-without replacement in proportion to those weights. EPSILON keeps every alive entry prunable. When
-all alive neurons have the same spread the draw is uniform, as RANDOM's. The last alive neuron of
-a layer is never cut, nor the last entry of an input or output unit (``sparing_units``). In place: it changes the masks of the network it is given.
+without replacement in proportion to those weights. The draw is a criterion like any other: each
+entry's score is E / weight with E ~ Exp(1), and the lowest scores go, which is a weighted draw
+without replacement (Efraimidis and Spirakis 2006). EPSILON keeps every alive entry prunable. When
+all alive neurons have the same spread the draw is uniform, as RANDOM's. The protection rules hold
+(:mod:`coevo.operators.protection`). In place: it changes the masks of the network it is given.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Literal
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import PruneContext, register, sparing_units
-from coevo.operators.kernels import weighted_prune_layer
+from coevo.operators.base import PruneContext, registry
+from coevo.operators.criterion import criterion
+from coevo.operators.selector import EntryScores
 
 EPSILON = 0.01
 """Weight floor: the least-favoured neuron is still drawn, EPSILON / (1 + EPSILON) as often as the most."""
@@ -45,15 +48,20 @@ def neuron_weights(std: np.ndarray, alive: np.ndarray, direction: str = "low") -
     return (1.0 - score if direction == "low" else score) + EPSILON
 
 
-@register("variance")
-def variance_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext, *,
-                   direction: Literal["low", "high"] = "low") -> Network:
+@criterion("variance", scope="layer", unit="weight", units=("weight",))
+def variance_scores(net: Network, context: PruneContext, rng: np.random.Generator, *,
+                    direction: Literal["low", "high"] = "low") -> list[EntryScores]:
     """Prune a fraction `amount` of alive entries, favouring low-variance neurons (or high: direction)."""
+    scores = []
     for i, (layer, acts) in enumerate(zip(net.layers, context.activations(net), strict=True)):
         if acts.ndim != 2 or acts.shape[1] != layer.weight_mask.shape[0]:
             raise ValueError(f"activations of layer {i} have shape {acts.shape}; expected (cases, "
                              f"{layer.weight_mask.shape[0]})")
         weights = neuron_weights(acts.std(axis=0, dtype=np.float64), layer.alive_neurons(), direction)
-        with sparing_units(layer, rng):
-            weighted_prune_layer(layer.weight_mask, layer.bias_mask, weights, amount, rng)
-    return net
+        scores.append(EntryScores(rng.standard_exponential(layer.weight.shape) / weights[:, None],
+                                  rng.standard_exponential(layer.bias.shape) / weights))
+    return scores
+
+
+variance_prune = registry.lookup("variance")()
+"""The operator at its default settings, as a plain callable (net, amount, rng, context)."""

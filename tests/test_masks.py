@@ -7,7 +7,12 @@ import torch
 from coevo import batched, cpu_kernels
 from coevo.genome import autoencoder_layouts, init_params
 from coevo.population import Stack
-from coevo.operators.kernels import random_prune_layer
+from coevo import operators
+from coevo.genome import Layer, Network, unit_flags
+from coevo.operators.kernels import uniform_sample
+from coevo.operators.protection import connected, masks_of, violation
+
+random_op = operators.registry.get("random")
 
 
 @pytest.mark.parametrize("train_pairs", [cpu_kernels.train_pairs, batched.train_pairs], ids=["cpu", "torch"])
@@ -37,19 +42,41 @@ def test_pruned_entries_stay_zero_through_training(train_pairs):
     assert torch.all(e.params[~e.mask] == 0) and torch.all(d.params[~d.mask] == 0)
 
 
-def test_random_prune_layer_respects_amount_and_keeps_a_neuron():
+def _net(shapes: list[tuple[int, int]], role: str = "encoder") -> Network:
+    layers = [Layer(np.ones((o, i), np.float32), np.ones(o, np.float32), np.ones((o, i), bool), np.ones(o, bool),
+                    **unit_flags(role, k, len(shapes))) for k, (o, i) in enumerate(shapes)]
+    net = Network(layers)
+    net.role = role
+    return net
+
+
+@pytest.mark.parametrize("role", ["encoder", "decoder"])
+def test_random_prunes_amount_of_every_layers_alive_entries(role):
+    # the edge layers too: protected entries count as alive (before, they were hidden from the
+    # count, and the encoder's first layer lost about a third of `amount`)
     rng = np.random.default_rng(3)
-    for amount in (0.0, 0.1, 0.5):
-        wm, bm = np.ones((30, 10), bool), np.ones(30, bool)
-        alive = wm.sum() + bm.sum()
-        n = random_prune_layer(wm, bm, amount, rng)
-        assert n == alive - (wm.sum() + bm.sum())
-        assert n <= np.ceil(amount * alive)
-        assert n >= np.floor(amount * alive)
-    wm, bm = np.ones((3, 2), bool), np.ones(3, bool)
-    for _ in range(20):
-        random_prune_layer(wm, bm, 1.0, rng)
-        assert (wm.any(axis=1) | bm).sum() >= 1
+    shapes = [(30, 1000), (10, 30)] if role == "encoder" else [(30, 10), (1000, 30)]
+    for amount in (0.0, 0.1, 0.3):  # 0.5 would need weights the input units hold (their last ones)
+        net = _net(shapes, role)
+        for layer in net.layers:  # start from 1,500 alive entries in the wide layer, as mid-run
+            layer.weight_mask &= rng.random(layer.weight_mask.shape) < (1500 / layer.weight_mask.size
+                                                                          if layer.weight_mask.size > 1500 else 1)
+        before = [layer.alive for layer in net.layers]
+        random_op(net, amount, rng, None)
+        for layer, alive in zip(net.layers, before):
+            assert np.floor(amount * alive) <= alive - layer.alive <= np.ceil(amount * alive)
+
+
+def test_random_prune_keeps_the_rules_at_amount_one():
+    rng = np.random.default_rng(4)
+    for role in ("encoder", "decoder"):
+        net = _net([(3, 6), (2, 3), (6, 2)], role)
+        for _ in range(5):
+            old = [(l.weight_mask.copy(), l.bias_mask.copy()) for l in net.layers]
+            random_op(net, 1.0, rng, None)
+            assert violation(role, old, masks_of(net)) is None
+            assert connected(masks_of(net))
+        assert all((l.weight_mask.any(axis=1)).sum() == 1 for l in net.layers[1:-1])  # down to one path
 
 
 def test_random_prune_is_uniform():
@@ -57,7 +84,8 @@ def test_random_prune_is_uniform():
     rng = np.random.default_rng(11)
     for _ in range(4000):
         wm, bm = np.ones((4, 5), bool), np.zeros(4, bool)
-        random_prune_layer(wm, bm, 0.25, rng)  # 5 of 20
+        idx = uniform_sample(20, 5, rng)  # 5 of 20
+        wm.flat[idx] = False
         counts += ~wm
     freq = counts / 4000
     assert np.allclose(freq, 0.25, atol=0.04)

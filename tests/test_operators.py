@@ -16,9 +16,14 @@ from coevo.config import PruneConfig
 from coevo.genome import Layer, Network
 from coevo.operators.base import PruneContext
 from coevo.operators.conjunctive import Conjunctive
-from coevo.operators.kernels import conjunctive_prune_layer, lexicase_filter, weighted_prune_layer
+from coevo.operators.kernels import lexicase_filter, lowest_with_random_ties
+from coevo.operators.variance import EPSILON, neuron_weights
+
 from coevo.operators.random_pruning import random_prune
-from coevo.operators.variance import EPSILON, neuron_weights, variance_prune
+
+
+def variance_prune(net, amount, rng, context, direction="low"):
+    return operators.registry.get("variance", {"direction": direction})(net, amount, rng, context)
 
 
 def layer(out: int, fan_in: int, bias: bool = True) -> Layer:
@@ -131,8 +136,8 @@ def test_conjunctive_never_prunes_every_alive_neuron():
     lay = layer(3, 2)
     lay.weight_mask[1:] = False
     lay.bias_mask[1:] = False
-    assert conjunctive_prune_layer(lay.weight_mask, lay.bias_mask, np.zeros((4, 3)), np.arange(4), 0.5, 1.0,
-                                   np.random.default_rng(0)) == 0
+    net = Network([lay])
+    Conjunctive(threshold=0.5)(net, 1.0, np.random.default_rng(0), context([np.zeros((4, 3))]))
     assert lay.alive_neurons().sum() == 1
 
 
@@ -149,14 +154,12 @@ def test_variance_weights_are_hand_computed():
 
 
 def test_weighted_draw_follows_the_weights_exactly():
-    # 4 neurons x 1 weight, no bias, amount 1/4: exactly one entry pruned, with probability w / sum(w)
+    # variance's keys E / w (E ~ Exp(1)), lowest first: entry i goes first with probability w_i / sum(w)
     w = np.array([1.0, 2.0, 3.0, 4.0])
     counts = np.zeros(4)
     rng = np.random.default_rng(5)
     for _ in range(20000):
-        wm, bm = np.ones((4, 1), bool), np.zeros(4, bool)
-        assert weighted_prune_layer(wm, bm, w, 0.25, rng) == 1
-        counts += ~wm[:, 0]
+        counts[lowest_with_random_ties(rng.standard_exponential(4) / w, 1, rng)] += 1
     np.testing.assert_allclose(counts / 20000, w / w.sum(), atol=0.015)
 
 
@@ -253,7 +256,8 @@ def test_runs_record_activations_only_for_guided_operators(tmp_path, tiny_overri
     for name in ("random", "variance", "conjunctive"):
         calls.clear()
         out = tmp_path / name
-        overrides = [f"prune.operator={name}", "prune.probability=1", "prune.amount=0.3", "prune.cases=7"]
+        overrides = [f"prune.operator={name}", "prune.probability=1", "prune.amount=0.3", "prune.cases=7",
+                     "prune.target_kept=0"]  # no target: every generation prunes every cell
         args = [x for o in tiny_overrides + overrides for x in ("--set", o)]
         assert main(["run", "--quiet", "--out", str(out), *args]) == 0, capsys.readouterr().err
         kept[name] = json.loads((out / "summary.json").read_text())["kept_fraction"]
@@ -291,7 +295,10 @@ def test_coevo_operators_lists_parameters_with_defaults(capsys):
     assert main(["operators"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^  conjunctive +Lexicase.*\n +parameters: threshold: float = 0\.1$", out, re.M)
-    assert re.search(r"^  variance +.*\n +parameters: direction: 'low' \| 'high' = 'low'$", out, re.M)
+    assert re.search(r"^  variance +.*\n +parameters: scope: 'layer' \| 'global' = 'layer', unit: 'weight' = 'weight', "
+                     r"max_layer_fraction: float = 1\.0, direction: 'low' \| 'high' = 'low'$", out, re.M)
+    assert re.search(r"^  magnitude +.*\n +parameters: scope: 'layer' \| 'global' = 'layer', unit: 'weight' \| "
+                     r"'neuron' = 'weight', max_layer_fraction: float = 1\.0, reduce: 'l2' \| 'l1' \| 'max' = 'l2'", out, re.M)
     assert re.search(r"^  exponential +.*\n +parameters: k: float = 2\.0$", out, re.M)
     assert re.search(r"^  final_n +.*\n +parameters: fraction: float = 0\.25$", out, re.M)
-    assert re.search(r"^  random +.*\n  \S", out, re.M)  # no parameters: no parameters line
+    assert re.search(r"^  none +.*\n  \S", out, re.M)  # no parameters: no parameters line

@@ -132,6 +132,18 @@ def test_flipout_on_ray_equals_local_engine(local_ray, tmp_path, capsys):
     assert local["kept_fraction"] < 0.9
 
 
+@pytest.mark.ray
+@pytest.mark.parametrize("params", [["prune.params.scope=global"], ["prune.params.unit=neuron"]],
+                         ids=["global", "neuron"])
+def test_magnitude_on_ray_equals_local_engine(local_ray, tmp_path, capsys, params):
+    """The baseline operator in both scopes and units: the same masks on the workers as locally."""
+    local, ray = local_and_ray(tmp_path, capsys, SIX_CELLS + ["prune.operator=magnitude", "prune.amount=0.3",
+                                                              "prune.probability=1.0", "prune.target_kept=0.3",
+                                                              *params])
+    assert_same_run(local, ray)
+    assert local["kept_fraction"] < 0.9
+
+
 def _engines(cfg, workers: int):
     """A local engine and a ray engine started on ``cfg``'s grid, both holding fresh centres."""
     from coevo import topology

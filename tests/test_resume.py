@@ -82,7 +82,11 @@ def keep_torch_threads():
     ["prune.operator=merge", "prune.amount=0.1", "prune.target_kept=0.3"],
     # edits the decoder's weights and biases
     ["prune.operator=latent_fold", "prune.probability=0.3", "prune.schedule=fixed", "prune.params.tolerance=0.5"],
-], ids=["coevo", "reference", "flipout", "early_bird", "snip", "snap", "merge", "latent_fold"])
+    # the baselines: global magnitude, and neuron-unit magnitude (cuts whole neurons)
+    ["prune.operator=magnitude", "prune.params.scope=global", "prune.amount=0.2", "prune.target_kept=0.3"],
+    ["prune.operator=magnitude", "prune.params.unit=neuron", "prune.amount=0.2", "prune.target_kept=0.3"],
+], ids=["coevo", "reference", "flipout", "early_bird", "snip", "snap", "merge", "latent_fold", "magnitude-global",
+        "magnitude-neuron"])
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys, semantics):
     killed, full = tmp_path / "killed", tmp_path / "full"
     overrides = KILLABLE + semantics
