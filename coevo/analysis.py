@@ -136,7 +136,7 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
     best = torch.load(run_dir / "best.pt", weights_only=True)
     enc, dec = masked_pair(best["encoder"], best["decoder"])
     model = compact_pair(best["encoder"], best["decoder"])
-    first = model.decoder[0].weight  # a kept latent neuron with no outgoing weight is a placeholder
+    first = model.decoder[0].weight  # a kept latent neuron has an outgoing weight; checked all the same
     on_path = [int(j) for pos, j in enumerate(model.latent_index) if np.any(first[:, pos] != 0)]
 
     with torch.no_grad():

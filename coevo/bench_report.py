@@ -8,9 +8,9 @@ two-sided Wilcoxon signed-rank test on their per-seed differences (seeds present
 modes the trials are not matched, and a Mann-Whitney U test compares the two samples; so it does
 within a mode when fewer than ``MIN_PAIRS`` seeds are in both. Every pair of combinations (within
 each mode, and each of one mode against each of another) is tested on test loss and on kept
-fraction, each with its Vargha-Delaney A12 and median difference, and Holm's step-down correction
-runs over that whole family. The report warns when the design cannot reach significance after
-the correction, and says how many trials would.
+fraction, each with its Vargha-Delaney A12 (paired: the share of seeds where A > B, ties half) and
+median difference, and Holm's step-down correction runs over that whole family. The report warns
+when the design cannot reach significance after the correction, and says how many trials would.
 """
 
 from __future__ import annotations
@@ -100,6 +100,20 @@ def a12(x: Sequence[float], y: Sequence[float]) -> float:
     if not len(x) or not len(y):
         return math.nan
     return float(np.mean(x[:, None] > y[None, :]) + 0.5 * np.mean(x[:, None] == y[None, :]))
+
+
+def a12_paired(x: Sequence[float], y: Sequence[float]) -> float:
+    """Paired A = P(X > Y) + 0.5 P(X = Y) within matched pairs (x[i] and y[i] share a seed): the
+    share of seeds where x wins, ties half. The effect size that goes with the signed-rank test:
+    the unpaired :func:`a12` also compares x of one seed with y of another, which a matched design
+    does not (x = [1, 2, 3, 4], y = [0.5, 1.5, 2.5, 10]: paired 0.75, unpaired 0.5625).
+    NaN if there are no pairs."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"a12_paired needs matched samples of one length, got {len(x)} and {len(y)}")
+    if not len(x):
+        return math.nan
+    return float(np.mean(x > y) + 0.5 * np.mean(x == y))
 
 
 def wilcoxon_p(x: Sequence[float], y: Sequence[float]) -> float:
@@ -238,7 +252,8 @@ class Comparison:
     """Median of the differences a - b: per seed when paired; else over every pair of one value
     from each sample (the Hodges-Lehmann shift, the estimate that goes with Mann-Whitney U)."""
     a12: float
-    """P(a > b) + 0.5 P(a = b) over the values tested."""
+    """P(a > b) + 0.5 P(a = b) over the values tested: within matched pairs when paired
+    (:func:`a12_paired`), else over every pair of one value from each sample (:func:`a12`)."""
     p: float
     p_holm: float = math.nan
 
@@ -263,14 +278,14 @@ class Comparison:
 
 def compare(a: Group, b: Group, measure: str, matched: bool) -> Comparison:
     """Test ``a`` against ``b`` on ``measure``: signed-rank on the seeds both have when the trials
-    are ``matched`` (same mode) and at least ``MIN_PAIRS`` seeds are shared, else Mann-Whitney U
-    on all trials of each."""
+    are ``matched`` (same mode) and at least ``MIN_PAIRS`` seeds are shared, with the paired A12;
+    else Mann-Whitney U on all trials of each, with the unpaired A12."""
     if matched:
         xa, xb = a.by_seed(measure), b.by_seed(measure)
         seeds = sorted(xa.keys() & xb.keys())
         if len(seeds) >= MIN_PAIRS:
             x, y = np.array([xa[s] for s in seeds]), np.array([xb[s] for s in seeds])
-            return Comparison(a, b, measure, True, len(x), len(y), float(np.median(x - y)), a12(x, y),
+            return Comparison(a, b, measure, True, len(x), len(y), float(np.median(x - y)), a12_paired(x, y),
                               wilcoxon_p(x, y))
     x, y = a.values(measure), b.values(measure)
     shift = float(np.median(x[:, None] - y[None, :])) if len(x) and len(y) else math.nan
@@ -500,7 +515,8 @@ def write_report(out: Path, baseline: dict[str, Any] | None = None, title: str |
              f"cells' centres, the measure of the paper's figures.", "",
              f"Baseline: the combination of the same mode with {_describe(baseline)}. Lower test {loss} is "
              f"better. A12 = P(A > B) + ½ P(A = B), A being the first combination named (in each mode's first "
-             f"table, the best): below 0.5 A's test {loss} tends to be lower. Holm p is "
+             f"table, the best): below 0.5 A's test {loss} tends to be lower; for paired comparisons "
+             f"({WILCOXON}) A12 is the share of seeds where A > B, ties half. Holm p is "
              f"corrected over all {m} comparisons of this report (every pair, test {loss} and kept fraction); "
              f"bold: below {ALPHA:g}. Method: [Statistics](#statistics).", ""]
     warning = design_warning(comparisons)
@@ -550,8 +566,10 @@ def write_report(out: Path, baseline: dict[str, Any] | None = None, title: str |
               "- **Effect size.** Median difference: the median of the per-seed differences A − B (paired), or "
               "of all differences between one trial of A and one of B (unpaired, the Hodges-Lehmann shift). "
               "Vargha-Delaney A12 = P(A > B) + ½ P(A = B) over the values tested: 0.5 is no effect, 0 or 1 "
-              "complete separation. For test loss below 0.5 favours A; for kept fraction below 0.5 means A "
-              "keeps less (prunes more).",
+              "complete separation. For paired comparisons A12 is the share of seeds where A > B, ties half "
+              "(within each seed's pair, as the signed-rank test compares them); unpaired, it is over every "
+              "pair of one trial of A and one of B (Mann-Whitney U / (n1 n2)). For test loss below 0.5 "
+              "favours A; for kept fraction below 0.5 means A keeps less (prunes more).",
               f"- **Multiple comparisons.** Every pair of combinations (within each mode, and each combination "
               f"of one mode against each of another) is tested on test {loss} and on kept fraction: m = {m} "
               f"tests. Holm's step-down correction runs over that whole family (family-wise error rate "

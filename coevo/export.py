@@ -16,9 +16,17 @@ neurons that cannot matter and computes the same function (up to float32 roundin
 
 Removing a neuron in step 3 never changes what a kept neuron receives, and step 2 depends only
 on what lies upstream, so the two sweeps reach the fixed point that repeated removal would. The
-parameter count equals :func:`coevo.measures.compact_size`. Input units (the encoder's first
-layer's columns) and output units (the decoder's last layer's rows) are never removed. A hidden
-layer left with no neuron keeps one, with zero outgoing weights, so every layer has a width.
+parameter count equals :func:`coevo.measures.compact_size` (``compact_fraction`` times the
+dense count). Input units (the encoder's first layer's columns) and output units (the decoder's
+last layer's rows) are never removed.
+
+A hidden layer may be left with no neuron: then no input reaches the outputs, which are the
+constants their biases hold, and every hidden layer is empty (a later one keeps nothing that an
+input drives, an earlier one nothing that reaches an output). The compact model keeps those widths of 0 and
+ships the output biases alone, which is what ``compact_fraction`` counts: a placeholder neuron
+would carry only zeros (and its incoming weights would keep upstream neurons that reach nothing,
+e.g. widths 12-4-2-1-1-1-12 for 12-0-0-0-0-0-12), and TorchScript and ONNX (onnxruntime) both
+run a Linear / Gemm with 0 inputs or outputs.
 
 The latent layer is one of the hidden layers: ``encode(x)`` of the compact model returns only
 the latent neurons that survive, which are the masked encoder's codes at ``latent_index``
@@ -116,16 +124,11 @@ def compact(layers: Sequence[tuple], n_encoder: int) -> Compact:
         varying.append(out_varying)
         const.append(np.where(out_varying, 0.0, _act(bs[i], acts[i])))
 
-    # backward: drop varying units with no alive weight into a kept unit of the next layer; a
-    # hidden layer left empty keeps one unit with zero outgoing weights (a constant unit's value
-    # is already folded into the next bias), so every layer keeps a width
+    # backward: drop varying units with no alive weight into a kept unit of the next layer (a
+    # hidden layer may end empty: the outputs are then their biases, see the module docstring)
     kept = list(varying)
     for i in range(n - 1, 0, -1):  # interface i sits between layer i - 1 and layer i
         kept[i] = varying[i] & (ws[i][kept[i + 1]] != 0).any(axis=0)
-        if not kept[i].any():
-            j = int(np.argmax(varying[i])) if varying[i].any() else 0
-            kept[i][j] = True
-            ws[i][:, j] = 0.0
 
     dense = []
     for i in range(n):
@@ -183,7 +186,9 @@ class CompactAutoencoder(torch.nn.Module):
 def _sequential(layers: Sequence[DenseLayer]) -> torch.nn.Sequential:
     mods: list[torch.nn.Module] = []
     for layer in layers:
-        lin = torch.nn.Linear(layer.weight.shape[1], layer.weight.shape[0])
+        with warnings.catch_warnings():  # a layer of width 0 (a constant network): nothing to initialise
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors", category=UserWarning)
+            lin = torch.nn.Linear(layer.weight.shape[1], layer.weight.shape[0])
         with torch.no_grad():
             lin.weight.copy_(torch.as_tensor(layer.weight))
             lin.bias.copy_(torch.as_tensor(layer.bias))

@@ -4,7 +4,8 @@ t is the 0-based generation, T the last generation index, p the configured proba
 s the sub-population size. A schedule may instead return :class:`Pruning`: a probability and
 this generation's ``amount``, which then replaces ``prune.amount``, or the fraction ``kept`` each
 pruned pair should keep, from which each pair's own amount follows (``geometric`` does, to follow
-SNIP-it's cumulative sparsity steps: a pair that missed a step catches up at the next). A
+SNIP-it's cumulative sparsity steps: a pair that missed a step catches up at the next, and
+``polynomial``, Zhu & Gupta's cubic ramp to a final sparsity). A
 schedule's own settings are keyword parameters with defaults
 (``exponential``'s ``k``, ``final_n``'s ``fraction``), set in ``[prune.schedule_params]`` and
 checked against its signature before a run starts. Register your own with
@@ -139,3 +140,36 @@ def geometric(t: int, T: int, p: float, s: int, *, target: float = 0.98, steps: 
     if not here:
         return 0.0
     return Pruning(p, kept=1.0 - geometric_targets(target, steps)[here[-1]])
+
+
+def polynomial_sparsity(t: int, T: int, *, final_sparsity: float = 0.9, initial_sparsity: float = 0.0,
+                        start: float = 0.0, end: float = 0.75) -> float:
+    """Zhu & Gupta's target sparsity s_t = s_f + (s_i - s_f) (1 - (t - t0) / (t1 - t0))^3, s_i
+    before t0 and s_f from t1 on, with t0 = round(start T) and t1 = round(end T): the cube prunes
+    fast while many weights are redundant and slowly as few are left."""
+    t0, t1 = round(start * T), round(end * T)
+    if t < t0:
+        return initial_sparsity
+    if t >= t1:  # also when rounding puts t0 and t1 on one generation
+        return final_sparsity
+    return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - (t - t0) / (t1 - t0)) ** 3
+
+
+@register("polynomial")
+def polynomial(t: int, T: int, p: float, s: int, *, final_sparsity: float = 0.9, initial_sparsity: float = 0.0,
+               start: float = 0.0, end: float = 0.75, every: int = 1) -> float | Pruning:
+    """Zhu & Gupta's gradual pruning: p every `every` generations from start to end (fractions of the run), each to the cubic target's kept fraction."""
+    if not 0.0 <= initial_sparsity <= final_sparsity < 1.0:
+        raise ValueError(f"prune.schedule_params.initial_sparsity and final_sparsity must satisfy "
+                         f"0 <= initial_sparsity <= final_sparsity < 1, got {initial_sparsity} and {final_sparsity}")
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"prune.schedule_params.start and end are fractions of the run: they must satisfy "
+                         f"0 <= start < end <= 1, got {start} and {end}")
+    if not (isinstance(every, int) and every >= 1):
+        raise ValueError(f"prune.schedule_params.every must be an integer >= 1, got {every}")
+    t0, t1 = round(start * T), round(end * T)
+    if t < t0 or t > t1 or (t < t1 and (t - t0) % every):
+        return 0.0  # idle, as geometric between its steps: the masks hold the last target, the networks train
+    sparsity = polynomial_sparsity(t, T, final_sparsity=final_sparsity, initial_sparsity=initial_sparsity,
+                                   start=start, end=end)
+    return Pruning(p, kept=1.0 - sparsity) if sparsity > 0 else 0.0

@@ -4,6 +4,7 @@ comparisons with Holm's correction, and the warning when the design cannot reach
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -27,6 +28,47 @@ def test_a12_is_mann_whitney_u_over_n1_n2():
     rng = np.random.default_rng(3)
     x, y = rng.integers(0, 5, 9).astype(float), rng.integers(0, 5, 7).astype(float)  # with ties
     assert br.a12(x, y) == pytest.approx(stats.mannwhitneyu(x, y).statistic / (len(x) * len(y)))
+
+
+def test_paired_a12_is_the_share_of_seeds_where_a_wins():
+    x, y = [1, 2, 3, 4], [0.5, 1.5, 2.5, 10]
+    assert br.a12_paired(x, y) == 0.75  # A wins on 3 seeds of 4
+    assert br.a12(x, y) == 9 / 16  # unpaired: 1 + 2 + 3 + 3 of the 16 cross pairs
+    assert br.a12_paired([1, 2, 3], [1, 1, 4]) == 0.5  # a tie counts half: (0.5 + 1 + 0) / 3
+    assert br.a12_paired(y, x) == 1 - br.a12_paired(x, y)
+    assert math.isnan(br.a12_paired([], []))
+    with pytest.raises(ValueError, match="matched samples"):
+        br.a12_paired([1, 2], [1])
+
+
+def test_the_report_gives_the_paired_a12_for_paired_comparisons(tmp_path):
+    """Within a mode the comparison is paired: its A12 is 0.75 (0.25 seen from none, as the
+    report's pairs table shows it), not the unpaired 0.56; across modes the unpaired A12 stays."""
+    x, y = [1, 2, 3, 4], [0.5, 1.5, 2.5, 10]
+    data = (rows("coevolution", "random", 1, dict(enumerate(x, 1))) + rows("coevolution", "none", 0, dict(enumerate(y, 1)))
+            + rows("canonical", "none", 2, dict(enumerate(y, 1))))
+    for r in data:
+        r.update(loss="l1", generations=3, train_loss_mean=r["test_loss"], run_dir="nowhere")
+    comparisons = br.compare_all(br.summarize(data, {"prune.operator": "none"}))
+    lookup = {(c.a.mode, c.a.label, c.b.mode, c.b.label, c.measure): c for c in comparisons}
+    within = next(c for k, c in lookup.items() if k[0] == k[2] == "coevolution" and k[4] == "test_loss")
+    within = within.seen_from(next(g for g in (within.a, within.b) if g.label == "random"))
+    assert within.paired and within.a12 == 0.75
+    across = next(c for k, c in lookup.items() if k[0] != k[2] and k[4] == "test_loss"
+                  and "random" in (k[1], k[3]))
+    across = across.seen_from(next(g for g in (across.a, across.b) if g.label == "random"))
+    assert not across.paired and across.a12 == 9 / 16
+
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / br.ROWS).write_text("".join(json.dumps(r) + "\n" for r in data))
+    text = br.write_report(out).read_text()
+    pair_rows = [line for line in text.splitlines() if "| test L1 | Wilcoxon signed-rank |" in line]
+    # A is the better ranked, none (median 2.0 against 2.5): 1 - 0.75, where unpaired gives 1 - 9/16 = 0.44
+    assert len(pair_rows) == 1 and pair_rows[0].startswith("| none | random |")
+    assert pair_rows[0].split(" | ")[6] == "0.25"
+    assert "for paired comparisons (Wilcoxon signed-rank) A12 is the share of seeds where A > B, ties half" in text
+    assert "For paired comparisons A12 is the share of seeds where A > B, ties half" in text
 
 
 @pytest.mark.parametrize("x, y", [
@@ -134,7 +176,7 @@ def test_same_mode_pairs_by_seed_on_shared_seeds_only():
     assert c.paired and c.test == "Wilcoxon signed-rank" and (c.n_a, c.n_b) == (4, 4)
     assert c.p == pytest.approx(stats.wilcoxon(x, y).pvalue)
     assert c.difference == pytest.approx(np.median(np.subtract(x, y)))
-    assert c.a12 == br.a12(x, y)
+    assert c.a12 == br.a12_paired(x, y) == 0.25  # only seed 4 has random above none; unpaired it would be 7/16
     flipped = c.seen_from(none)
     assert flipped.a is none and flipped.difference == -c.difference and flipped.a12 == 1 - c.a12
 

@@ -3,6 +3,7 @@ and the CLI refuses bad input with one line and no file."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -65,15 +66,16 @@ def test_compact_computes_the_masked_pair(seed):
     model, diff = check(enc_state, dec_state, x)
     assert diff <= 1e-5
     assert model.widths[0] == 12 and model.widths[-1] == 12  # no input or output unit removed
-    # the same count as coevo.measures.compact_size (unless a layer had to keep a placeholder)
-    alive = np.concatenate([
+    # the same count as coevo.measures.compact_size, also when no input reaches the outputs
+    assert model.parameters == int(compact_size(enc_l + dec_l, alive_of(enc_state, enc_l, dec_state, dec_l))[0])
+
+
+def alive_of(enc_state, enc_l, dec_state, dec_l) -> np.ndarray:
+    """(1, P) alive entries of a saved pair, encoder then decoder, as coevo.measures reads them."""
+    return np.concatenate([
         np.concatenate([(state[k] * state[f"{k}_mask"] != 0).reshape(-1).numpy()
                         for i in range(len(layout.layers)) for k in (f"{2 * i}.weight", f"{2 * i}.bias")])
         for state, layout in ((enc_state, enc_l), (dec_state, dec_l))])[None]
-    if model.widths[1:-1] and min(model.widths[1:-1]) > 0:
-        expected = int(compact_size(enc_l + dec_l, alive)[0])
-        placeholder = any(k.size == 1 for k in model.kept[1:-1])
-        assert model.parameters == expected or placeholder
 
 
 def test_constant_and_dead_neurons_are_removed_and_folded():
@@ -108,6 +110,91 @@ def test_nothing_to_remove_keeps_the_shape():
     model, diff = check(e_state, d_state, torch.rand(32, 6))
     assert diff <= 1e-6 and model.widths == [6, 5, 3, 5, 6]
     assert model.parameters == enc_l.size + dec_l.size
+
+
+def hand_pair(cut, n_dims=6, hidden=(5,), latent=3, seed=0):
+    """A full pair whose masks ``cut(encoder views, decoder views)`` edits (views: (weight, bias)
+    mask per layer)."""
+    rng = np.random.default_rng(seed)
+    enc_l, dec_l = autoencoder_layouts(n_dims, hidden, latent)
+    e, d = (torch.as_tensor(init_params(layout, 1, rng)[0]) for layout in (enc_l, dec_l))
+    em, dm = torch.ones(enc_l.size, dtype=torch.bool), torch.ones(dec_l.size, dtype=torch.bool)
+    cut(enc_l.split(em), dec_l.split(dm))
+    return state_dict(enc_l, e * em, em), state_dict(dec_l, d * dm, dm), enc_l, dec_l
+
+
+def _off(*entries):
+    def cut(enc, dec):
+        for net, layer, part, index in entries:
+            (enc if net == "enc" else dec)[layer][part][index] = False
+    return cut
+
+
+ALL = slice(None)
+EDGE_CASES = {  # name: (cut, compact widths)
+    "nothing cut": (_off(), [6, 5, 3, 5, 6]),
+    "a hidden layer all dead": (_off(("enc", 0, 0, ALL), ("enc", 0, 1, ALL)), [6, 0, 0, 0, 6]),
+    "a hidden layer all constant": (_off(("enc", 0, 0, ALL)), [6, 0, 0, 0, 6]),
+    "no alive latent neuron": (_off(("enc", 1, 0, ALL), ("enc", 1, 1, ALL)), [6, 0, 0, 0, 6]),
+    "constant latent neurons": (_off(("enc", 1, 0, ALL)), [6, 0, 0, 0, 6]),
+    "a decoder hidden layer all constant": (_off(("dec", 0, 0, ALL)), [6, 0, 0, 0, 6]),
+    "no latent neuron with an outgoing weight": (_off(("dec", 0, 0, (ALL, ALL))), [6, 0, 0, 0, 6]),
+    "one neuron with only its bias": (_off(("enc", 0, 0, 2)), [6, 4, 3, 5, 6]),
+    "one dead neuron": (_off(("enc", 0, 0, 2), ("enc", 0, 1, 2)), [6, 4, 3, 5, 6]),
+    "an output unit with only its bias": (_off(("dec", 1, 0, 0)), [6, 5, 3, 5, 6]),
+    "every output unit with only its bias": (_off(("dec", 1, 0, ALL)), [6, 0, 0, 0, 6]),
+    "an input unit with no weight": (_off(("enc", 0, 0, (ALL, 0))), [6, 5, 3, 5, 6]),
+    "a latent neuron with no outgoing weight": (_off(("dec", 0, 0, (ALL, 1))), [6, 5, 2, 5, 6]),
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+def test_export_keeps_what_compact_fraction_counts(case):
+    """The exported parameter count is compact_fraction times the dense count, in every edge case:
+    a network whose outputs no input reaches ships its output biases alone (widths of 0), no
+    placeholder neuron."""
+    from coevo.measures import kept_fractions
+
+    cut, widths = EDGE_CASES[case]
+    enc_state, dec_state, enc_l, dec_l = hand_pair(cut)
+    x = torch.rand(64, 6, dtype=torch.float64)
+    model = export.compact_pair(enc_state, dec_state)
+    assert export.max_difference(export.masked_pair(enc_state, dec_state), model, x) <= 1e-6
+    assert model.widths == widths
+    alive = alive_of(enc_state, enc_l, dec_state, dec_l)
+    fraction = kept_fractions(enc_l, alive[:, :enc_l.size], dec_l, alive[:, enc_l.size:]).compact[0]
+    assert model.parameters == round(fraction * (enc_l.size + dec_l.size))
+    if widths[1] == 0:
+        assert model.parameters == 6  # the output biases
+        assert model.latent_index.size == 0
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_a_constant_network_exports_at_the_default_size_and_runs():
+    """61,670 parameters at D = 1000; with no alive latent neuron compact_fraction counts the 1,000
+    output biases, and the exported model (widths of 0) has exactly those, and runs in TorchScript
+    (and ONNX when installed) to the constant output."""
+    from coevo.measures import kept_fractions
+
+    enc_state, dec_state, enc_l, dec_l = hand_pair(_off(("enc", 1, 0, ALL), ("enc", 1, 1, ALL)),
+                                                   n_dims=1000, hidden=(30,), latent=10)
+    assert enc_l.size + dec_l.size == 61_670
+    alive = alive_of(enc_state, enc_l, dec_state, dec_l)
+    fraction = kept_fractions(enc_l, alive[:, :enc_l.size], dec_l, alive[:, enc_l.size:]).compact[0]
+    model = export.compact_pair(enc_state, dec_state)
+    assert model.parameters == round(fraction * 61_670) == 1000
+    assert model.widths == [1000, 0, 0, 0, 1000]
+    x = torch.rand(8, 1000)
+    enc, dec = export.masked_pair(enc_state, dec_state)
+    with torch.no_grad():
+        expected = dec(enc(x))
+    loaded = torch.jit.load(io.BytesIO(export.torchscript_bytes(model)))
+    assert torch.allclose(loaded(x), expected, atol=1e-6) and loaded.encode(x).shape == (8, 0)
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(export.onnx_bytes(model), providers=["CPUExecutionProvider"])
+    y, z = sess.run(["reconstruction", "latent"], {"x": x.numpy()})
+    assert np.abs(y - expected.numpy()).max() <= 1e-6 and z.shape == (8, 0)
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,97 @@ def test_a_schedule_returning_an_impossible_step_is_refused(returned, match):
             evolve.prune_step(cfg, 0, 5)
     finally:
         schedules.registry._items.pop("test_bad_step", None)
+
+
+# ---------------------------------------------------------------- polynomial (Zhu & Gupta 2017)
+
+def zhu_gupta(t, t0, t1, s_i, s_f):
+    """The paper's formula, written out again."""
+    return s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0)) ** 3
+
+
+def test_polynomial_follows_zhu_and_gupta():
+    T, s_i, s_f = 100, 0.2, 0.8
+    t0, t1 = 10, 60  # round(0.1 * 100), round(0.6 * 100)
+    params = dict(final_sparsity=s_f, initial_sparsity=s_i, start=0.1, end=0.6)
+    for t, expected in [(t0, s_i), (35, zhu_gupta(35, t0, t1, s_i, s_f)), (t1, s_f)]:
+        step = schedules.registry.get("polynomial", params)(t, T, 0.7, 3)
+        assert isinstance(step, schedules.Pruning) and step.probability == 0.7 and step.amount is None
+        assert step.kept == pytest.approx(1 - expected, abs=1e-12)
+    assert zhu_gupta(35, t0, t1, s_i, s_f) == pytest.approx(0.8 - 0.6 * 0.125)  # halfway: 1/8 of the way left
+    # the target is s_i before t0 and s_f after t1, where the schedule itself is idle (the networks train)
+    assert schedules.polynomial_sparsity(5, T, **params) == s_i
+    assert schedules.polynomial_sparsity(80, T, **params) == s_f
+    assert schedules.polynomial(5, T, 0.7, 3, **params) == 0.0
+    assert all(schedules.polynomial(t, T, 0.7, 3, **params) == 0.0 for t in range(t1 + 1, T + 1))
+    # with s_i = 0 there is nothing to prune at t0 either
+    assert schedules.polynomial(0, T, 0.7, 3) == 0.0
+
+
+def test_polynomial_kept_never_rises_and_every_spaces_the_steps():
+    T = 40
+    targets = [1 - schedules.polynomial_sparsity(t, T, final_sparsity=0.9) for t in range(T + 1)]
+    assert all(a >= b for a, b in zip(targets, targets[1:]))
+    assert targets[0] == 1.0 and targets[30] == pytest.approx(0.1) and targets[-1] == pytest.approx(0.1)
+    steps = {t: r for t in range(T + 1) if isinstance(r := schedules.polynomial(t, T, 1.0, 1, every=4), schedules.Pruning)}
+    # t0 = 0 prunes nothing (s_i = 0); then every 4th generation, and t1 = 30 reaches the final target off the grid
+    assert sorted(steps) == [4, 8, 12, 16, 20, 24, 28, 30]
+    kept = [steps[t].kept for t in sorted(steps)]
+    assert all(a > b for a, b in zip(kept, kept[1:]))
+    assert kept[-1] == pytest.approx(0.1)
+    assert all(steps[t].kept == pytest.approx(targets[t]) for t in steps)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"final_sparsity": 1.0}, "final_sparsity"),
+    ({"final_sparsity": 0.5, "initial_sparsity": 0.6}, "initial_sparsity <= final_sparsity"),
+    ({"initial_sparsity": -0.1}, "0 <= initial_sparsity"),
+    ({"start": 0.5, "end": 0.5}, "0 <= start < end <= 1"),
+    ({"end": 1.5}, "end"),
+    ({"start": -0.1}, "start"),
+    ({"every": 0}, "every must be an integer >= 1"),
+])
+def test_polynomial_refuses_impossible_parameters(params, match):
+    with pytest.raises(ValueError, match=match):
+        schedules.polynomial(0, 10, 0.5, 1, **params)
+
+
+def test_polynomial_is_listed_with_typed_parameters():
+    from coevo import config, evolve
+    from coevo.errors import ConfigError, OperatorError
+
+    text = schedules.registry.describe_parameters(schedules.registry.get("polynomial"))
+    assert "final_sparsity: float = 0.9" in text and "every: int = 1" in text
+    # from config, by name: 11 generations, T = 10, t1 = 5; t = 4 is on the grid of every 2
+    cfg = config.load(None, ["run.generations=11", "prune.schedule=polynomial", "prune.probability=1",
+                             "prune.schedule_params.every=2", "prune.schedule_params.end=0.5"])
+    assert evolve.prune_step(cfg, 4, 1).kept == pytest.approx(1 - 0.9 * (1 - (1 - 4 / 5) ** 3))
+    assert evolve.prune_step(cfg, 3, 1).probability == 0.0
+    with pytest.raises(ConfigError, match="every must be an integer"):
+        evolve.prune_step(config.load(None, ["prune.schedule=polynomial", "prune.schedule_params.every=1.5"]), 0, 1)
+    with pytest.raises(OperatorError, match="0 <= start < end <= 1"):
+        evolve.prune_step(config.load(None, ["prune.schedule=polynomial", "prune.schedule_params.end=0"]), 0, 1)
+
+
+def test_a_polynomial_run_ends_at_the_final_sparsity(tmp_path):
+    """Coevolution, random pruning at p = 1 to sparsity 0.5 by half the run: the masks keep about
+    half of every pair's entries at the end (stochastic rounding per layer allows a little)."""
+    from conftest import TINY
+
+    from coevo import config, runner
+    from coevo.observers import Observer
+
+    cfg = config.load(None, TINY + ["run.generations=7", "prune.operator=random", "prune.schedule=polynomial",
+                                    "prune.probability=1", "prune.target_kept=0",
+                                    "prune.schedule_params.final_sparsity=0.5", "prune.schedule_params.end=0.5"])
+    rows = []
+
+    class Rows(Observer):
+        def on_generation(self, row, state):
+            rows.append((row["prune_probability"], row["mask_kept_mean"]))
+
+    runner.start(cfg, out=tmp_path / "run", quiet=True, observers=[Rows()])
+    assert [p for p, _ in rows] == [0, 1, 1, 1, 0, 0, 0]  # t0 = 0 (nothing to prune), t1 = round(0.5 * 6) = 3
+    kept = [k for _, k in rows]
+    assert kept[0] == 1.0 and kept[1] < 0.75 and kept[2] < 0.6  # on the way down (the mean over the cells)
+    assert kept[-1] == pytest.approx(0.5, abs=0.05)
