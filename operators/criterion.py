@@ -36,16 +36,19 @@ CriterionFunction = Callable[..., Scores]
 
 
 def criterion(name: str, *, scope: str = "layer", unit: str = "weight",
-              units: tuple[str, ...] = ("weight", "neuron")) -> Callable[[CriterionFunction], CriterionFunction]:
+              units: tuple[str, ...] = ("weight", "neuron")) -> Callable[[CriterionFunction], type]:
     """Decorator: register ``fn(net, context, rng, **settings) -> scores`` as the operator ``name``
-    (see the module's docstring). Returns the criterion function unchanged."""
+    (see the module's docstring). Returns the operator class, so that an import path
+    (``prune.operator = "my_module:fn"``) names the operator too; the function stays reachable
+    as its ``criterion`` attribute."""
     check_settings(scope, unit, 1.0)
     if unit not in units:
         raise ValueError(f"criterion {name!r}: its default unit {unit!r} is not among its units {units}")
 
-    def add(fn: CriterionFunction) -> CriterionFunction:
-        register(name)(criterion_operator(name, fn, scope=scope, unit=unit, units=units))
-        return fn
+    def add(fn: CriterionFunction) -> type:
+        operator = criterion_operator(name, fn, scope=scope, unit=unit, units=units)
+        register(name)(operator)
+        return operator
 
     return add
 

@@ -38,7 +38,7 @@ def test_regrow_zeroes_entries_but_keeps_no_mask(tmp_path, tiny_overrides, capsy
     values = [t for net in model.values() for n, t in net.items() if not n.endswith("_mask")]
     nonzero = sum(int((v != 0).sum()) for v in values) / sum(v.numel() for v in values)
     assert summary["mask_kept_fraction"] == pytest.approx(nonzero)  # kept counts non-zero entries
-    assert 0.5 < nonzero < 0.85  # 30% zeroed in the last generation, earlier zeros trained again
+    assert 0.4 < nonzero < 0.85  # 30% of every layer zeroed in the last generation, earlier zeros trained again
     persistent = run(tmp_path, "persistent", tiny_overrides + PRUNE_HARD, capsys)
     assert persistent["mask_kept_fraction"] < 0.3 < nonzero  # about 0.7^6 (plus spared units) when masks persist
 
