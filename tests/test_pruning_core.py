@@ -196,3 +196,39 @@ def test_a_neuron_unit_run_exports_a_narrower_first_layer(tmp_path, capsys):
     model = torch.jit.load(str(tmp_path / "model.pt"))
     first = [m for m in model.modules() if isinstance(m, torch.nn.Linear) or m.original_name == "Linear"][0]
     assert first.weight.shape[1] == 1000 and first.weight.shape[0] < 30
+
+
+def test_the_readme_criterion_works_as_written(tmp_path, monkeypatch, capsys):
+    """README, "The pruning core": my_taylor.py, named by import path, per layer and globally."""
+    import re
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if b.startswith("# file: my_taylor.py"))
+    (tmp_path / "my_taylor.py").write_text(block)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_taylor", raising=False)
+    try:
+        for extra in ([], ["prune.params.scope=global", "prune.params.normalise=false"]):
+            args = TINY + ["prune.operator=my_taylor:taylor", "prune.probability=1", "prune.amount=0.3",
+                           "prune.target_kept=0", *extra]
+            out = tmp_path / f"run{len(extra)}"
+            assert main(["run", "--quiet", "--out", str(out), *[x for o in args for x in ("--set", o)]]) == 0, \
+                capsys.readouterr().err
+            summary = json.loads((out / "summary.json").read_text())
+            assert summary["compact_fraction"] < 0.9  # whole neurons went
+        assert "taylor" in operators.registry.names()  # importing it registered the name too
+    finally:
+        operators.registry._items.pop("taylor", None)
+        monkeypatch.delitem(sys.modules, "my_taylor", raising=False)
+
+
+def test_the_baseline_preset_is_canonical_global_magnitude_on_the_polynomial_schedule(tmp_path, capsys):
+    args = ["run.generations=8", "data.n_dims=40", "data.n_clusters=3", "data.rows_per_cluster=10",
+            "model.hidden=[8]", "model.latent=3"]
+    assert main(["run", "--preset", "baseline", "--quiet", "--out", str(tmp_path / "run"),
+                 *[x for o in args for x in ("--set", o)]]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["mode"] == "canonical" and summary["operator"] == "magnitude"
+    assert summary["mask_kept_fraction"] == pytest.approx(0.2, abs=0.01)  # the schedule's 80% sparsity
