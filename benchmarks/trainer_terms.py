@@ -77,8 +77,9 @@ def main() -> None:
     (RESULTS / "trainer_terms.json").write_text(json.dumps(
         {"args": {**vars(args), "baseline": args.baseline and str(args.baseline)}, "rows": rows,
          "noise_versus_baseline": versus}, indent=2) + "\n")
+    against = f", baseline {args.baseline}" if args.baseline else ""
     (RESULTS / "trainer_terms.md").write_text(f"threads {args.threads}, {args.generations} generations, "
-                                             f"{args.rounds} rounds\n\n{text}\n")
+                                             f"{args.rounds} rounds{against}\n\n{text}\n")
 
 
 if __name__ == "__main__":
