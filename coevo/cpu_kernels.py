@@ -13,11 +13,15 @@ copies) and runs their whole epoch without returning to Python.
 
 The maths is the torch path's, step for step: the same mini-batches, loss gradients, masked
 Adam and bias corrections. Matrix products go to BLAS (SciPy's, through ``np.dot``), so only
-the order of float32 additions differs (``tests/test_cpu_kernels.py``). A network never spans
-two threads, so results do not depend on how many threads run.
+the order of float32 additions differs (``tests/test_cpu_kernels.py``). FlipOut's gradient
+noise is drawn by the kernel's own generator (:func:`standard_normal`), not torch's: the two
+paths add noise of one distribution, not the same numbers. A network never spans two threads,
+so results do not depend on how many threads run.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal, localcontext
 
 import numba
 import numpy as np
@@ -135,41 +139,156 @@ def _adam(p, g, m, v, keep, step_size, inv_sqrt_bc2, beta1, beta2, one_minus_bet
             flips[j] += np.float32(1.0)
 
 
-NORMALS = np.random.default_rng(0x4E01).standard_normal(1 << 16).astype(np.float32)
-"""Gradient noise draws from this table of N(0, 1) values at xorshift-random positions: ten times
-cheaper than a fresh normal per entry, which made a noisy epoch ten times slower."""
+# FlipOut's gradient noise draws fresh standard normals. A pair's noise seed, drawn from (seed,
+# generation, cell), starts a SplitMix64 stream (Steele, Lea, Flood 2014: a 64-bit counter advanced
+# by a fixed odd constant, each value passed through a mixing function; every output bit is good;
+# two streams from random 62-bit seeds overlap only if they start within the ~10^7 words an epoch
+# uses of each other, odds of about 10^-12). The epoch's steps take the stream's words in turn, so
+# the noise depends only on (seed, generation, cell, step). Words become N(0, 1) values by the
+# ziggurat of Marsaglia and Tsang (2000) with 256 layers, laid out and fed bits as numpy's
+# ``Generator.standard_normal``: a word's low 8 bits pick a layer, the next bit the sign, the 52
+# above it the abscissa; about 99% of draws are accepted there, the rest go through the wedge or
+# tail test. The method is exact, not an approximation of the normal: fed the same words it gives
+# numpy's numbers to 2e-14 (``tests/test_normals.py``; the tables here are computed to 50 digits
+# and numpy's differ in the last ones). Nothing repeats, as with the torch path's ``torch.randn``.
+# These functions live here rather than in a module of their own because Numba's cache does not
+# notice edits to another file's functions that a cached kernel inlines.
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment: 2^64 / golden ratio, odd
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_TO_UNIT = 1.0 / 2.0**53
+NO_WORDS = np.zeros(0, np.uint64)
+
+
+def _ziggurat_tables(layers: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Marsaglia and Tsang's tables for ``layers`` layers of equal area under exp(-x^2 / 2),
+    computed in 50-digit decimal arithmetic (the same numbers on every platform): ``k[i]`` the
+    acceptance bound on the 52-bit abscissa, ``w[i]`` its scale to x, ``f[i]`` the density at
+    layer i's right edge x_i. Layer 0 is the base strip with the tail; x_{layers-1} = R."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        r = Decimal("3.6541528853610087963519472518")  # R for 256 layers
+        # every layer's area: the base strip's R f(R) plus the tail's integral sqrt(pi / 2) erfc(R / sqrt 2)
+        v = Decimal("0.0049286732339746549315909134318471488833")
+        half, scale = Decimal("0.5"), Decimal(2) ** 52
+        x = [Decimal(0)] * layers
+        x[-1] = r
+        for i in range(layers - 2, 0, -1):
+            x[i] = (-2 * (v / x[i + 1] + (-half * x[i + 1] ** 2).exp()).ln()).sqrt()
+        x[0] = v / (-half * r * r).exp()  # the base strip's width, reaching past R into the tail
+        k = np.array([int(r / x[0] * scale), 0] + [int(x[i - 1] / x[i] * scale) for i in range(2, layers)],
+                     np.int64)
+        w = np.array([float(xi / scale) for xi in x])
+        f = np.array([1.0] + [float((-half * xi * xi).exp()) for xi in x[1:]])
+        return k, w, f, float(r)
+
+
+_ZIG_K, _ZIG_W, _ZIG_F, _ZIG_R = _ziggurat_tables()
+_ZIG_INV_R = 1.0 / _ZIG_R
 
 
 @numba.njit(**_JIT)
-def _xorshift(state):  # pragma: no cover - jitted
-    """Marsaglia's xorshift64* step on a one-element uint64 array; returns 64 random bits."""
-    x = state[0]
-    x ^= x >> np.uint64(12)
-    x ^= x << np.uint64(25)
-    x ^= x >> np.uint64(27)
-    state[0] = x
-    return x * np.uint64(2685821657736338717)
+def _bits(state, words):  # pragma: no cover - jitted
+    """The next 64 random bits and the advanced state. With ``words`` empty (the kernels'
+    case, a constant the compiler folds) SplitMix64 from the counter ``state``; otherwise
+    ``words[state]``, so a test can feed the ziggurat another generator's words."""
+    if words.size == 0:
+        state = state + _GOLDEN
+        z = state
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        return state, z ^ (z >> np.uint64(31))
+    return state + np.uint64(1), words[state]
 
 
 @numba.njit(**_JIT)
-def add_gradient_noise(grad, keep, offsets, sizes, scale, normals, state):  # pragma: no cover - jitted
+def _unit(bits):  # pragma: no cover - jitted
+    """A uniform double in [0, 1) from the top 53 bits, as numpy's ``next_double``."""
+    return np.float64(np.int64(bits >> np.uint64(11))) * _TO_UNIT
+
+
+@numba.njit(**_JIT)
+def _zig_draw(state, words):  # pragma: no cover - jitted
+    """One ziggurat candidate: (state, layer, 52-bit abscissa, signed x). The sign is applied
+    to the integer without a branch: a branch on a random bit mispredicts half the time and
+    made a draw two to three times slower."""
+    state, r = _bits(state, words)
+    layer = r & np.uint64(0xFF)
+    rabs = np.int64((r >> np.uint64(9)) & np.uint64(0x000FFFFFFFFFFFFF))
+    neg = -np.int64((r >> np.uint64(8)) & np.uint64(1))  # 0 or -1
+    return state, layer, rabs, np.float64((rabs ^ neg) - neg) * _ZIG_W[layer]
+
+
+@numba.njit(**_JIT)
+def _zig_reject(state, words, layer, rabs, x):  # pragma: no cover - jitted
+    """The ~1% of candidates outside their layer's rectangle: the tail (layer 0) or the wedge
+    test, then fresh candidates until one is accepted."""
+    while True:
+        if layer == 0:  # the tail beyond R, by Marsaglia's exponential method
+            while True:
+                state, a = _bits(state, words)
+                state, b = _bits(state, words)
+                xx = -_ZIG_INV_R * np.log1p(-_unit(a))
+                yy = -np.log1p(-_unit(b))
+                if yy + yy > xx * xx:
+                    return state, (-(_ZIG_R + xx) if (rabs >> 8) & 1 else _ZIG_R + xx)
+        else:
+            state, a = _bits(state, words)
+            if (_ZIG_F[layer - 1] - _ZIG_F[layer]) * _unit(a) + _ZIG_F[layer] < np.exp(-0.5 * x * x):
+                return state, x
+        state, layer, rabs, x = _zig_draw(state, words)
+        if rabs < _ZIG_K[layer]:
+            return state, x
+
+
+@numba.njit(inline="always", **_JIT)  # inlined in Numba's IR: as a call, a draw cost three times as much
+def standard_normal(state, words):  # pragma: no cover - jitted
+    """(advanced state, one N(0, 1) double) from the generator state (a uint64; see ``_bits``)."""
+    state, layer, rabs, x = _zig_draw(state, words)
+    if rabs >= _ZIG_K[layer]:
+        state, x = _zig_reject(state, words, layer, rabs, x)
+    return state, x
+
+
+@numba.njit(**_JIT)
+def fill_normals(out, seed):  # pragma: no cover - jitted
+    """Fill the float64 array ``out`` with the normals the training kernel draws for the noise
+    seed ``seed``, in the order it draws them; returns the generator's final state."""
+    state = np.uint64(seed)
+    for i in range(out.size):
+        state, out[i] = standard_normal(state, NO_WORDS)
+    return state
+
+
+@numba.njit(**_SUM)
+def _alive_square_norm(g, keep):  # pragma: no cover - jitted
+    """sum of g^2 over the alive entries, in float64; without a branch per entry, so it
+    vectorises (a branch on a pruned network's mask mispredicts)."""
+    total = 0.0
+    for j in range(g.size):
+        x = np.float64(g[j]) * np.float64(keep[j])
+        total += x * x
+    return total
+
+
+@numba.njit(**_JIT)
+def add_gradient_noise(grad, keep, offsets, sizes, scale, state):  # pragma: no cover - jitted
     """FlipOut's gradient noise: each parameter tensor's alive gradient g (the segment
     ``grad[offsets[t] : offsets[t] + sizes[t]]``) gets scale * ||g|| / sqrt(n) * N(0, 1) per
-    entry, the normal taken from the table ``normals`` (a power of two long) at a position drawn
-    by xorshift from ``state`` (a one-element uint64 array, advanced)."""
-    wrap = np.uint64(normals.size - 1)
+    entry, a fresh normal from :func:`standard_normal` with the generator state
+    ``state`` (a one-element uint64 array, advanced). As the torch path: the noise in float64,
+    rounded to float32 before it is added."""
+    s = state[0]
     for t in range(offsets.size):
         g = grad[offsets[t] : offsets[t] + sizes[t]]
         k = keep[offsets[t] : offsets[t] + sizes[t]]
-        norm = 0.0
-        for j in range(g.size):
-            if k[j]:
-                norm += np.float64(g[j]) * g[j]
-        sd = np.float32(scale * np.sqrt(norm / g.size))
+        sd = scale * np.sqrt(_alive_square_norm(g, k)) / np.sqrt(g.size)
         if sd > 0.0:
             for j in range(g.size):
                 if k[j]:
-                    g[j] += sd * normals[(_xorshift(state) >> np.uint64(32)) & wrap]
+                    s, z = standard_normal(s, NO_WORDS)
+                    g[j] += np.float32(sd * z)
+    state[0] = s
 
 
 @numba.njit(**_SUM)
@@ -270,7 +389,7 @@ def _forward(p, fan_in, fan_out, offsets, transposed, activation, x, acts, bits)
 @numba.njit(**_JIT)
 def _train_pair(i, enc_parent, dec_parent, enc, dec, new_enc, new_dec, data, order, lr, fan_in, fan_out, offsets,
                 transposed, activation, n_enc_layers, batch_size, loss, bce_weight, beta1, beta2,
-                fresh, noise, noise_seed, penalty, normals):  # pragma: no cover - jitted
+                fresh, noise, noise_seed, penalty):  # pragma: no cover - jitted
     """Train a copy of the pair (encoder ``enc_parent``, decoder ``dec_parent``) for one epoch
     over ``order``; the result is row i of the new stacks. ``enc``, ``dec``, ``new_*`` are
     (params, mask, exp_avg, exp_avg_sq, steps, flips, memory); flips are counted when the stacks
@@ -311,7 +430,7 @@ def _train_pair(i, enc_parent, dec_parent, enc, dec, new_enc, new_dec, data, ord
     for layer in range(penalty.size):
         penalised = penalised or penalty[layer] != 0.0
     state = np.empty(1, np.uint64)
-    state[0] = np.uint64(noise_seed) | np.uint64(1)  # xorshift's state must not be 0
+    state[0] = np.uint64(noise_seed)  # the pair's noise stream: (seed, generation, cell), then step by step
 
     width = _widest(data.shape[1], fan_in, fan_out)
     acts = np.zeros((n_layers + 1, batch_size * width), dtype=np.float32)  # input first
@@ -361,7 +480,7 @@ def _train_pair(i, enc_parent, dec_parent, enc, dec, new_enc, new_dec, data, ord
                     for j in range(a.size):
                         delta[j] = back[j] * (a[j] - a[j] * a[j])
         if noise > 0.0:
-            add_gradient_noise(grad, keep, seg_offsets, seg_sizes, noise, normals, state)
+            add_gradient_noise(grad, keep, seg_offsets, seg_sizes, noise, state)
         if penalised:
             add_scale_penalty(p, grad, fan_in, fan_out, offsets, transposed, penalty)
         # masked Adam at this cell's learning rate, each half with its own step count
@@ -395,11 +514,11 @@ def _train_pair(i, enc_parent, dec_parent, enc, dec, new_enc, new_dec, data, ord
 @numba.njit(parallel=True, **_JIT)
 def _train_kernel(enc_parents, dec_parents, enc, dec, new_enc, new_dec, data, orders, lr, fan_in, fan_out, offsets,
                   transposed, activation, n_enc_layers, batch_size, loss, bce_weight, beta1, beta2, fresh,
-                  noise, noise_seeds, penalty, normals, loss_sums):  # pragma: no cover - jitted
+                  noise, noise_seeds, penalty, loss_sums):  # pragma: no cover - jitted
     for i in numba.prange(enc_parents.size):
         loss_sums[i] = _train_pair(i, enc_parents[i], dec_parents[i], enc, dec, new_enc, new_dec, data, orders[i],
                                    lr[i], fan_in, fan_out, offsets, transposed, activation, n_enc_layers, batch_size,
-                                   loss, bce_weight, beta1, beta2, fresh, noise, noise_seeds[i], penalty, normals)
+                                   loss, bce_weight, beta1, beta2, fresh, noise, noise_seeds[i], penalty)
 
 
 @numba.njit(**_JIT)
@@ -527,7 +646,7 @@ def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np
             np.ascontiguousarray(lr, dtype=np.float64), *_meta(enc.layout + dec.layout, True),
             len(enc.layout.layers), int(batch_size), LOSSES[loss], float(bce_weight), float(beta1), float(beta2),
             bool(fresh_optimizer_each_batch), float(terms.gradient_noise), terms.seeds(n),
-            terms.penalties(enc.layout, dec.layout), NORMALS, loss_sums)
+            terms.penalties(enc.layout, dec.layout), loss_sums)
     _set_threads(threads, n)
     with one_blas_thread():
         _train_kernel(*args)

@@ -69,7 +69,7 @@ def test_gradient_noise_has_the_authors_scale():
     grad[~keep] = 0.0
     offsets, sizes = np.array([0, 30_000]), np.array([30_000, 10_000])
     noisy = grad.copy()
-    cpu_kernels.add_gradient_noise(noisy, keep, offsets, sizes, 0.5, cpu_kernels.NORMALS, np.array([7], np.uint64))
+    cpu_kernels.add_gradient_noise(noisy, keep, offsets, sizes, 0.5, np.array([7], np.uint64))
     for at, n in zip(offsets, sizes):
         g, k = grad[at:at + n], keep[at:at + n]
         z = (noisy[at:at + n] - g)[k] / (0.5 * np.linalg.norm(g[k]) / np.sqrt(n))
