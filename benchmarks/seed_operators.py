@@ -22,7 +22,25 @@ import numpy as np
 from coevo.bench_report import holm, read_rows, wilcoxon_p
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ["none", "random", "variance", "conjunctive", "flipout", "snip", "snap", "merge", "early_bird"]
+ORDER = ["none", "random", "variance", "conjunctive", "flipout", "snip", "snap", "merge", "early_bird",
+         "magnitude", "magnitude (scope=global)", "random (unit=neuron)"]
+
+
+def name_of(row: dict) -> str:
+    """The operator and the selector settings that set it apart (magnitude per layer vs global)."""
+    params = [f"{k.split('.')[-1]}={v}" for k, v in sorted(row.get("settings", {}).items())
+              if k.startswith("prune.params.") and v is not None]
+    return row["operator"] + (f" ({', '.join(params)})" if params else "")
+
+
+def first_events(bench_dir: Path, rows: list[dict], event: str) -> list[int]:
+    """Per trial, the generation ``event`` first happened (summary.json ``EVENT_generation``)."""
+    found = []
+    for row in rows:
+        summary = bench_dir / row["run_dir"] / "summary.json"
+        if summary.exists():
+            found.append(int(json.loads(summary.read_text()).get(f"{event}_generation", -1)))
+    return found
 
 
 def _iqr(values: list[float], digits: int) -> str:
@@ -33,7 +51,7 @@ def _iqr(values: list[float], digits: int) -> str:
 def table(rows: list[dict]) -> tuple[str, list[dict]]:
     by: dict[tuple[str, str], dict[int, dict]] = {}
     for row in rows:
-        by.setdefault((row["mode"], row["operator"]), {})[row["seed"]] = row
+        by.setdefault((row["mode"], name_of(row)), {})[row["seed"]] = row
     modes = [m for m in ("coevolution", "canonical") if any(k[0] == m for k in by)]
     cells, tests = [], []
     for mode in modes:
@@ -71,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.bench_dir} has no rows.jsonl; run `coevo bench --preset seeds --out DIR` first",
               file=sys.stderr)
         return 2
-    text, cells = table(read_rows(rows_path))
+    rows = read_rows(rows_path)
+    text, cells = table(rows)
+    for mode in ("coevolution", "canonical"):
+        tickets = first_events(args.bench_dir, [r for r in rows if r["mode"] == mode and r["operator"] == "early_bird"],
+                               "early_bird")
+        if tickets:
+            text += f"\n\n`early_bird` in {mode}: first ticket at generation {', '.join(map(str, tickets))} (one per seed)."
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "seed_operators.md").write_text(f"From {args.bench_dir} (`coevo bench --preset seeds`).\n\n{text}\n")
