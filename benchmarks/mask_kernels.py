@@ -1,18 +1,26 @@
-"""Numba mask kernels against plain numpy implementations of the same updates.
+"""Numba selector kernels against plain numpy implementations of the same choices.
 
-For RANDOM and VARIANCE (one layer's mask update at amount 0.1) and CONJUNCTIVE's lexicase filter
-(100 cases), on weight shapes 30x10, 30x1000, 1000x30 and 4000x30 (out x in: the paper's layers
-at D = 1000 and the decoder output at D = 4000). Both sides run in the same process, on fresh
-copies of the same masks, after a warm-up call (JIT compilation or cache load); each figure is the
-median over repeats of one call, and the ratio is numpy / numba (above 1: the kernel is faster).
+Per layer, on weight shapes 30x10, 30x1000, 1000x30 and 4000x30 (out x in: the paper's layers at
+D = 1000 and the decoder output at D = 4000), with 80% of the entries alive and amount 0.1 (n, the
+stochastically rounded tenth of the alive entries, weights and biases): the uniform choice of n of
+the alive entries (RANDOM's, scope layer: ``uniform_sample`` against numpy's
+``rng.choice(m, n, replace=False)``); the choice of the n lowest scores with ties at the boundary
+drawn uniformly (every criterion's, scope layer, VARIANCE's exponential keys included:
+``lowest_with_random_ties`` against ``np.lexsort((rng.random(m), scores))[:n]``), on scores with
+20% ties at zero so that the boundary falls in a tie; and CONJUNCTIVE's lexicase filter (100
+cases). Both sides run in the same process, on the same inputs, after a warm-up call (JIT
+compilation or cache load); each figure is the median over repeats of one call, and the ratio is
+numpy / numba (above 1: the kernel is faster).
 
 The seed operators' criteria (section "criteria" of the JSON) at the paper's network (D = 1000 or
 4000, hidden 30, latent 10, 100 cases), each against a baseline in the same run:
 ``context.gradients`` (coevo's float64 numpy backward pass) against torch autograd of the same
-loss; SNIP's global choice of the lowest entries (``select_lowest``: argpartition, then a sort of
-the candidates) against a full sort; and whole SNIP, SNAP and MERGE mutations of one encoder and
-one decoder (baseline: RANDOM's mutation of the same pair). None is a Numba kernel: the gradient
-is BLAS products, the ranking a partial sort, and merge's saliency a small Gram matrix.
+loss; scope global's choice of the lowest 10% of the encoder under per-layer caps
+(``lowest_capped``), once with caps that do not bind (its partition path) and once with caps that
+bind (its sorted path), against a full lexsort by (score, random key) taken in order while the
+layer has room; and whole mutations of one encoder and one decoder through
+``operator_registry.get(name, params)``: SNIP, SNAP, MERGE, MAGNITUDE with scope global, RANDOM
+with unit neuron, and the latent operators (baseline: RANDOM's default mutation of the same pair).
 
     .venv/bin/python benchmarks/mask_kernels.py [--repeats N] [--out benchmarks/results/mask_kernels.json]
 """
@@ -40,9 +48,9 @@ from coevo.cells import pair_context, pair_gradients  # noqa: E402
 from coevo.config import PruneConfig  # noqa: E402
 from coevo.genome import Decoder, Encoder, autoencoder_layouts, init_params  # noqa: E402
 from coevo.operators import registry as operator_registry  # noqa: E402
-from coevo.operators.kernels import lexicase_filter, random_prune_layer, select_lowest, weighted_prune_layer  # noqa: E402
+from coevo.operators.kernels import (lexicase_filter, lowest_capped, lowest_with_random_ties,  # noqa: E402
+                                    stochastic_count, uniform_sample)
 from coevo.population import Stack  # noqa: E402
-from coevo.operators.variance import neuron_weights  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "mask_kernels.json"
 SHAPES = [(30, 10), (30, 1000), (1000, 30), (4000, 30)]
@@ -51,51 +59,27 @@ CASES = 100
 THRESHOLD = 0.1
 
 
-# ---------------------------------------------------------------- plain numpy, the same updates
+# ---------------------------------------------------------------- plain numpy, the same choices
 
-def _count(amount: float, alive: int, rng: np.random.Generator) -> int:
-    target = amount * alive
-    n = int(np.floor(target))
-    return min(n + (rng.random() < target - n), alive)
+def uniform_sample_numpy(m: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.choice(m, n, replace=False)
 
 
-def _alive(wm: np.ndarray, bm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of the alive entries (weights, then biases) and the neuron of each."""
-    n_w = wm.size
-    alive = np.concatenate([np.flatnonzero(wm), n_w + np.flatnonzero(bm)])
-    return alive, np.where(alive < n_w, alive // wm.shape[1], alive - n_w)
+def lowest_with_random_ties_numpy(scores: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.lexsort((rng.random(scores.size), scores))[:n]
 
 
-def _apply(wm: np.ndarray, bm: np.ndarray, chosen: np.ndarray, chosen_neuron: np.ndarray,
-           neuron: np.ndarray) -> int:
-    """Prune ``chosen`` (in draw order), sparing the last one drawn if the layer would be cut."""
-    out = wm.shape[0]
-    keep = np.bincount(neuron, minlength=out) - np.bincount(chosen_neuron, minlength=out)
-    if chosen.size and not keep.any():
-        chosen = chosen[:-1]
-    w = chosen[chosen < wm.size]
-    wm.reshape(-1)[w] = False
-    bm[chosen[chosen >= wm.size] - wm.size] = False
-    return chosen.size
-
-
-def random_prune_numpy(wm: np.ndarray, bm: np.ndarray, amount: float, rng: np.random.Generator) -> int:
-    alive, neuron = _alive(wm, bm)
-    n = _count(amount, alive.size, rng)
-    pick = rng.choice(alive.size, size=n, replace=False)
-    return _apply(wm, bm, alive[pick], neuron[pick], neuron)
-
-
-def weighted_prune_numpy(wm: np.ndarray, bm: np.ndarray, neuron_weight: np.ndarray, amount: float,
-                         rng: np.random.Generator) -> int:
-    alive, neuron = _alive(wm, bm)
-    n = _count(amount, alive.size, rng)
-    if n == 0:
-        return 0
-    keys = rng.standard_exponential(alive.size) / neuron_weight[neuron]
-    pick = np.argpartition(keys, n - 1)[:n] if n < alive.size else np.arange(alive.size)
-    pick = pick[np.argsort(keys[pick])]
-    return _apply(wm, bm, alive[pick], neuron[pick], neuron)
+def lowest_capped_numpy(scores: np.ndarray, groups: np.ndarray, caps: np.ndarray, n: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """The same choice as ``lowest_capped``: every entry in (score, random key) order, taken while
+    its group has room, the first n."""
+    order = np.lexsort((rng.random(scores.size), scores))
+    g = groups[order]
+    by_group = np.argsort(g, kind="stable")  # positions in ``order``, grouped, in order within a group
+    start = np.concatenate([[0], np.cumsum(np.bincount(g, minlength=caps.size))[:-1]])
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[by_group] = np.arange(order.size) - start[g[by_group]]
+    return order[rank < caps[g]][:n]
 
 
 def lexicase_filter_numpy(acts: np.ndarray, alive: np.ndarray, order: np.ndarray, threshold: float) -> np.ndarray:
@@ -136,34 +120,31 @@ def median_seconds(call: Callable[[], object], repeats: int, setup: Callable[[],
 
 def bench_shape(out: int, fan_in: int, repeats: int) -> list[dict]:
     rng = np.random.default_rng(0)
-    base_w = rng.random((out, fan_in)) > 0.2  # a layer already partly pruned
-    base_b = rng.random(out) > 0.2
-    wm, bm = base_w.copy(), base_b.copy()
+    wm = rng.random((out, fan_in)) > 0.2  # a layer already partly pruned
+    bm = rng.random(out) > 0.2
+    m = int(wm.sum() + bm.sum())  # its alive entries: the candidates
+    n = int(stochastic_count(AMOUNT, m, np.random.default_rng(0)))
+    scores = rng.random(m)
+    scores[rng.random(m) < 0.2] = 0.0  # dead ReLUs: many ties at zero, and n falls among them
     acts = rng.random((CASES, out)) * rng.random(out)
-    weights = neuron_weights(acts.std(axis=0), base_w.any(axis=1) | base_b)
-    alive = base_w.any(axis=1) | base_b
+    alive = wm.any(axis=1) | bm
     order = rng.permutation(CASES)
-    expected = _count(AMOUNT, int(base_w.sum() + base_b.sum()), np.random.default_rng(0))
-
-    def reset() -> None:  # every call starts from the same masks
-        wm[...], bm[...] = base_w, base_b
-
     cases = {
-        "random": (lambda wm, bm, g: random_prune_layer(wm, bm, AMOUNT, g),
-                   lambda wm, bm, g: random_prune_numpy(wm, bm, AMOUNT, g)),
-        "variance": (lambda wm, bm, g: weighted_prune_layer(wm, bm, weights, AMOUNT, g),
-                     lambda wm, bm, g: weighted_prune_numpy(wm, bm, weights, AMOUNT, g)),
+        "uniform_sample": (lambda g: uniform_sample(m, n, g), lambda g: uniform_sample_numpy(m, n, g)),
+        "lowest_with_random_ties": (lambda g: lowest_with_random_ties(scores, n, g),
+                                    lambda g: lowest_with_random_ties_numpy(scores, n, g)),
     }
     rows = []
     for name, (kernel, plain) in cases.items():
-        for fn in (kernel, plain):  # same update: both prune the same number of entries
-            reset()
-            n = fn(wm, bm, np.random.default_rng(0))
-            assert n == base_w.sum() + base_b.sum() - wm.sum() - bm.sum() and abs(n - expected) <= 1, (name, n)
+        a, b = kernel(np.random.default_rng(0)), plain(np.random.default_rng(0))
+        for pick in (a, b):  # the same choice: n distinct alive entries
+            assert pick.size == n and np.unique(pick).size == n and 0 <= pick.min() and pick.max() < m, name
+        if name != "uniform_sample":  # and the same scores: the n lowest
+            assert np.array_equal(np.sort(scores[a]), np.sort(scores[b])), name
         gen = np.random.default_rng(1)
-        t_numba = median_seconds(lambda: kernel(wm, bm, gen), repeats, reset)
-        t_numpy = median_seconds(lambda: plain(wm, bm, gen), repeats, reset)
-        rows.append(_row(name + " mask update", out, fan_in, t_numba, t_numpy, repeats))
+        t_numba = median_seconds(lambda: kernel(gen), repeats)
+        t_numpy = median_seconds(lambda: plain(gen), repeats)
+        rows.append(_row(f"{name} ({AMOUNT:g} of alive)", out, fan_in, t_numba, t_numpy, repeats))
     assert np.array_equal(lexicase_filter(acts, alive, order, THRESHOLD),
                           lexicase_filter_numpy(acts, alive, order, THRESHOLD))
     t_numba = median_seconds(lambda: lexicase_filter(acts, alive, order, THRESHOLD), repeats)
@@ -190,21 +171,6 @@ def autograd_gradients(enc: Stack, dec: Stack, x: torch.Tensor) -> list[tuple[to
     return [tuple(g.numpy() for g in grads[i:i + 3]) for i in range(0, len(grads), 3)]
 
 
-def select_lowest_numpy(scores: np.ndarray, groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """The same choice as the kernel ``select_lowest`` in numpy: argpartition to the n + groups
-    lowest candidates, a lexsort of those by (score, random key), the same floor per group."""
-    m = scores.size
-    totals = np.bincount(groups)
-    kk = n + int((totals > 0).sum())
-    cand = np.flatnonzero(scores <= np.partition(scores, kk)[kk]) if kk < m else np.arange(m)
-    order = cand[np.lexsort((rng.random(cand.size), scores[cand]))]
-    g = groups[order]
-    whole = np.bincount(g, minlength=totals.size) == totals
-    last = np.zeros(order.size, dtype=bool)
-    last[order.size - 1 - np.unique(g[::-1], return_index=True)[1]] = True
-    return order[~(last & whole[g])][:n]
-
-
 def bench_criteria(n_dims: int, repeats: int) -> list[dict]:
     rng = np.random.default_rng(0)
     enc_l, dec_l = autoencoder_layouts(n_dims, [30], 10)
@@ -222,27 +188,41 @@ def bench_criteria(n_dims: int, repeats: int) -> list[dict]:
                            median_seconds(lambda: autograd_gradients(enc, dec, x), repeats), "torch autograd", repeats)]
     scores = rng.random(enc_l.size)
     scores[rng.random(enc_l.size) < 0.2] = 0.0  # dead ReLUs: many ties at zero
-    groups = np.repeat(np.arange(len(enc_l.layers)), [spec.size for spec in enc_l.layers])
+    sizes = np.array([spec.size for spec in enc_l.layers])
+    groups = np.repeat(np.arange(sizes.size), sizes)
     n = int(AMOUNT * enc_l.size)
-    assert np.array_equal(np.sort(scores[select_lowest(scores, groups, n, np.random.default_rng(0))]),
-                          np.sort(scores[select_lowest_numpy(scores, groups, n, np.random.default_rng(0))]))
-    gen = np.random.default_rng(1)
-    rows.append(_criterion_row("select_lowest: 10% of the encoder", shape,
-                               median_seconds(lambda: select_lowest(scores, groups, n, gen), repeats),
-                               median_seconds(lambda: select_lowest_numpy(scores, groups, n, gen), repeats),
-                               "numpy (argpartition + lexsort)", repeats))
+    skewed = np.where(groups == sizes.size - 1, scores - 1.0, scores)  # the last layer scores lowest
+    settings = (  # (label, scores, caps = floor(max_layer_fraction * alive) per layer, whether a cap binds)
+        ("caps free", scores, sizes.copy(), False),  # max_layer_fraction 1: the partition path
+        ("caps bind", skewed, (0.2 * sizes).astype(np.int64), True),  # 0.2, last layer lowest: the sorted path
+    )
+    for what, s, caps, binding in settings:
+        fast = lowest_with_random_ties(s, n, np.random.default_rng(0))
+        assert bool((np.bincount(groups[fast], minlength=caps.size) > caps).any()) == binding, what
+        a = lowest_capped(s, groups, caps, n, np.random.default_rng(0))
+        b = lowest_capped_numpy(s, groups, caps, n, np.random.default_rng(0))
+        for pick in (a, b):
+            assert pick.size == n and (np.bincount(groups[pick], minlength=caps.size) <= caps).all(), what
+        assert np.array_equal(np.sort(s[a]), np.sort(s[b])), what
+        gen = np.random.default_rng(1)
+        rows.append(_criterion_row(f"lowest_capped: 10% of the encoder, {what}", shape,
+                                   median_seconds(lambda: lowest_capped(s, groups, caps, n, gen), repeats),
+                                   median_seconds(lambda: lowest_capped_numpy(s, groups, caps, n, gen), repeats),
+                                   "numpy (full lexsort, caps in order)", repeats))
     context = pair_context(enc, dec, 0, 0, PruneConfig(), "l1", lambda: x)
     context.gradients(enc.network(0, Encoder))  # the mutations below time the criterion, not the recording
 
-    def mutate(name: str):
-        op = operator_registry.get(name)
+    def mutate(name: str, params: dict | None = None):
+        op = operator_registry.get(name, params)
         return lambda: [op(stack.network(0, cls), AMOUNT, np.random.default_rng(0), context)
                         for cls, stack in ((Encoder, enc), (Decoder, dec))]
 
     baseline = median_seconds(mutate("random"), repeats)
-    for name in ("snip", "snap", "merge", "latent_ablation", "latent_fold"):
-        rows.append(_criterion_row(f"{name} mutation (encoder + decoder)", shape, median_seconds(mutate(name), repeats),
-                                   baseline, "random's mutation", repeats))
+    for name, params in (("snip", None), ("snap", None), ("merge", None), ("magnitude", {"scope": "global"}),
+                         ("random", {"unit": "neuron"}), ("latent_ablation", None), ("latent_fold", None)):
+        label = name + "".join(f" {k}={v}" for k, v in (params or {}).items())
+        rows.append(_criterion_row(f"{label} mutation (encoder + decoder)", shape,
+                                   median_seconds(mutate(name, params), repeats), baseline, "random's mutation", repeats))
     return rows
 
 
@@ -262,20 +242,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     rows = [row for out, fan_in in SHAPES for row in bench_shape(out, fan_in, args.repeats)]
-    print(f"{'kernel':<28} {'shape':>9} {'numba us':>10} {'numpy us':>10} {'numpy/numba':>12}")
+    print(f"{'kernel':<40} {'shape':>9} {'numba us':>10} {'numpy us':>10} {'numpy/numba':>12}")
     for r in rows:
-        print(f"{r['kernel']:<28} {r['shape']:>9} {r['numba_us']:>10.1f} {r['numpy_us']:>10.1f} {r['speedup']:>11.1f}x")
+        print(f"{r['kernel']:<40} {r['shape']:>9} {r['numba_us']:>10.1f} {r['numpy_us']:>10.1f} {r['speedup']:>11.1f}x")
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # both sides on one thread: products this small gain nothing from two,
     with threadpool_limits(1, user_api="blas"):  # and spinning threads swamp a loaded machine
         criteria = [row for n_dims in (1000, 4000) for row in bench_criteria(n_dims, max(10, args.repeats // 10))]
     torch.set_num_threads(torch_threads)
-    print(f"\n{'criterion':<38} {'network':>7} {'coevo us':>10} {'baseline us':>12} {'ratio':>7}  baseline")
+    print(f"\n{'criterion':<52} {'network':>7} {'coevo us':>10} {'baseline us':>12} {'ratio':>7}  baseline")
     for r in criteria:
-        print(f"{r['criterion']:<38} {r['network']:>7} {r['coevo_us']:>10.1f} {r['baseline_us']:>12.1f} "
+        print(f"{r['criterion']:<52} {r['network']:>7} {r['coevo_us']:>10.1f} {r['baseline_us']:>12.1f} "
               f"{r['ratio']:>6.2f}x  {r['baseline']}")
     result = {
-        "what": "median seconds of one call, Numba kernel vs plain numpy, same process, fresh masks, after warm-up",
+        "what": "median seconds of one call, Numba kernel vs plain numpy, same process, same inputs, after warm-up",
         "command": "python benchmarks/mask_kernels.py" + (f" --repeats {args.repeats}" if args.repeats != 200 else "")
                    + (f" --out {args.out}" if args.out != DEFAULT_OUT else ""),
         "amount": AMOUNT, "alive_fraction_before": 0.8,
