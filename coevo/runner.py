@@ -223,7 +223,7 @@ def _resume(run_dir: Path, generations: int | None, quiet: bool, observers: Sequ
     note = rundir.restore_logbook(logbook, saved.get("logbook"), int(saved["logbook_rows"]), path.name)
     if note:
         print(f"coevo: {note}", file=sys.stderr)
-    text = logbook.read_text(newline="") if saved.get("logbook") is None else saved["logbook"]
+    text = logbook.read_bytes().decode() if saved.get("logbook") is None else saved["logbook"]
     _run(problem, run_dir, state, text, quiet, extra, t0, fingerprint)
 
 
