@@ -114,8 +114,8 @@ def _interrupted(run_dir: Path) -> Interrupted:
         return Interrupted(f"interrupted; the checkpoint of generation {gen} is kept: "
                            f"`coevo resume {run_dir}` continues from it")
     if run_dir.is_dir():
-        return Interrupted(f"interrupted before the first checkpoint; nothing to resume: "
-                           f"`coevo run --out {run_dir} ...` starts it again in the same directory")
+        return Interrupted(f"interrupted before the first checkpoint; no generation is kept: "
+                           f"`coevo resume {run_dir}` runs it again from generation 0")
     return Interrupted("interrupted; nothing was written")
 
 
@@ -134,6 +134,7 @@ def start(config: Config, out: str | Path | None = None, quiet: bool = False,
     with global_state_kept():
         try:
             t0 = time.perf_counter()
+            config_module.validate(config)
             config = rundir.with_absolute_source(config)
             problem = _prepare(config)
             extra = _observers(config, run_dir, observers)
@@ -196,6 +197,17 @@ def _resume(run_dir: Path, generations: int | None, quiet: bool, observers: Sequ
     written = config
     if generations is not None:
         config = config.replace(run__generations=generations)
+    if never_checkpointed(run_dir):  # stopped before its first checkpoint: nothing to continue, run it again
+        if data is not None:
+            config = config.replace(data__source=str(Path(data).resolve()))
+        problem = _prepare(config)
+        extra = _observers(config, run_dir, observers)
+        print(f"coevo: {run_dir} has no checkpoint yet (it stopped before its first one); running it from "
+              f"generation 0", file=sys.stderr)
+        lock.clear(run_dir)
+        atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
+        _run(problem, run_dir, None, None, quiet, extra, t0)
+        return
     path, saved, warnings = checkpoint_module.read_latest(run_dir)
     for w in warnings:
         print(f"coevo: {w}", file=sys.stderr)

@@ -270,18 +270,36 @@ def test_a_directory_that_never_checkpointed_is_reused_by_run(tmp_path, user_ops
     code, _, err = cli(["run", "--quiet", "--out", str(out),
                         *sets(never + [f"prune.operator={user_ops}:boom", "prune.probability=1"])], capsys)
     assert code == 2
-    code, _, err = cli(["resume", str(out), "--quiet"], capsys)
-    assert code == 2 and one_line(err) and "no checkpoints" in err and f"coevo run --out {out}" in err
     code, _, err = cli(["run", "--quiet", "--out", str(out), *sets(never)], capsys)
-    assert code == 0, err
+    assert code == 0, err  # the directory is reused
     assert json.loads((out / "summary.json").read_text())["generations"] == 3
+    assert rows_of(out) == list(range(3))
+    (out / "summary.json").unlink()
+    assert not runner.never_checkpointed(out)  # a run directory with a best pair is never reused
     (out / "precious.txt").write_text("not coevo's")  # a finished run, or a foreign file: never reused
     code, _, err = cli(["run", "--quiet", "--out", str(out), *sets(never)], capsys)
     assert code == 2 and "not empty" in err and (out / "precious.txt").exists()
 
 
+def test_resume_runs_a_directory_that_never_checkpointed_from_generation_0(tmp_path, user_ops, capsys):
+    out = tmp_path / "run"
+    never = TINY + ["run.checkpoint_every=0"]
+    code, _, err = cli(["run", "--quiet", "--out", str(out),
+                        *sets(never + [f"prune.operator={user_ops}:boom", "prune.probability=1"])], capsys)
+    assert code == 2
+    config = out / "config.toml"
+    config.write_text(config.read_text().replace(f'"{user_ops}:boom"', '"random"'))  # the user fixes it
+    code, _, err = cli(["resume", str(out), "--quiet"], capsys)
+    assert code == 0 and "has no checkpoint yet" in err and "running it from generation 0" in err
+    assert rows_of(out) == list(range(3))
+
+
+def rows_of(run_dir: Path) -> list[int]:
+    return [int(r["generation"]) for r in rows(run_dir)]
+
+
 @pytest.mark.parametrize("every, fragment", [
-    (0, "interrupted before the first checkpoint; nothing to resume: `coevo run --out"),
+    (0, "interrupted before the first checkpoint; no generation is kept: `coevo resume"),
     (1, "interrupted; the checkpoint of generation 2 is kept: `coevo resume"),
 ])
 def test_ctrl_c_says_what_is_kept(tmp_path, capsys, monkeypatch, every, fragment):
