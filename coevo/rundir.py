@@ -200,6 +200,16 @@ def restore_logbook(path: Path, text: str | None, rows: int, checkpoint_name: st
     return None
 
 
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Remove the temporary files (``.NAME.tmpPID``) that killed writers left in a run directory
+    (the caller holds its lock, so no live process is writing them)."""
+    mine = f".tmp{os.getpid()}"
+    for folder in (run_dir, run_dir / "plots", run_dir / "checkpoints"):
+        for path in folder.glob(".*.tmp*") if folder.is_dir() else ():
+            if not path.name.endswith(mine):
+                path.unlink(missing_ok=True)
+
+
 # ------------------------------------------------------------------------- derived files
 
 def pair_id(model: dict) -> str:

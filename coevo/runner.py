@@ -229,6 +229,7 @@ def _resume(run_dir: Path, generations: int | None, quiet: bool, observers: Sequ
                         f"--generations must be at least that")
     extra = _observers(config, run_dir, observers)
     # every check passed: from here on the run directory is written
+    rundir.remove_stale_temporaries(run_dir)
     if config != written:
         atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
     logbook = run_dir / "logbook.csv"

@@ -78,9 +78,9 @@ def kill_points(n: int = 20, seed: int = 20) -> list[tuple[str, int, float]]:
              ("timer", 0, 0.05), ("checkpoint_half", 1, 0.0), ("logbook_half", GENERATIONS, 0.0)]
     points = list(fixed)
     while len(points) < n:
-        mode = rng.choice(["checkpoint_half", "checkpoint_renamed", "logbook_half", "timer", "timer"])
+        mode = rng.choice(["checkpoint_half", "checkpoint_renamed", "logbook_half", "timer", "timer", "timer"])
         k = rng.randint(1, CHECKPOINT_WRITES) if mode.startswith("checkpoint") else rng.randint(1, GENERATIONS)
-        points.append((mode, k, round(rng.uniform(0.0, 0.4), 3)))
+        points.append((mode, k if mode != "timer" else 0, round(rng.uniform(0.3, 1.5), 3) if mode == "timer" else 0.0))
     return points
 
 
@@ -117,9 +117,8 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_run(tmp_path, capsys
     proc = subprocess.run([sys.executable, "-c", DRIVER, mode, str(k), str(delay),
                            "run", "--quiet", "--out", str(out), *sets(CONFIG)],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode in (-9, 0), proc.stderr  # killed, or (a late timer) finished first
-    if proc.returncode == -9:
-        assert not (out / "summary.json").exists()
+    assert proc.returncode == -9 or (mode == "timer" and proc.returncode == 0), proc.stderr  # a late timer: finished
+    if not (out / "summary.json").exists():  # (a late timer may strike after summary.json was written)
         code = main(["resume", str(out), "--quiet"])
         err = capsys.readouterr().err
         assert code == 0, err

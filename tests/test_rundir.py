@@ -458,3 +458,13 @@ def test_a_checkpoint_without_the_logbook_cuts_a_complete_file_and_refuses_a_sho
     (part / "logbook.csv").write_bytes(text.splitlines(keepends=True)[0])
     code, _, err = resume_to_4(part, capsys)
     assert code == 2 and one_line(err) and "does not hold the 1 complete rows" in err
+
+
+def test_resume_removes_temporary_files_of_killed_writers(part, capsys):
+    (part / "summary.json").unlink()
+    stale = [part / ".summary.json.tmp999999", part / "plots" / ".loss.png.tmp999999",
+             part / checkpoint.CHECKPOINT_DIR / ".gen_000003.pt.tmp999999"]
+    for path in stale:
+        path.write_bytes(b"half")
+    assert cli(["resume", str(part), "--quiet"], capsys)[0] == 0
+    assert not any(path.exists() for path in stale)
