@@ -49,7 +49,7 @@ def rows(run_dir: Path) -> list[dict]:
 
 def stable(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {k: v for k, v in summary.items() if k not in runner.SUMMARY_TIMING_KEYS}
+    return {k: v for k, v in summary.items() if k not in runner.SUMMARY_TIMING_KEYS and k != "provenance"}
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
