@@ -36,6 +36,7 @@ from coevo.errors import UserError
 
 FIRING = 0.01  # a latent neuron must fire on at least this fraction of test rows
 MAX_ID_ROWS = 5000  # the estimators see at most this many training rows (a seeded subsample)
+MIN_ID_ROWS = 3  # TwoNN needs three points (a point and its two nearest neighbours)
 FOLD_TOLERANCE = 0.2  # latent_needed: folds may raise the test loss by at most this fraction in all
 
 
@@ -125,6 +126,7 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
     from coevo.checkpoint import atomic_write_bytes
     from coevo.export import compact_pair, masked_pair
     from coevo.report import read_logbook, read_summary, subplots
+    from coevo.rundir import record_derived, torch_load
 
     run_dir = Path(run_dir)
     _extras()
@@ -133,7 +135,11 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
         raise UserError(f"{run_dir} has no best.pt")
     cfg = config_module.load(run_dir / "config.toml")
     dataset = data_module.load(cfg.data, cfg.run.seed)
-    best = torch.load(run_dir / "best.pt", weights_only=True)
+    if dataset.train.shape[0] < MIN_ID_ROWS:
+        raise UserError(f"coevo analyze needs at least {MIN_ID_ROWS} training rows to estimate an intrinsic "
+                        f"dimension; the data of {run_dir} ({cfg.data.source}) leave {dataset.train.shape[0]}")
+    best = torch_load(run_dir / "best.pt", "saved by the run", run_dir,
+                      f"`coevo resume {run_dir}` writes it again from the newest checkpoint", weights_only=True)
     enc, dec = masked_pair(best["encoder"], best["decoder"])
     model = compact_pair(best["encoder"], best["decoder"])
     first = model.decoder[0].weight  # a kept latent neuron has an outgoing weight; checked all the same
@@ -242,6 +248,9 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
     for name, payload in figures.items():
         atomic_write_bytes(run_dir / "plots" / name, payload)
     atomic_write_bytes(run_dir / "analysis.json", (json.dumps(result, indent=2) + "\n").encode())
+    pair = read_summary(run_dir).get("best_pair")
+    if isinstance(pair, str):  # which best pair these files describe (coevo.rundir)
+        record_derived(run_dir, [run_dir / "analysis.json", *(run_dir / f for f in result["figures"])], pair)
     return result
 
 

@@ -87,17 +87,31 @@ def _stack_from(d: dict[str, torch.Tensor], layout: Layout, device: str) -> Stac
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half.
+    A failed write (a full disk, say) removes its temporary file and raises the OSError."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
-def save(run_dir: Path, state: RunState, logbook_rows: int) -> Path:
-    """Write ``checkpoints/gen_XXXXXX.pt`` atomically and keep the newest few."""
+def save(run_dir: Path, state: RunState, logbook_rows: int, logbook: str | None = None,
+         meta: dict | None = None) -> Path:
+    """Write ``checkpoints/gen_XXXXXX.pt`` atomically and keep the newest few.
+
+    ``logbook`` is the logbook's text up to this generation (header and ``logbook_rows`` rows),
+    from which a resume rebuilds a short or damaged logbook.csv; ``meta`` what the run directory
+    is checked against on resume (:mod:`coevo.rundir`: the configuration and the data's
+    fingerprint)."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -109,6 +123,8 @@ def save(run_dir: Path, state: RunState, logbook_rows: int) -> Path:
         "wall_seconds": state.wall_seconds,
         "events": dict(state.events),
         "logbook_rows": logbook_rows,
+        "logbook": logbook,
+        "meta": dict(meta or {}),
         "python_random": random.getstate(),
         "numpy_random": np.random.get_state(),
         "torch_random": torch.get_rng_state(),
@@ -133,26 +149,48 @@ def _read(path: Path) -> dict:
     return torch.load(io.BytesIO(payload), weights_only=False)
 
 
-def load_latest(run_dir: Path, enc_layout: Layout, dec_layout: Layout, device: str) -> tuple[RunState, int, list[str]]:
-    """The newest good checkpoint as (state, logbook rows, warnings about bad newer ones)."""
+def read_latest(run_dir: Path) -> tuple[Path, dict, list[str]]:
+    """The newest good checkpoint as (its path, its contents, warnings about bad newer ones);
+    changes nothing (see :func:`state_from`)."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     candidates = sorted(folder.glob("gen_*.pt"), reverse=True)
     if not candidates:
-        raise UserError(f"{run_dir} has no checkpoints to resume from (run.checkpoint_every = 0?)")
+        raise UserError(f"{run_dir} has no checkpoints to resume from (run.checkpoint_every = 0, or it stopped "
+                        f"before its first one); start it again with `coevo run --out {run_dir} ...` "
+                        f"(a directory without checkpoints is reused)")
     warnings = []
     for path in candidates:
         try:
             d = _read(path)
+            if not isinstance(d, dict) or not {"generation", "encoders", "decoders", "lr"} <= d.keys():
+                raise ValueError("not a coevo checkpoint")
+        except OSError:
+            raise
         except Exception as exc:  # any unreadable checkpoint: fall back to an older one
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             warnings.append(f"skipping checkpoint {path.name}: {reason}")
             continue
-        random.setstate(d["python_random"])
-        if "numpy_random" in d:  # absent from checkpoints written before they were stored
-            np.random.set_state(d["numpy_random"])
-            torch.set_rng_state(d["torch_random"])
-        state = RunState(int(d["generation"]), _stack_from(d["encoders"], enc_layout, device),
-                         _stack_from(d["decoders"], dec_layout, device), d["lr"].numpy().copy(),
-                         float(d["wall_seconds"]), dict(d.get("events", {})))
-        return state, int(d["logbook_rows"]), warnings
+        return path, d, warnings
     raise UserError(f"every checkpoint in {folder} is damaged ({'; '.join(warnings)}); the run cannot be resumed")
+
+
+def state_from(d: dict, enc_layout: Layout, dec_layout: Layout, device: str, name: str = "the checkpoint") -> RunState:
+    """The run state a checkpoint holds; restores the global random states it stored. A
+    checkpoint whose networks do not fit the layouts is a UserError (it is another run's)."""
+    from coevo.rundir import check_layout
+
+    check_layout(d["encoders"], enc_layout, "encoder", name)
+    check_layout(d["decoders"], dec_layout, "decoder", name)
+    random.setstate(d["python_random"])
+    if "numpy_random" in d:  # absent from checkpoints written before they were stored
+        np.random.set_state(d["numpy_random"])
+        torch.set_rng_state(d["torch_random"])
+    return RunState(int(d["generation"]), _stack_from(d["encoders"], enc_layout, device),
+                    _stack_from(d["decoders"], dec_layout, device), d["lr"].numpy().copy(),
+                    float(d["wall_seconds"]), dict(d.get("events", {})))
+
+
+def load_latest(run_dir: Path, enc_layout: Layout, dec_layout: Layout, device: str) -> tuple[RunState, int, list[str]]:
+    """The newest good checkpoint as (state, logbook rows, warnings about bad newer ones)."""
+    path, d, warnings = read_latest(run_dir)
+    return state_from(d, enc_layout, dec_layout, device, path.name), int(d["logbook_rows"]), warnings

@@ -4,19 +4,30 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib.util
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Sequence
 
 from coevo import __version__
-from coevo.errors import UserError
+from coevo.errors import UserError, user_frame
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coevo", description="Train and prune autoencoders by spatial coevolution.")
     parser.add_argument("--version", action="version", version=f"coevo {__version__}")
+    debug_help = ("on an error, also print the full traceback (including a plug-in's file and line); "
+                  "COEVO_DEBUG=1 does the same")
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common], **k)  # --debug after the command too
 
     run = sub.add_parser("run", help="run coevolution or canonical training")
     run.add_argument("--preset", help="start from a configuration shipped with coevo (see `coevo operators`); "
@@ -33,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("run_dir", type=Path)
     res.add_argument("--generations", type=int, help="run to this many generations in total")
     res.add_argument("--quiet", action="store_true")
+    res.add_argument("--data", type=Path, metavar="PATH",
+                     help="the run's data file in a new place (it must be the same file: size and SHA-256 are checked)")
 
     rep = sub.add_parser("report", help="redraw a run's plots and print its summary")
     rep.add_argument("run_dir", type=Path)
@@ -86,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
 
         if args.generations is not None and args.generations < 1:
             raise UserError(f"--generations must be >= 1, got {args.generations}")
-        run_dir = runner.resume(args.run_dir, args.generations, quiet=args.quiet)
+        run_dir = runner.resume(args.run_dir, args.generations, quiet=args.quiet, data=args.data)
         print(report.format_summary(report.read_summary(run_dir)))
         return 0
     if args.command == "report":
@@ -96,6 +109,10 @@ def _run(args: argparse.Namespace) -> int:
         paths = report.plot_run(args.run_dir)
         print(report.format_summary(summary))
         print("plots: " + ", ".join(str(p) for p in paths))
+        stale = report.stale_files(args.run_dir, summary)
+        if stale:
+            print(f"stale: {', '.join(stale)} (made from an earlier best pair; run `coevo export` / "
+                  f"`coevo analyze` again)")
         return 0
     if args.command == "export":
         from coevo import export
@@ -182,21 +199,78 @@ def _import_failure(exc: ImportError | AttributeError) -> str | None:
     return None
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("COEVO_DEBUG", "") not in ("", "0")
+
+
+def _with_origin(exc: BaseException) -> str:
+    """The error's message, with the file and line of the user's code that raised it (a plug-in's
+    exception that coevo turned into an OperatorError) when there is one."""
+    message = str(exc)
+    cause = exc.__cause__
+    if cause is not None and cause.__traceback__ is not None:
+        where = user_frame(cause.__traceback__)
+        if where and where not in message:
+            message += f" (at {where}; --debug shows the traceback)"
+    return message
+
+
+OS_FIXES = {
+    errno.ENOSPC: "free some space on that disk (or choose another --out); `coevo resume DIR` continues a run",
+    errno.EDQUOT: "free some space within your disk quota; `coevo resume DIR` continues a run",
+    errno.EROFS: "the file system is read-only: choose another place (--out)",
+    errno.EACCES: "you may not write or read there: choose another place (--out) or change its permissions",
+    errno.EPERM: "you may not write or read there: choose another place (--out) or change its permissions",
+    errno.ENOTDIR: "a part of that path is a file, not a directory: choose another path",
+    errno.ENOENT: "a part of that path does not exist: check it",
+    errno.EEXIST: "something is already there: choose another path",
+    errno.EISDIR: "that is a directory: give a file name",
+}
+
+
+def _os_failure(exc: OSError) -> str:
+    """One line for an OS-level failure: what failed, on which file, and the fix."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""
+    fix = OS_FIXES.get(exc.errno or -1, "check the file and the disk, then try again")
+    return f"{what}{where}; {fix}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    debug = _debug(args)
     try:
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # a reader that stopped early (`coevo operators | head -2`): nothing to say; no flush at exit
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except UserError as exc:
-        print(f"coevo: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"coevo: error: {_with_origin(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"coevo: error: {_os_failure(exc)}", file=sys.stderr)
         return 2
     except (ImportError, AttributeError) as exc:
         message = _import_failure(exc)
         if message is None:
             raise
+        if debug:
+            traceback.print_exc()
         print(f"coevo: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("coevo: interrupted; the last checkpoint is kept (coevo resume DIR continues)", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if debug:
+            traceback.print_exc()
+        message = getattr(exc, "message", None) or "interrupted"
+        print(f"coevo: {message}", file=sys.stderr)
         return 130
 
 

@@ -427,6 +427,10 @@ def validate(c: Config) -> None:
     need(c.train.lr_sigma >= 0, f"train.lr_sigma must be >= 0, got {c.train.lr_sigma}")
     need(0 < c.train.lr_min <= c.train.lr_max,
          f"train.lr_min and train.lr_max must satisfy 0 < lr_min <= lr_max, got {c.train.lr_min}, {c.train.lr_max}")
+    need(c.run.mode != "coevolution" or c.train.lr_sigma == 0 or c.train.lr_min <= c.train.learning_rate <= c.train.lr_max,
+         f"train.learning_rate = {c.train.learning_rate} is outside [train.lr_min, train.lr_max] = "
+         f"[{c.train.lr_min}, {c.train.lr_max}], so the learning-rate mutation would clip it at once; "
+         f"change one of them (or set train.lr_sigma = 0)")
     need(c.train.bce_weight >= 0, f"train.bce_weight must be >= 0 (0 = off), got {c.train.bce_weight}")
     for key in ("gradient_noise", "scale_l1", "scale_l1_latent"):
         value = getattr(c.train, key)

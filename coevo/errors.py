@@ -15,3 +15,31 @@ class DataError(UserError):
 
 class OperatorError(UserError):
     """A pruning operator or schedule raised or broke the mask contract; the message names it."""
+
+
+def user_frame(tb) -> str | None:
+    """``FILE:LINE in FUNCTION`` of the innermost frame of traceback ``tb`` that is the user's
+    code (not coevo's, not the standard library's or an installed package's); None if none is."""
+    import sysconfig
+    import traceback
+    from pathlib import Path
+
+    skip = {Path(__file__).resolve().parent}
+    try:
+        from coevo import operators
+
+        skip.add(Path(operators.__file__).resolve().parent)
+    except Exception:  # pragma: no cover - a broken installation; the frames still help
+        pass
+    paths = sysconfig.get_paths()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        if paths.get(key):
+            skip.add(Path(paths[key]).resolve())
+    found = None
+    for frame in traceback.extract_tb(tb):
+        if not frame.filename or frame.filename.startswith("<"):
+            continue
+        path = Path(frame.filename).resolve()
+        if not any(path.is_relative_to(root) for root in skip):
+            found = f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return found

@@ -67,7 +67,15 @@ def prune_step(config: Config, generation: int, subpopulation: int) -> schedules
     last = config.run.generations - 1
     watch = GlobalRandomWatch()
     try:
-        step = schedules.Pruning.of(schedule(generation, last, config.prune.probability, subpopulation, **params))
+        returned = schedule(generation, last, config.prune.probability, subpopulation, **params)
+        parts = (returned.probability, returned.amount, returned.kept) if isinstance(returned, schedules.Pruning) \
+            else (returned,)
+        for value in parts:  # float("0.5") and float(True) would pass silently
+            if isinstance(value, (str, bytes, bool, np.bool_)):
+                raise OperatorError(f"pruning schedule {name!r} returned {value!r} ({type(value).__name__}) at "
+                                    f"generation {generation}; a schedule returns a number (or schedules.Pruning "
+                                    f"of numbers)")
+        step = schedules.Pruning.of(returned)
         p = float(step.probability)
         amount = None if step.amount is None else float(step.amount)
         kept = None if step.kept is None else float(step.kept)

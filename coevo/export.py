@@ -299,14 +299,21 @@ def _pairs(run_dir: Path, which: str) -> list[tuple[dict, dict]]:
         path = run_dir / "best.pt"
         if not path.exists():
             raise UserError(f"{run_dir} has no best.pt")
-        saved = torch.load(path, weights_only=True)
+        saved = _load(path, run_dir)
         return [(saved["encoder"], saved["decoder"])]
     path = run_dir / "centres.pt"
     if not path.exists():
         raise UserError(f"{run_dir} has no centres.pt: the run did not save its centres "
                         f"(set run.save_centres = true), use --which best")
-    saved = torch.load(path, weights_only=True)
+    saved = _load(path, run_dir)
     return list(zip(saved["encoders"], saved["decoders"]))
+
+
+def _load(path: Path, run_dir: Path) -> dict:
+    from coevo.rundir import torch_load
+
+    return torch_load(path, "saved by the run", run_dir,
+                      f"`coevo resume {run_dir}` writes it again from the newest checkpoint", weights_only=True)
 
 
 def default_out(run_dir: Path, fmt: str) -> Path:
@@ -366,7 +373,22 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
                                 t_masked, t_compact, batch))
     for path, payload in zip(paths, payloads):
         atomic_write_bytes(path, payload)
+    _note_derived(run_dir, paths)
     return results
+
+
+def _note_derived(run_dir: Path, paths: Sequence[Path]) -> None:
+    """Record which best pair the files inside the run directory came from (coevo.rundir)."""
+    import json
+
+    from coevo import rundir
+
+    try:
+        pair = json.loads((run_dir / "summary.json").read_text()).get("best_pair")
+    except (OSError, ValueError):
+        pair = None
+    if isinstance(pair, str):
+        rundir.record_derived(run_dir, paths, pair)
 
 
 def format_exported(results: Sequence[Exported]) -> str:

@@ -8,6 +8,7 @@ need, and pass instances to ``coevo.runner.start(config, observers=[...])``.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -58,34 +59,36 @@ class LogbookRecorder(Observer):
 
 class CsvLogbook(Observer):
     """Appends one row per generation to ``logbook.csv`` and flushes it, so a crash loses nothing
-    that was recorded. On resume, rows past the checkpoint are dropped first."""
+    that was recorded. It also keeps the text it wrote, which each checkpoint stores.
 
-    def __init__(self, path: Path, keep_rows: int | None = None) -> None:
+    ``text`` is the logbook the run continues (a checkpoint's, which the file already holds:
+    :func:`coevo.rundir.restore_logbook`); None for a new run."""
+
+    def __init__(self, path: Path, text: str | None = None) -> None:
         self.path = Path(path)
-        self.keep_rows = keep_rows
+        self._chunks: list[str] = [text] if text else []
+        self._header = next(csv.reader(io.StringIO(text))) if text else None
         self._file = None
-        self._writer: csv.DictWriter | None = None
+
+    def text(self) -> str:
+        """The logbook as written so far: header and one line per generation."""
+        return "".join(self._chunks)
 
     def on_start(self, config: Config, state: RunState) -> None:
-        if self.keep_rows is not None and self.path.exists():
-            with open(self.path, newline="") as fh:
-                lines = fh.read().splitlines(keepends=True)
-            kept = lines[: 1 + self.keep_rows]
-            checkpoint.atomic_write_bytes(self.path, "".join(kept).encode())
-            self._header = lines[0].strip().split(",") if lines else None
-        else:
-            self._header = None
+        pass
 
     def on_generation(self, row: dict, state: RunState) -> None:
-        if self._writer is None:
-            new = not self.path.exists() or self.path.stat().st_size == 0
+        buf = io.StringIO()
+        if self._header is None:
+            self._header = list(row)
+            csv.DictWriter(buf, fieldnames=self._header).writeheader()
+        csv.DictWriter(buf, fieldnames=self._header, extrasaction="ignore").writerow(row)
+        chunk = buf.getvalue()
+        if self._file is None:
             self._file = open(self.path, "a", newline="")
-            fields = self._header or list(row)
-            self._writer = csv.DictWriter(self._file, fieldnames=fields, extrasaction="ignore")
-            if new:
-                self._writer.writeheader()
-        self._writer.writerow(row)
+        self._file.write(chunk)
         self._file.flush()
+        self._chunks.append(chunk)
 
     def close(self) -> None:
         if self._file is not None:
@@ -93,21 +96,31 @@ class CsvLogbook(Observer):
 
 
 class Checkpointer(Observer):
-    """Saves a checkpoint every ``every`` generations and after the last one."""
+    """Saves a checkpoint when the run starts from scratch (generation 0), every ``every``
+    generations and after the last one, each with the logbook's text so far and ``meta``."""
 
-    def __init__(self, run_dir: Path, every: int, last_generation: int) -> None:
+    def __init__(self, run_dir: Path, every: int, last_generation: int, logbook: CsvLogbook | None = None,
+                 meta: dict | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.every = every
         self.last = last_generation
         self.rows = 0
+        self.logbook = logbook
+        self.meta = meta
+
+    def _save(self, state: RunState) -> None:
+        text = self.logbook.text() if self.logbook is not None else None
+        checkpoint.save(self.run_dir, state, self.rows, text, self.meta)
 
     def on_start(self, config: Config, state: RunState) -> None:
         self.rows = state.generation
+        if self.every and state.generation == 0 and not any((self.run_dir / checkpoint.CHECKPOINT_DIR).glob("gen_*.pt")):
+            self._save(state)  # a run stopped before its first generation ends can be resumed
 
     def on_generation(self, row: dict, state: RunState) -> None:
         self.rows += 1
         if self.every and (state.generation % self.every == 0 or state.generation == self.last):
-            checkpoint.save(self.run_dir, state, self.rows)
+            self._save(state)
 
 
 class ProgressBar(Observer):

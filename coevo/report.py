@@ -36,7 +36,15 @@ def read_logbook(run_dir: Path) -> dict[str, np.ndarray]:
         rows = list(csv.DictReader(fh))
     if not rows:
         raise UserError(f"{path} has no generations yet")
-    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
+    try:
+        columns = {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{path} is damaged ({exc}); `coevo resume {run_dir}` rebuilds it from the newest "
+                        f"checkpoint") from None
+    if "generation" not in columns:
+        raise UserError(f"{path} is damaged (no generation column); `coevo resume {run_dir}` rebuilds it "
+                        f"from the newest checkpoint")
+    return columns
 
 
 def plot_run(run_dir: Path) -> list[Path]:
@@ -104,7 +112,21 @@ def read_summary(run_dir: Path) -> dict:
     path = run_dir / "summary.json"
     if not path.exists():
         raise UserError(f"{run_dir} has no summary.json (the run did not finish; try `coevo resume {run_dir}`)")
-    return json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is damaged ({exc}); `coevo resume {run_dir}` writes it again from the "
+                        f"newest checkpoint") from None
+    return summary
+
+
+def stale_files(run_dir: Path, summary: dict) -> list[str]:
+    """Files derived from an earlier best pair than the summary's (see :mod:`coevo.rundir`)."""
+    from coevo import rundir
+
+    return rundir.stale_derived(Path(run_dir), summary.get("best_pair"))
 
 
 def format_summary(summary: dict) -> str:

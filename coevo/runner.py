@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import random
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -23,12 +24,13 @@ import numpy as np
 import torch
 
 from coevo import config as config_module
-from coevo import lock, provenance, report
+from coevo import checkpoint as checkpoint_module
+from coevo import errors, lock, provenance, report, rundir
 from coevo.canonical import train_canonical
-from coevo.checkpoint import RunState, atomic_write_bytes, load_latest
+from coevo.checkpoint import CHECKPOINT_DIR, RunState, atomic_write_bytes
 from coevo.config import Config
 from coevo.engines import make_engine
-from coevo.errors import UserError
+from coevo.errors import DataError, OperatorError, UserError
 from coevo.evolve import coevolve, final_losses, make_toolbox, prune_probability
 from coevo.genome import state_dict
 from coevo.measures import baseline_loss, loss_floor, stack_kept_fractions
@@ -74,12 +76,47 @@ def prepare(config: Config) -> Problem:
 
 def _prepare(config: Config) -> Problem:
     config_module.validate(config)
-    problem = build(config)
-    make_toolbox(config)
-    prune_probability(config, 0, 1)
-    if config.run.mode == "coevolution":
-        make_engine(config).close()
+    rundir.check_memory(config)  # before the data are loaded or the grid allocated
+    with user_code("preparing the run"):
+        problem = build(config)
+        make_toolbox(config)
+        prune_probability(config, 0, 1)
+        if config.run.mode == "coevolution":
+            make_engine(config).close()
     return problem
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C: ``message`` says what was kept and how to go on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@contextlib.contextmanager
+def user_code(what: str) -> Iterator[None]:
+    """``SystemExit`` raised inside a run (a plug-in's ``sys.exit()``) is an OperatorError, not
+    the end of the process: the run did not finish."""
+    try:
+        yield
+    except SystemExit as exc:
+        where = errors.user_frame(exc.__traceback__)
+        raise OperatorError(f"user code called sys.exit({exc.code!r}) while {what}"
+                            + (f" ({where})" if where else "")
+                            + "; a pruning operator, schedule or observer must raise an exception instead") from exc
+
+
+def _interrupted(run_dir: Path) -> Interrupted:
+    newest = sorted((run_dir / CHECKPOINT_DIR).glob("gen_*.pt")) if run_dir.is_dir() else []
+    if newest:
+        gen = int(newest[-1].stem.split("_")[1])
+        return Interrupted(f"interrupted; the checkpoint of generation {gen} is kept: "
+                           f"`coevo resume {run_dir}` continues from it")
+    if run_dir.is_dir():
+        return Interrupted(f"interrupted before the first checkpoint; no generation is kept: "
+                           f"`coevo resume {run_dir}` runs it again from generation 0")
+    return Interrupted("interrupted; nothing was written")
 
 
 def default_run_dir(config: Config) -> Path:
@@ -93,53 +130,114 @@ def start(config: Config, out: str | Path | None = None, quiet: bool = False,
 
     ``observers`` (:class:`coevo.observers.Observer` instances) are called after coevo's own,
     at the start, after every generation and at the end of the run."""
+    run_dir = Path(out) if out is not None else default_run_dir(config)
     with global_state_kept():
-        t0 = time.perf_counter()
-        problem = _prepare(config)
-        run_dir = Path(out) if out is not None else default_run_dir(config)
-        extra = _observers(config, run_dir, observers)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UserError(f"run directory {run_dir} already exists and is not a directory; choose another --out")
-        # one writer per run directory: a live one makes this a clear refusal (coevo.lock)
-        with lock.hold(run_dir):
-            if not lock.is_empty(run_dir):
-                raise UserError(f"run directory {run_dir} already exists and is not empty; "
-                                f"choose another --out, or continue it with `coevo resume {run_dir}`")
-            atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
-            _run(problem, run_dir, None, None, quiet, extra, t0)
+        try:
+            t0 = time.perf_counter()
+            config_module.validate(config)
+            config = rundir.with_absolute_source(config)
+            problem = _prepare(config)
+            extra = _observers(config, run_dir, observers)
+            if run_dir.exists() and not run_dir.is_dir():
+                raise UserError(f"run directory {run_dir} already exists and is not a directory; choose another --out")
+            # one writer per run directory: a live one makes this a clear refusal (coevo.lock)
+            with lock.hold(run_dir):
+                if not lock.is_empty(run_dir):
+                    if not never_checkpointed(run_dir):
+                        raise UserError(f"run directory {run_dir} already exists and is not empty; "
+                                        f"choose another --out, or continue it with `coevo resume {run_dir}`")
+                    lock.clear(run_dir)  # a run that stopped before its first checkpoint: start it afresh
+                atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
+                _run(problem, run_dir, None, None, quiet, extra, t0)
+        except KeyboardInterrupt:
+            raise _interrupted(run_dir) from None
     return run_dir
+
+
+RESTARTABLE = ("config.toml", "logbook.csv", CHECKPOINT_DIR, TENSORBOARD_DIR, "plots", lock.LOCK_FILE)
+
+
+def never_checkpointed(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only what a run that stopped before its first checkpoint leaves
+    (config.toml, a logbook, no checkpoint, no summary): then ``coevo run --out`` may reuse it."""
+    for entry in run_dir.iterdir():
+        if entry.name.startswith(".") and ".tmp" in entry.name:
+            continue  # a temporary file of a killed write
+        if entry.name not in RESTARTABLE:
+            return False
+    return (run_dir / "config.toml").exists() and not any((run_dir / CHECKPOINT_DIR).glob("gen_*.pt"))
 
 
 def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = False,
-           observers: Sequence[Observer] = ()) -> Path:
-    """Continue a run from its newest good checkpoint (optionally to a new generation count)."""
+           observers: Sequence[Observer] = (), data: str | Path | None = None) -> Path:
+    """Continue a run from its newest good checkpoint (optionally to a new generation count).
+
+    Everything is checked before anything is written: config.toml against the configuration the
+    checkpoint was written with, the data against its fingerprint, the checkpoint against the
+    network (see :mod:`coevo.rundir`). A logbook that is short or damaged is rebuilt from the
+    checkpoint. ``data`` points the run at its data file in a new place (same fingerprint)."""
+    run_dir = Path(run_dir)
     with global_state_kept():
-        t0 = time.perf_counter()
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise UserError(f"run directory {run_dir} does not exist")
-        if not (run_dir / "config.toml").exists():
-            raise UserError(f"{run_dir} is not a coevo run directory (no config.toml)")
-        with lock.hold(run_dir):  # one writer per run directory (coevo.lock)
-            _resume(run_dir, generations, quiet, observers, t0)
+        try:
+            t0 = time.perf_counter()
+            if not run_dir.is_dir():
+                raise UserError(f"run directory {run_dir} does not exist")
+            if not (run_dir / "config.toml").exists():
+                raise UserError(f"{run_dir} is not a coevo run directory (no config.toml)")
+            with lock.hold(run_dir):  # one writer per run directory (coevo.lock)
+                _resume(run_dir, generations, quiet, observers, t0, data)
+        except KeyboardInterrupt:
+            raise _interrupted(run_dir) from None
     return run_dir
 
 
-def _resume(run_dir: Path, generations: int | None, quiet: bool, observers: Sequence[Observer], t0: float) -> None:
+def _resume(run_dir: Path, generations: int | None, quiet: bool, observers: Sequence[Observer], t0: float,
+            data: str | Path | None) -> None:
     config = config_module.load(run_dir / "config.toml")
+    written = config
     if generations is not None:
         config = config.replace(run__generations=generations)
-    problem = _prepare(config)
-    extra = _observers(config, run_dir, observers)
-    state, rows, warnings = load_latest(run_dir, problem.enc_layout, problem.dec_layout, config.run.device)
+    if never_checkpointed(run_dir):  # stopped before its first checkpoint: nothing to continue, run it again
+        if data is not None:
+            config = config.replace(data__source=str(Path(data).resolve()))
+        problem = _prepare(config)
+        extra = _observers(config, run_dir, observers)
+        print(f"coevo: {run_dir} has no checkpoint yet (it stopped before its first one); running it from "
+              f"generation 0", file=sys.stderr)
+        lock.clear(run_dir)
+        atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
+        _run(problem, run_dir, None, None, quiet, extra, t0)
+        return
+    path, saved, warnings = checkpoint_module.read_latest(run_dir)
     for w in warnings:
-        print(f"coevo: {w}")
+        print(f"coevo: {w}", file=sys.stderr)
+    meta = saved.get("meta") or {}
+    if data is not None:
+        if not Path(data).is_file():
+            raise DataError(f"--data {data} does not exist or is not a file")
+        if meta.get("data") and not rundir.is_file_source(meta["data"]["source"]):
+            raise UserError(f"--data: this run's data are generated ({meta['data']['source']}), not read from a file")
+        config = config.replace(data__source=str(Path(data).resolve()))
+    rundir.check_config(meta.get("config"), config, path.name, run_dir)
+    rundir.check_data_file(meta.get("data"), config, path.name, moved=data is not None)
+    problem = _prepare(config)
+    fingerprint = rundir.data_fingerprint(config, problem.dataset)
+    rundir.check_dataset(meta.get("data"), fingerprint, path.name)
+    state = checkpoint_module.state_from(saved, problem.enc_layout, problem.dec_layout, config.run.device, path.name)
     if state.generation > config.run.generations:
         raise UserError(f"{run_dir} already ran {state.generation} generations; "
                         f"--generations must be at least that")
-    if generations is not None:
+    extra = _observers(config, run_dir, observers)
+    # every check passed: from here on the run directory is written
+    rundir.remove_stale_temporaries(run_dir)
+    if config != written:
         atomic_write_bytes(run_dir / "config.toml", config_module.dumps(config).encode())
-    _run(problem, run_dir, state, rows, quiet, extra, t0)
+    logbook = run_dir / "logbook.csv"
+    note = rundir.restore_logbook(logbook, saved.get("logbook"), int(saved["logbook_rows"]), path.name)
+    if note:
+        print(f"coevo: {note}", file=sys.stderr)
+    text = logbook.read_bytes().decode() if saved.get("logbook") is None else saved["logbook"]
+    _run(problem, run_dir, state, text, quiet, extra, t0, fingerprint)
 
 
 def _observers(config: Config, run_dir: Path, user: Sequence[Observer]) -> list[Observer]:
@@ -154,26 +252,31 @@ def _observers(config: Config, run_dir: Path, user: Sequence[Observer]) -> list[
     return extra + user
 
 
-def _run(problem: Problem, run_dir: Path, state: RunState | None, rows: int | None, quiet: bool,
-         extra: list[Observer], t0: float) -> None:
+def _run(problem: Problem, run_dir: Path, state: RunState | None, logbook: str | None, quiet: bool,
+         extra: list[Observer], t0: float, fingerprint: dict | None = None) -> None:
     """The loop, then the outputs; ``extra`` observers see the summary and are always closed."""
+    if fingerprint is None:
+        fingerprint = rundir.data_fingerprint(problem.config, problem.dataset)
+    meta = {"config": config_module.to_dict(problem.config), "data": fingerprint}
     try:
-        state = _execute(problem, run_dir, state, rows, quiet, extra)
-        summary = finish(problem, run_dir, state, time.perf_counter() - t0)
-        for obs in extra:
-            if callable(getattr(obs, "on_end", None)):
-                obs.on_end(summary)
+        with user_code("running"):
+            state = _execute(problem, run_dir, state, logbook, quiet, extra, meta)
+            summary = finish(problem, run_dir, state, time.perf_counter() - t0)
+            for obs in extra:
+                if callable(getattr(obs, "on_end", None)):
+                    obs.on_end(summary)
     finally:
         for obs in extra:
             if callable(getattr(obs, "close", None)):
                 obs.close()
 
 
-def _execute(problem: Problem, run_dir: Path, state: RunState | None, rows: int | None, quiet: bool,
-             extra: Sequence[Observer] = ()) -> RunState:
+def _execute(problem: Problem, run_dir: Path, state: RunState | None, logbook: str | None, quiet: bool,
+             extra: Sequence[Observer] = (), meta: dict | None = None) -> RunState:
     cfg = problem.config
-    csv_log = CsvLogbook(run_dir / "logbook.csv", keep_rows=rows)
-    observers = [csv_log, LogbookRecorder(), Checkpointer(run_dir, cfg.run.checkpoint_every, cfg.run.generations)]
+    csv_log = CsvLogbook(run_dir / "logbook.csv", logbook)
+    observers = [csv_log, LogbookRecorder(),
+                 Checkpointer(run_dir, cfg.run.checkpoint_every, cfg.run.generations, csv_log, meta)]
     bar = None if quiet else ProgressBar(cfg.run.generations, f"{cfg.run.mode} {cfg.prune.operator}")
     if bar is not None:
         observers.append(bar)
@@ -228,6 +331,9 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         summary[f"{name}_generation"] = state.events.get(name)
     model = {"encoder": state_dict(enc.layout, enc.params[best], enc.mask[best]),
              "decoder": state_dict(dec.layout, dec.params[best], dec.mask[best])}
+    summary["best_pair"] = pair = rundir.pair_id(model)
+    # a resume: files derived from the old best pair that derived.json does not list yet
+    rundir.adopt_legacy_derived(run_dir, _previous_pair(run_dir) or "unknown")
     _save_atomic(model, run_dir / "best.pt")
     if cfg.run.save_centres:
         _save_atomic({"encoders": [state_dict(enc.layout, enc.params[k], enc.mask[k]) for k in range(len(enc))],
@@ -236,7 +342,25 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
     report.plot_run(run_dir)
     # summary.json last: its presence means the run directory is complete
     atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    stale = rundir.stale_derived(run_dir, pair)
+    if stale:
+        print(f"coevo: the best pair changed; {', '.join(stale)} still describe the previous one: run "
+              f"`coevo export` / `coevo analyze` again (`coevo report` lists stale files)", file=sys.stderr)
     return summary
+
+
+def _previous_pair(run_dir: Path) -> str | None:
+    """The id of the best pair a run directory held before this run's end (None: it held none)."""
+    try:
+        pair = json.loads((run_dir / "summary.json").read_text()).get("best_pair")
+        if isinstance(pair, str):
+            return pair
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        return rundir.pair_id(torch.load(run_dir / "best.pt", weights_only=True))
+    except Exception:  # none, or damaged: nothing derived from it can be told apart
+        return None
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
