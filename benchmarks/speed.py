@@ -70,7 +70,7 @@ def _coevo(overrides: list[str], generations: int, threads: int, profile: bool) 
         out["share_train_kernel"] = share("_train_kernel")  # forward, backward and Adam
         out["share_pair_loss_kernel"] = share("_pair_losses_kernel")
         out["share_centre_loss_kernel"] = share("_centre_losses_kernel")
-        out["share_mask_kernels"] = share("random_prune_layer") + share("random_prune")
+        out["share_mask_kernels"] = share("select_weights") + share("protected_entries") + share("uniform_sample")
         top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
         out["profile_top"] = [{"function": f"{k[0].split('/')[-1]}:{k[2]}", "share": round(v[2] / total, 4)}
                               for k, v in top]
