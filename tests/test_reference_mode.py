@@ -142,7 +142,7 @@ def test_presets_set_the_reference_semantics_and_yield_to_set(capsys):
     canonical = config.load(None, [], preset="reference-canonical")
     assert canonical.run.mode == "canonical" and canonical.train.lr_decay
     assert main(["run", "--preset", "nope"]) == 2
-    assert "presets: paper, reference, reference-canonical" in capsys.readouterr().err
+    assert "presets: baseline, paper, reference, reference-canonical" in capsys.readouterr().err
     assert main(["operators"]) == 0
     assert "reference-canonical" in capsys.readouterr().out
 
