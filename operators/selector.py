@@ -35,7 +35,7 @@ import numpy as np
 
 from coevo.genome import Network
 from coevo.operators.kernels import lowest_capped, lowest_with_random_ties, stochastic_count, uniform_sample
-from coevo.operators.protection import input_cover, masks_of, on_path, protected_entries
+from coevo.operators.protection import input_cover, on_path, protected_entries
 
 Scope = Literal["layer", "global"]
 Unit = Literal["weight", "neuron"]

@@ -83,7 +83,7 @@ def test_random_prune_is_uniform():
     counts = np.zeros((4, 5))
     rng = np.random.default_rng(11)
     for _ in range(4000):
-        wm, bm = np.ones((4, 5), bool), np.zeros(4, bool)
+        wm = np.ones((4, 5), bool)
         idx = uniform_sample(20, 5, rng)  # 5 of 20
         wm.flat[idx] = False
         counts += ~wm
