@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import subprocess
 import sys
@@ -85,13 +86,7 @@ def kill_points(n: int = 20, seed: int = 20) -> list[tuple[str, int, float]]:
 
 
 DEFAULT_POINTS = 6
-# A random-timer point (6: 0.612 s) once resumed to a different generation-6 row in a full, loaded
-# test run, and passed alone: a kill at some moment of the loop is not yet understood. Until it is,
-# the random-timer points beyond the default ones may fail without failing the suite (they still run).
-TIMER_FLAKE = pytest.mark.xfail(strict=False, reason="a random-timer kill once resumed to a different row (under load)")
-POINTS = [pytest.param(p, id=f"{i}-{p[0]}-{p[1]}-{p[2]}",
-                       marks=() if i < DEFAULT_POINTS else
-                       (pytest.mark.slow, TIMER_FLAKE) if p[0] == "timer" else pytest.mark.slow)
+POINTS = [pytest.param(p, id=f"{i}-{p[0]}-{p[1]}-{p[2]}", marks=() if i < DEFAULT_POINTS else pytest.mark.slow)
           for i, p in enumerate(kill_points())]
 
 
@@ -107,6 +102,21 @@ def rows(run_dir: Path) -> list[dict]:
 def stable(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     return {k: v for k, v in summary.items() if k not in SUMMARY_TIMING_KEYS and k != "provenance"}
+
+
+def same(a, b) -> bool:
+    """Equal, numbers to 1e-6 relative: a killed-and-resumed run in another process may round the
+    last float32 bits of a loss differently (seen in a fresh clone's CI: 1e-8 relative at
+    generation 0, before any kill mattered); the generations, counts and structure must be exact."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    try:
+        x, y = float(a), float(b)
+    except (TypeError, ValueError):
+        return a == b
+    return x == y or math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +139,8 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_run(tmp_path, capsys
         err = capsys.readouterr().err
         assert code == 0, err
         assert "Traceback" not in err
-    assert rows(out) == rows(uninterrupted)  # every generation exactly once, the same values
-    assert stable(out) == stable(uninterrupted)
+    assert same(rows(out), rows(uninterrupted))  # every generation exactly once, the same values
+    assert same(stable(out), stable(uninterrupted))
     assert not [p.name for p in out.rglob("*") if ".tmp" in p.name]  # a killed write's temporary file is gone
     assert sorted(p.name for p in (out / checkpoint.CHECKPOINT_DIR).glob("gen_*.pt"))[-1] == \
         f"gen_{GENERATIONS:06d}.pt"
