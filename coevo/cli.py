@@ -249,30 +249,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except UserError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"coevo: error: {_with_origin(exc)}", file=sys.stderr)
-        return 2
+        return _fail(debug, f"coevo: error: {_with_origin(exc)}", 2)
     except OSError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"coevo: error: {_os_failure(exc)}", file=sys.stderr)
-        return 2
+        return _fail(debug, f"coevo: error: {_os_failure(exc)}", 2)
     except (ImportError, AttributeError) as exc:
         message = _import_failure(exc)
         if message is None:
             raise
-        if debug:
-            traceback.print_exc()
-        print(f"coevo: error: {message}", file=sys.stderr)
-        return 2
+        return _fail(debug, f"coevo: error: {message}", 2)
     except KeyboardInterrupt as exc:
-        if debug:
-            traceback.print_exc()
-        message = getattr(exc, "message", None) or "interrupted"
-        print(f"coevo: {message}", file=sys.stderr)
-        return 130
+        return _fail(debug, f"coevo: {getattr(exc, 'message', None) or 'interrupted'}", 130)
 
+
+def _fail(debug: bool, line: str, code: int) -> int:
+    """Print the one line (after the traceback with --debug) of the exception being handled; return ``code``."""
+    if debug:
+        traceback.print_exc()
+    print(line, file=sys.stderr)
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())
