@@ -18,7 +18,7 @@ from scipy.special import expit
 from coevo import batched, cpu_kernels
 from coevo.config import Config, PruneConfig
 from coevo.errors import OperatorError, UserError
-from coevo.genome import Decoder, Encoder, Layout
+from coevo.genome import Decoder, Encoder, Layout, Network
 from coevo.measures import KeptFractions, stack_kept_fractions
 from coevo.population import Stack
 from coevo.operators.base import LayerGradients, PruneContext, needs_of
@@ -334,9 +334,15 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
     def losses_with_inputs(role: str, inputs: np.ndarray) -> np.ndarray:
         return pair_losses_with_inputs(forward(), loss, role, inputs)
 
+    def networks(role: str) -> Network:
+        if role == "encoder":
+            return enc.network(i, Encoder, enc_params, enc_mask)
+        return dec.network(i, Decoder, dec_params, dec_mask)
+
     return PruneContext(generation, settings, record, declared_events=declared_events,
                         record_gradients=record_gradients, losses_without=losses_without,
-                        rows=lambda: x().cpu().numpy(), losses_with_inputs=losses_with_inputs)
+                        rows=lambda: x().cpu().numpy(), losses_with_inputs=losses_with_inputs,
+                        networks=networks)
 
 
 def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,

@@ -102,15 +102,17 @@ class Stack:
         return self.mask.float().mean(dim=1)
 
     # -- per-network views for operators ------------------------------------------------
-    def network(self, k: int, cls: type[Network] = Network) -> Network:
-        """Network ``k`` as numpy arrays.
+    def network(self, k: int, cls: type[Network] = Network, params: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> Network:
+        """Network ``k`` as numpy arrays (with ``params`` and ``mask``, from those rows instead: a
+        snapshot taken earlier).
 
         Masks are writable copies; weights (and sign-flip counts, when the run tracks them) are
         read-only copies: an operator changes masks only. ``net.memory`` is a writable copy of the
         network's operator state (empty unless the operator asked for some).
         """
-        params = _read_only(self.params[k])
-        mask = self.mask[k].cpu().numpy().copy()
+        params = _read_only(self.params[k] if params is None else params)
+        mask = (self.mask[k] if mask is None else mask).cpu().numpy().copy()
         flips = self.layout.split(_read_only(self.flips[k])) if self.tracks_flips else None
         n_layers = len(self.layout.layers)
         layers = []

@@ -89,6 +89,10 @@ def _no_input_losses(role: str, inputs: np.ndarray) -> np.ndarray:
                        "PruneContext(generation, settings, record, losses_with_inputs=...)")
 
 
+def _no_networks(role: str) -> Network:
+    raise RuntimeError("this PruneContext holds no networks; build it with PruneContext(..., networks=...)")
+
+
 @dataclass
 class PruneContext:
     """What an operator may look at besides the network: the generation, the ``[prune]`` settings
@@ -115,6 +119,11 @@ class PruneContext:
     """() -> the recorded ``settings.cases`` training rows (cases x D)"""
     losses_with_inputs: Callable[[str, np.ndarray], np.ndarray] = field(repr=False, default=_no_input_losses)
     """(role, variants x cases x fan_in) -> the pair's loss with that network's inputs replaced by each"""
+    networks: Callable[[str], Network] = field(repr=False, default=_no_networks)
+    """(role) -> a copy of the pair's network of that role as it was before this mutation"""
+    shared: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What an operator's encoder call leaves for its decoder call within one mutation (e.g. how a
+    whole-model ranking splits the amount); empty at the start of every mutation."""
 
     def event(self, name: str) -> None:
         """Report that ``name`` happened to this pair at this generation (e.g. early-bird's
@@ -200,6 +209,15 @@ class PruneContext:
         if role not in ("encoder", "decoder"):
             raise KeyError(f"no pair loss for a {role!r}; known: ['decoder', 'encoder']")
         return self.losses_with_inputs(role, np.asarray(inputs, dtype=np.float64))
+
+    def partner(self, net: Network) -> Network:
+        """The other network of the pair (the decoder for an encoder, and back), as it was before
+        this mutation: a copy, so that an operator can rank both networks' entries together
+        (scope ``model``). Changing it changes nothing."""
+        role = getattr(net, "role", "network")
+        if role not in ("encoder", "decoder"):
+            raise KeyError(f"no partner for a {role!r}; known: ['decoder', 'encoder']")
+        return self.networks("decoder" if role == "encoder" else "encoder")
 
     def loss(self) -> float:
         """The pair's loss on the recorded rows with nothing silenced (what :meth:`loss_without` raises)."""

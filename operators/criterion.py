@@ -28,9 +28,9 @@ import numpy as np
 
 from coevo.genome import Network
 from coevo.operators.base import PruneContext, needs_of, register
-from coevo.operators.selector import Scores, check_settings, prune
+from coevo.operators.selector import EntryScores, Scores, check_settings, model_shares, prune
 
-SELECTOR_PARAMETERS = ("scope", "unit", "max_layer_fraction", "reduce")
+SELECTOR_PARAMETERS = ("scope", "unit", "max_layer_fraction", "reduce", "encoder_scale")
 
 CriterionFunction = Callable[..., Scores]
 
@@ -69,25 +69,54 @@ def criterion_operator(name: str, fn: CriterionFunction, *, scope: str = "layer"
         self.unit = selector.get("unit", unit)
         self.max_layer_fraction = float(selector.get("max_layer_fraction", 1.0))
         self.reduce = selector.get("reduce", "l2")
+        self.encoder_scale = float(selector.get("encoder_scale", 1.0))
         check_settings(self.scope, self.unit, self.max_layer_fraction, self.reduce)
         if self.unit not in units:
             raise ValueError(f"operator {name!r} scores {' and '.join(units)}s only: unit must be one of {list(units)}")
+        if not (self.encoder_scale > 0 and np.isfinite(self.encoder_scale)):
+            raise ValueError(f"encoder_scale must be > 0, got {self.encoder_scale}")
+        if self.scope != "model" and self.encoder_scale != 1.0:
+            raise ValueError("encoder_scale weighs the encoder's scores against the decoder's: it needs scope 'model'")
         self.settings = settings
 
     def __call__(self, net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
         scores = fn(net, context, rng, **self.settings)
-        return prune(net, scores, amount, rng, scope=self.scope, unit=self.unit,
+        scope = self.scope
+        if scope == "model":  # the encoder's call splits the amount for both; the decoder's reads its share
+            key = f"{name}:model_shares"
+            if key not in context.shared:
+                context.shared[key] = self._shares(net, scores, amount, rng, context)
+            amount, scope = context.shared[key][net.role], "global"
+        return prune(net, scores, amount, rng, scope=scope, unit=self.unit,
                      max_layer_fraction=self.max_layer_fraction, reduce=self.reduce)
+
+    def _shares(self, net: Network, scores: Scores, amount: float, rng: np.random.Generator,
+                context: PruneContext) -> dict[str, float]:
+        """Scope ``model``: both networks' shares of ``amount``, the encoder's scores times
+        ``encoder_scale`` (below 1 the encoder gives more: its inputs are redundant, while every
+        output unit needs its own weights)."""
+        partner = context.partner(net)
+        factor = self.encoder_scale
+        scored = []
+        for member, member_scores in ((net, scores), (partner, None)):
+            if member is partner:
+                member_scores = fn(partner, context, rng, **self.settings)
+            if member.role == "encoder" and member_scores is not None and factor != 1.0:
+                member_scores = [_scaled(s, factor) for s in member_scores]
+            scored.append((member, member_scores))
+        shares = model_shares(scored, amount, rng)
+        return {net.role: shares[0], partner.role: shares[1]}
 
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     keyword = inspect.Parameter.KEYWORD_ONLY
     selector_params = [
-        inspect.Parameter("scope", keyword, default=scope, annotation=Literal["layer", "global"]),
+        inspect.Parameter("scope", keyword, default=scope, annotation=Literal["layer", "global", "model"]),
         inspect.Parameter("unit", keyword, default=unit, annotation=Literal[tuple(units)]),  # type: ignore[misc]
         inspect.Parameter("max_layer_fraction", keyword, default=1.0, annotation=float),
     ]
     if "neuron" in units:  # how entry scores become a neuron's
         selector_params.append(inspect.Parameter("reduce", keyword, default="l2", annotation=Literal["l2", "l1", "max"]))
+    selector_params.append(inspect.Parameter("encoder_scale", keyword, default=1.0, annotation=float))
     params = [self_param, *selector_params, *[p.replace(kind=keyword) for p in own]]
     __init__.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     hints = _hints(fn)
@@ -95,12 +124,19 @@ def criterion_operator(name: str, fn: CriterionFunction, *, scope: str = "layer"
                                 if hints.get(p.name, p.annotation) is not inspect.Parameter.empty}
     __init__.__annotations__["return"] = None
     doc = (fn.__doc__ or f"criterion {name!r}").strip()
-    cls = type(f"{name}_operator", (), {"__init__": __init__, "__call__": __call__, "__doc__": doc,
-                                        "__module__": fn.__module__, "criterion": staticmethod(fn)})
+    cls = type(f"{name}_operator", (), {"__init__": __init__, "__call__": __call__, "_shares": _shares,
+                                        "__doc__": doc, "__module__": fn.__module__, "criterion": staticmethod(fn)})
     declared = needs_of(fn)
     if declared != needs_of(None):
         cls.coevo_needs = declared  # type: ignore[attr-defined]
     return cls
+
+
+def _scaled(scores: Any, factor: float) -> Any:
+    """One layer's scores times ``factor`` (entry or neuron scores)."""
+    if isinstance(scores, EntryScores):
+        return EntryScores(scores.weight * factor, None if scores.bias is None else scores.bias * factor)
+    return np.asarray(scores, dtype=np.float64) * factor
 
 
 def _own_parameters(fn: CriterionFunction) -> list[inspect.Parameter]:

@@ -37,7 +37,7 @@ from coevo.genome import Network
 from coevo.operators.kernels import lowest_capped, lowest_with_random_ties, stochastic_count, uniform_sample
 from coevo.operators.protection import input_cover, on_path, protected_entries
 
-Scope = Literal["layer", "global"]
+Scope = Literal["layer", "global", "model"]
 Unit = Literal["weight", "neuron"]
 Reduce = Literal["l2", "l1", "max"]
 
@@ -56,10 +56,12 @@ Scores = Union[Sequence[LayerScores], None]
 
 def check_settings(scope: str, unit: str, max_layer_fraction: float, reduce: str = "l2") -> None:
     """Refuse a setting the selector cannot use, naming it and what it accepts."""
-    if scope not in ("layer", "global"):
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    if scope not in ("layer", "global", "model"):
+        raise ValueError(f"scope must be 'layer', 'global' or 'model', got {scope!r}")
     if unit not in ("weight", "neuron"):
         raise ValueError(f"unit must be 'weight' or 'neuron', got {unit!r}")
+    if scope == "model" and unit != "weight":
+        raise ValueError("scope 'model' ranks entries: use unit 'weight' with it, or scope 'global' for neurons")
     if not 0.0 < max_layer_fraction <= 1.0:
         raise ValueError(f"max_layer_fraction must be in (0, 1], got {max_layer_fraction}")
     if reduce not in ("l2", "l1", "max"):
@@ -72,6 +74,9 @@ def prune(net: Network, scores: Scores, amount: float, rng: np.random.Generator,
     neuron scores for unit ``neuron``: the L2 or L1 norm, or the largest, of the neuron's alive
     incoming entries' scores."""
     check_settings(scope, unit, max_layer_fraction, reduce)
+    if scope == "model":
+        raise ValueError("scope 'model' needs the pair: split the amount with model_shares, then prune each "
+                         "network with scope 'global'")
     if scores is not None and len(scores) != len(net.layers):
         raise ValueError(f"scores must have one entry per layer ({len(net.layers)}), got {len(scores)}")
     if unit == "weight":
@@ -146,6 +151,39 @@ def select_weights(net: Network, scores: Scores, amount: float, rng: np.random.G
     where = np.concatenate(candidates)
     for i, layer in enumerate(net.layers):
         _clear(layer, where[picked[groups[picked] == i]])
+
+
+def model_shares(scored: Sequence[tuple[Network, Scores]], amount: float, rng: np.random.Generator) -> list[float]:
+    """Scope ``model``: how a ranking of the whole autoencoder (encoder and decoder together, as
+    ``torch.nn.utils.prune.global_unstructured`` over a model) splits ``amount``. Each network's
+    share is the fraction of its alive entries among the ``amount`` lowest-scoring unprotected
+    entries of the pair; each network then prunes its share with scope ``global``, which picks the
+    same entries. Why: the encoder needs far fewer entries than the decoder (its inputs are
+    redundant; every output needs its own), so equal fractions starve the decoder first. Uniform
+    scores (``None``) split evenly. ``max_layer_fraction`` applies afterwards, in each network."""
+    candidates, alive_counts = [], []
+    for net, scores in scored:
+        per_entry = entry_scores(net, scores)
+        if per_entry is None:
+            return [float(amount)] * len(scored)
+        protected = protected_entries(net, per_entry, rng)
+        values, alive_total = [], 0
+        for layer, (w, b), (pw, pb) in zip(net.layers, per_entry, protected):
+            with_bias = b is not None
+            alive = np.concatenate([layer.weight_mask.ravel(), layer.bias_mask if with_bias else np.zeros(0, bool)])
+            spared = np.concatenate([pw.ravel(), pb if with_bias else np.zeros(0, bool)])
+            full = np.concatenate([w.ravel(), b if with_bias else np.zeros(0)])
+            values.append(full[alive & ~spared & (full < np.inf)])
+            alive_total += int(alive.sum())
+        candidates.append(np.concatenate(values))
+        alive_counts.append(alive_total)
+    flat = np.concatenate(candidates)
+    owner = np.concatenate([np.full(c.size, k, dtype=np.int64) for k, c in enumerate(candidates)])
+    n = min(stochastic_count(float(amount), sum(alive_counts), rng), flat.size)
+    if n == 0:
+        return [0.0] * len(scored)
+    counts = np.bincount(owner[np.argpartition(flat, n - 1)[:n]], minlength=len(scored))
+    return [float(c) / a if a else 0.0 for c, a in zip(counts, alive_counts)]
 
 
 def _cap(alive: int, fraction: float) -> int:
