@@ -23,7 +23,7 @@ from coevo.bench_report import holm, read_rows, wilcoxon_p
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ORDER = ["none", "random", "variance", "conjunctive", "flipout", "snip", "snap", "merge", "early_bird",
-         "magnitude", "magnitude (scope=global)", "random (unit=neuron)"]
+         "magnitude (scope=layer)", "magnitude (scope=global)", "random (unit=neuron)"]
 
 
 def name_of(row: dict) -> str:

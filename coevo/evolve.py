@@ -20,7 +20,7 @@ from coevo.cells import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, cent
 from coevo.checkpoint import RunState
 from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
-from coevo.errors import OperatorError, UserError
+from coevo.errors import ConfigError, OperatorError, UserError
 from coevo.genome import Decoder, Encoder, Network
 from coevo.measures import KeptFractions
 from coevo.observers import Observer
@@ -68,8 +68,8 @@ def prune_step(config: Config, generation: int, subpopulation: int) -> schedules
     watch = GlobalRandomWatch()
     try:
         returned = schedule(generation, last, config.prune.probability, subpopulation, **params)
-        parts = (returned.probability, returned.amount, returned.kept) if isinstance(returned, schedules.Pruning) \
-            else (returned,)
+        parts = (returned.probability, returned.amount, returned.kept, returned.progress) \
+            if isinstance(returned, schedules.Pruning) else (returned,)
         for value in parts:  # float("0.5") and float(True) would pass silently
             if isinstance(value, (str, bytes, bool, np.bool_)):
                 raise OperatorError(f"pruning schedule {name!r} returned {value!r} ({type(value).__name__}) at "
@@ -79,6 +79,7 @@ def prune_step(config: Config, generation: int, subpopulation: int) -> schedules
         p = float(step.probability)
         amount = None if step.amount is None else float(step.amount)
         kept = None if step.kept is None else float(step.kept)
+        progress = None if step.progress is None else float(step.progress)
     except UserError:
         raise
     except Exception as exc:
@@ -93,9 +94,18 @@ def prune_step(config: Config, generation: int, subpopulation: int) -> schedules
     if kept is not None and not 0.0 <= kept <= 1.0:
         raise OperatorError(f"pruning schedule {name!r} returned the kept fraction {kept!r} at generation "
                             f"{generation}; a kept fraction is in [0, 1]")
-    if kept is not None and amount is not None:
-        raise OperatorError(f"pruning schedule {name!r} returned both an amount and a kept fraction at generation "
-                            f"{generation}; return one: Pruning(p, amount=...) or Pruning(p, kept=...)")
+    if sum(x is not None for x in (amount, kept, progress)) > 1:
+        raise OperatorError(f"pruning schedule {name!r} returned more than one of amount, kept and progress at "
+                            f"generation {generation}; return one: Pruning(p, amount=...), Pruning(p, kept=...) "
+                            f"or Pruning(p, progress=...)")
+    if progress is not None:
+        if not 0.0 <= progress <= 1.0:
+            raise OperatorError(f"pruning schedule {name!r} returned the progress {progress!r} at generation "
+                                f"{generation}; progress towards prune.target_kept is in [0, 1]")
+        if not config.prune.target_kept > 0:
+            raise ConfigError(f"pruning schedule {name!r} prunes towards prune.target_kept, which is 0; "
+                              f"set it (e.g. --set prune.target_kept=0.1) or use the polynomial schedule")
+        kept = 1.0 - progress * (1.0 - config.prune.target_kept)
     return schedules.Pruning(p, amount, kept)
 
 

@@ -5,7 +5,8 @@ s the sub-population size. A schedule may instead return :class:`Pruning`: a pro
 this generation's ``amount``, which then replaces ``prune.amount``, or the fraction ``kept`` each
 pruned pair should keep, from which each pair's own amount follows (``geometric`` does, to follow
 SNIP-it's cumulative sparsity steps: a pair that missed a step catches up at the next, and
-``polynomial``, Zhu & Gupta's cubic ramp to a final sparsity). A
+``polynomial``, Zhu & Gupta's cubic ramp to a final sparsity), or the ``progress`` towards
+``prune.target_kept`` (``gradual``: the same ramp, ending at whatever target is set). A
 schedule's own settings are keyword parameters with defaults
 (``exponential``'s ``k``, ``final_n``'s ``fraction``), set in ``[prune.schedule_params]`` and
 checked against its signature before a run starts. Register your own with
@@ -34,6 +35,9 @@ class Pruning:
     probability: float
     amount: float | None = None
     kept: float | None = None
+    progress: float | None = None
+    """Instead of ``kept``: the fraction of the way from keeping everything to ``prune.target_kept``
+    (0: nothing pruned, 1: at the target), so one schedule serves every target (``gradual``)."""
 
     @staticmethod
     def of(value: "float | Pruning") -> "Pruning":
@@ -173,3 +177,18 @@ def polynomial(t: int, T: int, p: float, s: int, *, final_sparsity: float = 0.9,
     sparsity = polynomial_sparsity(t, T, final_sparsity=final_sparsity, initial_sparsity=initial_sparsity,
                                    start=start, end=end)
     return Pruning(p, kept=1.0 - sparsity) if sparsity > 0 else 0.0
+
+
+@register("gradual")
+def gradual(t: int, T: int, p: float, s: int, *, start: float = 0.0, end: float = 0.75, every: int = 1) -> float | Pruning:
+    """Zhu & Gupta's cubic ramp to prune.target_kept: p every `every` generations from start to end (fractions of the run), each pair pruned to the ramp's kept fraction, then training only."""
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"prune.schedule_params.start and end are fractions of the run: they must satisfy "
+                         f"0 <= start < end <= 1, got {start} and {end}")
+    if not (isinstance(every, int) and every >= 1):
+        raise ValueError(f"prune.schedule_params.every must be an integer >= 1, got {every}")
+    t0, t1 = round(start * T), round(end * T)
+    if t < t0 or t > t1 or (t < t1 and (t - t0) % every):
+        return 0.0
+    progress = polynomial_sparsity(t, T, final_sparsity=1.0, initial_sparsity=0.0, start=start, end=end)
+    return Pruning(p, progress=progress) if progress > 0 else 0.0

@@ -210,6 +210,11 @@ class PruneContext:
             raise KeyError(f"no pair loss for a {role!r}; known: ['decoder', 'encoder']")
         return self.losses_with_inputs(role, np.asarray(inputs, dtype=np.float64))
 
+    @property
+    def holds_pair(self) -> bool:
+        """Whether :meth:`partner` can answer (coevo's contexts can; one built by hand may not)."""
+        return self.networks is not _no_networks
+
     def partner(self, net: Network) -> Network:
         """The other network of the pair (the decoder for an encoder, and back), as it was before
         this mutation: a copy, so that an operator can rank both networks' entries together

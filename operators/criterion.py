@@ -36,7 +36,7 @@ CriterionFunction = Callable[..., Scores]
 
 
 def criterion(name: str, *, scope: str = "layer", unit: str = "weight",
-              units: tuple[str, ...] = ("weight", "neuron")) -> Callable[[CriterionFunction], type]:
+              units: tuple[str, ...] = ("weight", "neuron"), encoder_scale: float = 1.0) -> Callable[[CriterionFunction], type]:
     """Decorator: register ``fn(net, context, rng, **settings) -> scores`` as the operator ``name``
     (see the module's docstring). Returns the operator class, so that an import path
     (``prune.operator = "my_module:fn"``) names the operator too; the function stays reachable
@@ -46,7 +46,7 @@ def criterion(name: str, *, scope: str = "layer", unit: str = "weight",
         raise ValueError(f"criterion {name!r}: its default unit {unit!r} is not among its units {units}")
 
     def add(fn: CriterionFunction) -> type:
-        operator = criterion_operator(name, fn, scope=scope, unit=unit, units=units)
+        operator = criterion_operator(name, fn, scope=scope, unit=unit, units=units, encoder_scale=encoder_scale)
         register(name)(operator)
         return operator
 
@@ -54,7 +54,7 @@ def criterion(name: str, *, scope: str = "layer", unit: str = "weight",
 
 
 def criterion_operator(name: str, fn: CriterionFunction, *, scope: str = "layer", unit: str = "weight",
-                       units: tuple[str, ...] = ("weight", "neuron")) -> type:
+                       units: tuple[str, ...] = ("weight", "neuron"), encoder_scale: float = 1.0) -> type:
     """The operator class for criterion ``fn``: its constructor takes the selector's settings and
     the criterion's own (checked when a run is prepared, before anything is written); its
     instances prune."""
@@ -69,19 +69,21 @@ def criterion_operator(name: str, fn: CriterionFunction, *, scope: str = "layer"
         self.unit = selector.get("unit", unit)
         self.max_layer_fraction = float(selector.get("max_layer_fraction", 1.0))
         self.reduce = selector.get("reduce", "l2")
-        self.encoder_scale = float(selector.get("encoder_scale", 1.0))
+        self.encoder_scale = float(selector.get("encoder_scale", encoder_scale))
         check_settings(self.scope, self.unit, self.max_layer_fraction, self.reduce)
         if self.unit not in units:
             raise ValueError(f"operator {name!r} scores {' and '.join(units)}s only: unit must be one of {list(units)}")
         if not (self.encoder_scale > 0 and np.isfinite(self.encoder_scale)):
             raise ValueError(f"encoder_scale must be > 0, got {self.encoder_scale}")
-        if self.scope != "model" and self.encoder_scale != 1.0:
+        if self.scope != "model" and "encoder_scale" in selector and self.encoder_scale != 1.0:
             raise ValueError("encoder_scale weighs the encoder's scores against the decoder's: it needs scope 'model'")
         self.settings = settings
 
     def __call__(self, net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
         scores = fn(net, context, rng, **self.settings)
         scope = self.scope
+        if scope == "model" and not (context.holds_pair and net.role in ("encoder", "decoder")):
+            scope = "global"  # a network pruned on its own: the model is this network
         if scope == "model":  # the encoder's call splits the amount for both; the decoder's reads its share
             key = f"{name}:model_shares"
             if key not in context.shared:
@@ -104,7 +106,7 @@ def criterion_operator(name: str, fn: CriterionFunction, *, scope: str = "layer"
             if member.role == "encoder" and member_scores is not None and factor != 1.0:
                 member_scores = [_scaled(s, factor) for s in member_scores]
             scored.append((member, member_scores))
-        shares = model_shares(scored, amount, rng)
+        shares = model_shares(scored, amount, rng, self.unit, self.reduce)
         return {net.role: shares[0], partner.role: shares[1]}
 
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -116,7 +118,7 @@ def criterion_operator(name: str, fn: CriterionFunction, *, scope: str = "layer"
     ]
     if "neuron" in units:  # how entry scores become a neuron's
         selector_params.append(inspect.Parameter("reduce", keyword, default="l2", annotation=Literal["l2", "l1", "max"]))
-    selector_params.append(inspect.Parameter("encoder_scale", keyword, default=1.0, annotation=float))
+    selector_params.append(inspect.Parameter("encoder_scale", keyword, default=encoder_scale, annotation=float))
     params = [self_param, *selector_params, *[p.replace(kind=keyword) for p in own]]
     __init__.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     hints = _hints(fn)

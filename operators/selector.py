@@ -60,8 +60,6 @@ def check_settings(scope: str, unit: str, max_layer_fraction: float, reduce: str
         raise ValueError(f"scope must be 'layer', 'global' or 'model', got {scope!r}")
     if unit not in ("weight", "neuron"):
         raise ValueError(f"unit must be 'weight' or 'neuron', got {unit!r}")
-    if scope == "model" and unit != "weight":
-        raise ValueError("scope 'model' ranks entries: use unit 'weight' with it, or scope 'global' for neurons")
     if not 0.0 < max_layer_fraction <= 1.0:
         raise ValueError(f"max_layer_fraction must be in (0, 1], got {max_layer_fraction}")
     if reduce not in ("l2", "l1", "max"):
@@ -153,29 +151,40 @@ def select_weights(net: Network, scores: Scores, amount: float, rng: np.random.G
         _clear(layer, where[picked[groups[picked] == i]])
 
 
-def model_shares(scored: Sequence[tuple[Network, Scores]], amount: float, rng: np.random.Generator) -> list[float]:
+def model_shares(scored: Sequence[tuple[Network, Scores]], amount: float, rng: np.random.Generator,
+                 unit: Unit = "weight", reduce: Reduce = "l2") -> list[float]:
     """Scope ``model``: how a ranking of the whole autoencoder (encoder and decoder together, as
     ``torch.nn.utils.prune.global_unstructured`` over a model) splits ``amount``. Each network's
-    share is the fraction of its alive entries among the ``amount`` lowest-scoring unprotected
-    entries of the pair; each network then prunes its share with scope ``global``, which picks the
-    same entries. Why: the encoder needs far fewer entries than the decoder (its inputs are
-    redundant; every output needs its own), so equal fractions starve the decoder first. Uniform
-    scores (``None``) split evenly. ``max_layer_fraction`` applies afterwards, in each network."""
+    share is the fraction of its alive entries (unit ``weight``) or prunable neurons (unit
+    ``neuron``: alive, not an output unit) among the ``amount`` lowest-scoring ones of the pair,
+    protected entries left out; each network then prunes its share with scope ``global``, which
+    picks the same ones (the rules may spare a few neurons). Why: the encoder needs far fewer
+    entries than the decoder (its inputs are redundant; every output needs its own), so equal
+    fractions starve the decoder first. Uniform scores (``None``) split evenly.
+    ``max_layer_fraction`` applies afterwards, in each network."""
     candidates, alive_counts = [], []
     for net, scores in scored:
-        per_entry = entry_scores(net, scores)
-        if per_entry is None:
+        if scores is None:
             return [float(amount)] * len(scored)
-        protected = protected_entries(net, per_entry, rng)
         values, alive_total = [], 0
-        for layer, (w, b), (pw, pb) in zip(net.layers, per_entry, protected):
-            with_bias = b is not None
-            alive = np.concatenate([layer.weight_mask.ravel(), layer.bias_mask if with_bias else np.zeros(0, bool)])
-            spared = np.concatenate([pw.ravel(), pb if with_bias else np.zeros(0, bool)])
-            full = np.concatenate([w.ravel(), b if with_bias else np.zeros(0)])
-            values.append(full[alive & ~spared & (full < np.inf)])
-            alive_total += int(alive.sum())
-        candidates.append(np.concatenate(values))
+        if unit == "neuron":
+            for layer, per in zip(net.layers, neuron_scores(net, scores, reduce)):
+                if layer.output_units:
+                    continue
+                alive = layer.alive_neurons()
+                values.append(per[alive & (per < np.inf)])
+                alive_total += int(alive.sum())
+        else:
+            per_entry = entry_scores(net, scores)
+            protected = protected_entries(net, per_entry, rng)
+            for layer, (w, b), (pw, pb) in zip(net.layers, per_entry, protected):
+                with_bias = b is not None
+                alive = np.concatenate([layer.weight_mask.ravel(), layer.bias_mask if with_bias else np.zeros(0, bool)])
+                spared = np.concatenate([pw.ravel(), pb if with_bias else np.zeros(0, bool)])
+                full = np.concatenate([w.ravel(), b if with_bias else np.zeros(0)])
+                values.append(full[alive & ~spared & (full < np.inf)])
+                alive_total += int(alive.sum())
+        candidates.append(np.concatenate(values) if values else np.zeros(0))
         alive_counts.append(alive_total)
     flat = np.concatenate(candidates)
     owner = np.concatenate([np.full(c.size, k, dtype=np.int64) for k, c in enumerate(candidates)])

@@ -63,6 +63,22 @@ def test_shares_follow_the_joint_ranking_and_uniform_scores_split_evenly():
     assert model_shares([(enc, None), (dec, None)], 0.3, np.random.default_rng(0)) == [0.3, 0.3]
 
 
+def test_a_model_ranking_of_neurons_cuts_where_the_norms_are_low():
+    enc, dec = pair(4)
+    for layer in dec.layers:
+        layer.weight = layer.weight * 50
+    op = operators.registry.get("magnitude", {"scope": "model", "unit": "neuron", "encoder_scale": 1.0})
+    context = context_of(enc, dec)
+    rng = np.random.default_rng(0)
+    before = [l.alive_neurons().sum() for l in enc.layers], [l.alive_neurons().sum() for l in dec.layers]
+    op(enc, 0.3, rng, context)
+    op(dec, 0.3, rng, context)
+    cut_enc = sum(b - l.alive_neurons().sum() for b, l in zip(before[0], enc.layers))
+    cut_dec = sum(b - l.alive_neurons().sum() for b, l in zip(before[1], dec.layers))
+    assert cut_enc > 0 and cut_dec == 0
+    assert connected(masks_of(enc)) and connected(masks_of(dec))
+
+
 def test_encoder_scale_moves_the_split_towards_the_encoder():
     pruned = []
     for scale in (1.0, 0.25):
@@ -78,7 +94,6 @@ def test_encoder_scale_moves_the_split_towards_the_encoder():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"scope": "model", "unit": "neuron"}, "scope 'model' ranks entries"),
     ({"scope": "layer", "encoder_scale": 0.5}, "needs scope 'model'"),
     ({"scope": "model", "encoder_scale": 0.0}, "encoder_scale must be > 0"),
 ])

@@ -108,7 +108,7 @@ def test_magnitude_neuron_unit_cuts_the_lowest_norms_with_their_outgoing_weights
     net = network("decoder", [4, 16, 8, 20], seed=2)
     norms = [np.sqrt((l.weight.astype(np.float64) ** 2).sum(axis=1) + l.bias.astype(np.float64) ** 2)
              for l in net.layers]
-    operators.registry.get("magnitude", {"unit": "neuron"})(net, 0.25, np.random.default_rng(0), ctx())
+    operators.registry.get("magnitude", {"unit": "neuron", "scope": "layer"})(net, 0.25, np.random.default_rng(0), ctx())
     for i in (0, 1):  # 4 of 16, 2 of 8: the lowest L2 norms of incoming weights and bias
         cut = ~net.layers[i].alive_neurons()
         assert cut.sum() == {0: 4, 1: 2}[i]
@@ -121,7 +121,7 @@ def test_a_structured_cut_removes_first_layer_neurons_at_d_1000():
     # before, every input's spared weight was spread over the first layer's neurons: a "cut"
     # neuron kept 17-45 weights and stayed alive (snap cut 7 neurons: 30 of 30 stayed alive)
     enc_l, _ = autoencoder_layouts(1000, [30], 10)
-    for name, settings in (("magnitude", {"unit": "neuron"}), ("random", {"unit": "neuron"})):
+    for name, settings in (("magnitude", {"unit": "neuron", "scope": "layer"}), ("random", {"unit": "neuron"})):
         stack = Stack.fresh(enc_l, init_params(enc_l, 1, np.random.default_rng(3)))
         net = stack.network(0, Encoder)
         operators.registry.get(name, settings)(net, 0.3, np.random.default_rng(0), ctx())

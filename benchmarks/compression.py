@@ -1,0 +1,155 @@
+"""The compression table (README, "Compression"): coevolution at its defaults against the plain
+baseline inside coevo at kept fractions 0.45, 0.20, 0.10 and 0.05, from a finished
+`coevo bench --preset compression` directory.
+
+    .venv/bin/coevo bench --preset compression --jobs 2 --out runs/compression
+    .venv/bin/python benchmarks/compression.py runs/compression
+
+Per kept fraction: each side's best-pair test L1 and live kept fraction as median [Q1-Q3] over
+the seeds; the paired difference (coevolution - baseline, same seed: same data, byte for byte);
+the paired A12 (the share of seeds where coevolution's loss is higher: below 0.5 it wins) and the
+Wilcoxon signed-rank p; for coevolution also the mean test L1 over its cells; wall seconds and
+gradient steps per run. Writes ``benchmarks/results/compression.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from coevo import config as config_module
+from coevo.bench_report import a12_paired, read_rows, wilcoxon_p
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIDES = ("coevo", "baseline")
+
+
+def target_of(row: dict) -> str:
+    """The kept fraction a combination aims at, from its label ("coevo-0.10" -> "0.10")."""
+    return row["label"].split("-", 1)[1]
+
+
+def gradient_steps(bench: Path, row: dict) -> int:
+    """Mini-batch steps of one run over all its cells: cells x generations x batches per epoch."""
+    cfg = config_module.load(bench / row["run_dir"] / "config.toml")
+    if cfg.data.source != "binary_clustering":
+        return -1
+    batches = math.ceil(cfg.data.n_clusters * cfg.data.rows_per_cluster / cfg.train.batch_size)
+    cells = 1 if cfg.run.mode == "canonical" else (cfg.grid.cells if cfg.grid.topology == "ring"
+                                                   else cfg.grid.shape[0] * cfg.grid.shape[1])
+    return cells * cfg.run.generations * batches
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return float(med), float(q1), float(q3)
+
+
+def summarize(bench: Path) -> list[dict]:
+    rows = read_rows(bench / "rows.jsonl")
+    if not rows:
+        sys.exit(f"{bench}/rows.jsonl has no rows: run `coevo bench --preset compression --out {bench}` first")
+    by = {}
+    for row in rows:
+        side = row["label"].split("-", 1)[0]
+        if side in SIDES:
+            by.setdefault((target_of(row), side), {})[row["seed"]] = row
+    out = []
+    for target in sorted({t for t, _ in by}, key=float, reverse=True):
+        coevo, base = by.get((target, "coevo"), {}), by.get((target, "baseline"), {})
+        seeds = sorted(set(coevo) & set(base))
+        entry = {"target": float(target), "seeds": seeds}
+        for side, group in (("coevo", coevo), ("baseline", base)):
+            runs = [group[s] for s in seeds] or list(group.values())
+            if not runs:
+                continue
+            entry[side] = {
+                "n": len(runs),
+                "test_loss": quartiles([r["test_loss"] for r in runs]),
+                "test_loss_mean": quartiles([r["test_loss_mean"] for r in runs]),
+                "kept_fraction": quartiles([r["kept_fraction"] for r in runs]),
+                "wall_seconds": float(np.median([r["wall_seconds"] for r in runs])),
+                "gradient_steps": gradient_steps(bench, runs[0]),
+            }
+        if seeds:
+            x = [coevo[s]["test_loss"] for s in seeds]
+            y = [base[s]["test_loss"] for s in seeds]
+            entry["difference"] = float(np.median(np.subtract(x, y)))
+            entry["a12"] = a12_paired(x, y)
+            entry["wilcoxon_p"] = wilcoxon_p(x, y)
+        out.append(entry)
+    return out
+
+
+def markdown(table: list[dict]) -> str:
+    def q(v: tuple[float, float, float], digits: int = 4) -> str:
+        return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}-{v[2]:.{digits}f}]"
+
+    lines = ["| kept target | coevo test L1 | coevo kept | cells' mean | baseline test L1 | baseline kept "
+             "| difference | A12 | p | wall s coevo / baseline | gradient steps coevo / baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in table:
+        c, b = e.get("coevo"), e.get("baseline")
+        if not c or not b:
+            continue
+        lines.append(f"| {e['target']:.2f} | {q(c['test_loss'])} | {q(c['kept_fraction'], 3)} "
+                     f"| {c['test_loss_mean'][0]:.4f} | {q(b['test_loss'])} | {q(b['kept_fraction'], 3)} "
+                     f"| {e['difference']:+.4f} | {e['a12']:.2f} | {e['wilcoxon_p']:.3f} "
+                     f"| {c['wall_seconds']:.0f} / {b['wall_seconds']:.0f} "
+                     f"| {c['gradient_steps']:,} / {b['gradient_steps']:,} |")
+    n = max((len(e["seeds"]) for e in table), default=0)
+    lines += ["", f"Median [Q1-Q3] over {n} seeds; difference, A12 (paired: the share of seeds where "
+              "coevolution's test L1 is higher) and the Wilcoxon signed-rank p pair each seed's runs."]
+    return "\n".join(lines)
+
+
+def plot(table: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for side, colour in (("coevo", "tab:blue"), ("baseline", "tab:orange")):
+        pts = [(e[side]["kept_fraction"][0], e[side]["test_loss"]) for e in table if side in e]
+        if not pts:
+            continue
+        kept = [p[0] for p in pts]
+        med = [p[1][0] for p in pts]
+        err = [[p[1][0] - p[1][1] for p in pts], [p[1][2] - p[1][0] for p in pts]]
+        ax.errorbar(kept, med, yerr=err, marker="o", capsize=3, color=colour,
+                    label="coevolution (defaults)" if side == "coevo" else "baseline (canonical magnitude)")
+    ax.axhline(0.05, color="grey", linestyle=":", label="floor (noise)")
+    ax.set_xscale("log")
+    ax.set_xlabel("live kept fraction")
+    ax.set_ylabel("best-pair test L1 (median, IQR)")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench", type=Path, help="a `coevo bench --preset compression` directory")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the table and plot go")
+    args = parser.parse_args(argv)
+    table = summarize(args.bench)
+    text = markdown(table)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compression.md").write_text(text + "\n")
+    (args.out / "compression.json").write_text(json.dumps(table, indent=1) + "\n")
+    plot(table, args.out / "compression.png")
+    print(f"wrote {args.out / 'compression.md'}, .json and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
