@@ -224,7 +224,7 @@ def test_the_readme_criterion_works_as_written(tmp_path, monkeypatch, capsys):
         monkeypatch.delitem(sys.modules, "my_taylor", raising=False)
 
 
-def test_the_baseline_preset_is_canonical_global_magnitude_on_the_polynomial_schedule(tmp_path, capsys):
+def test_the_baseline_preset_is_canonical_model_magnitude_on_the_polynomial_schedule(tmp_path, capsys):
     args = ["run.generations=8", "data.n_dims=40", "data.n_clusters=3", "data.rows_per_cluster=10",
             "model.hidden=[8]", "model.latent=3"]
     assert main(["run", "--preset", "baseline", "--quiet", "--out", str(tmp_path / "run"),

@@ -44,7 +44,7 @@ def test_all_seven_are_registered():
 @pytest.mark.parametrize("returned, match", [
     (schedules.Pruning(0.5, kept=1.5), "kept fraction 1.5"),
     (schedules.Pruning(0.5, amount=-0.1), "amount -0.1"),
-    (schedules.Pruning(0.5, amount=0.1, kept=0.5), "both an amount and a kept fraction"),
+    (schedules.Pruning(0.5, amount=0.1, kept=0.5), "more than one of amount, kept and progress"),
     (1.2, "probability in"),
 ])
 def test_a_schedule_returning_an_impossible_step_is_refused(returned, match):
@@ -152,3 +152,47 @@ def test_a_polynomial_run_ends_at_the_final_sparsity(tmp_path):
     kept = [k for _, k in rows]
     assert kept[0] == 1.0 and kept[1] < 0.75 and kept[2] < 0.6  # on the way down (the mean over the cells)
     assert kept[-1] == pytest.approx(0.5, abs=0.05)
+
+
+# ---------------------------------------------------------------- gradual: the cubic ramp to prune.target_kept
+
+def test_gradual_ramps_to_the_target_kept_fraction_and_then_trains():
+    from coevo import config, evolve
+
+    T = 40
+    for target in (0.1, 0.05):
+        cfg = config.load(overrides=[f"prune.target_kept={target}", "prune.schedule=gradual", "run.generations=41"])
+        kept = []
+        for t in range(T + 1):
+            step = evolve.prune_step(cfg, t, 3)
+            kept.append(step.kept)
+        assert kept[0] is None and step.kept is None  # nothing to prune at t0, training only after t1 = 30
+        ramp = [k for k in kept if k is not None]
+        assert all(a > b for a, b in zip(ramp, ramp[1:]))
+        assert kept[30] == pytest.approx(target)
+        # the same cube as polynomial's, scaled to the target: halfway, 1/8 of the way is left
+        assert kept[15] == pytest.approx(1 - (1 - target) * (1 - 0.125))
+
+
+def test_gradual_needs_a_target():
+    from coevo import config
+    from coevo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prunes towards prune.target_kept"):
+        config.load(overrides=["prune.schedule=gradual", "prune.target_kept=0"])
+
+
+def test_a_schedule_returning_progress_and_kept_is_refused():
+    from coevo import config, evolve
+    from coevo.errors import OperatorError
+
+    @schedules.register("test_two_targets")
+    def two(t, T, p, s):
+        return schedules.Pruning(p, kept=0.5, progress=0.5)
+
+    try:
+        cfg = config.load(overrides=["prune.schedule=test_two_targets"])
+        with pytest.raises(OperatorError, match="more than one of amount, kept and progress"):
+            evolve.prune_step(cfg, 1, 3)
+    finally:
+        schedules.registry._items.pop("test_two_targets", None)
