@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 # observer's tests), Ray (the ray engine and its tests), export (onnx, onnxruntime: `coevo export
 # --format onnx`) and analysis (scikit-dimension, scikit-learn: `coevo analyze`).
 # `make EXTRAS=test ...` leaves the others out; their tests are then skipped.
-EXTRAS ?= test,ray,export,analysis
+EXTRAS ?= test,ray,export,analysis,docs
 
 .PHONY: install demo test bench clean
 
