@@ -8,11 +8,11 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 # Extras installed with coevo: the test suite (it includes tensorboard, for the TensorBoard
 # observer's tests), Ray (the ray engine and its tests), export (onnx, onnxruntime: `coevo export
-# --format onnx`) and analysis (scikit-dimension, scikit-learn: `coevo analyze`).
+# --format onnx`), analysis (scikit-dimension, scikit-learn: `coevo analyze`) and docs (MkDocs: `make docs`).
 # `make EXTRAS=test ...` leaves the others out; their tests are then skipped.
-EXTRAS ?= test,ray,export,analysis
+EXTRAS ?= test,ray,export,analysis,docs
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict fails on broken links and references.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

@@ -11,7 +11,7 @@ its rows as median [Q1-Q3] over seeds of what the quality goal is judged by:
 - ``seconds_per_generation``.
 
 Writes ``benchmarks/results/quality-<name>.json`` (every row and the medians) and ``.md`` (the
-table the README shows). Re-running resumes the sweep (finished trials are kept).
+table docs/results.md shows). Re-running resumes the sweep (finished trials are kept).
 
     .venv/bin/python benchmarks/quality.py --preset levers --jobs 2
     .venv/bin/python benchmarks/quality.py --preset reproduce --jobs 2

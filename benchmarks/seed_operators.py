@@ -1,4 +1,4 @@
-"""The table of the seed papers' operators (README, "Operators from the seed papers") from a
+"""The table of the seed papers' operators (docs/operators.md, "The seed papers' operators side by side") from a
 finished `coevo bench --preset seeds` directory.
 
     .venv/bin/coevo bench --preset seeds --jobs 2 --out bench-runs/seeds

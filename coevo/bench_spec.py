@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,9 +146,21 @@ def _inline(flat: dict[str, Any]) -> str:
     return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in flat.items()) + " }"
 
 
+RENAMED_PRESETS = {"paper": "paper-sweep"}
+"""Old bench preset names that still load, with their new names. ``paper`` became ``paper-sweep``
+because ``coevo run --preset paper`` names a run preset: the two kinds no longer share a name."""
+
+
 def presets() -> list[str]:
     """Names of the presets shipped with coevo."""
     return config_module.shipped_names("coevo.presets")
+
+
+def renamed_notice(preset: str) -> str | None:
+    """The one-line deprecation notice for an old preset name, or None for a current one."""
+    new = RENAMED_PRESETS.get(preset)
+    return None if new is None else (f"bench preset {preset!r} is now {new!r} (run and bench presets no longer "
+                                     f"share a name); the old name will be removed")
 
 
 def load(path: str | Path | None = None, preset: str | None = None) -> Spec:
@@ -155,6 +168,9 @@ def load(path: str | Path | None = None, preset: str | None = None) -> Spec:
     if (path is None) == (preset is None):
         raise UserError("give a spec file or --preset NAME (one of the two)")
     if preset is not None:
+        if preset in RENAMED_PRESETS:
+            warnings.warn(renamed_notice(preset), DeprecationWarning, stacklevel=2)
+            preset = RENAMED_PRESETS[preset]
         text = config_module.shipped_text("coevo.presets", preset)
         return parse(text, default_name=preset, source=f"preset {preset!r}")
     path = Path(path)

@@ -142,10 +142,16 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"  {'':<{width}}    parameters: {parameters}")
         from coevo.config import preset_text, presets
 
+        from coevo.bench_spec import presets as bench_presets
+        from coevo.config import shipped_text
+
         print("presets (coevo run --preset NAME):")
-        width = max(len(n) for n in presets())
+        width = max(len(n) for n in [*presets(), *bench_presets()])
         for name in presets():
             print(f"  {name:<{width}}  {_first_comment(preset_text(name))}")
+        print("bench presets (coevo bench --preset NAME):")
+        for name in bench_presets():
+            print(f"  {name:<{width}}  {_first_comment(shipped_text('coevo.presets', name))}")
         return 0
     if args.command == "bench":
         from coevo import bench, bench_spec
@@ -155,6 +161,10 @@ def _run(args: argparse.Namespace) -> int:
                 raise UserError("--report DIR rebuilds an existing report; give it no spec and no --preset")
             print(f"report: {bench.rebuild_report(args.report)}")
             return 0
+        notice = bench_spec.renamed_notice(args.preset) if args.preset else None
+        if notice:
+            print(f"coevo: {notice}", file=sys.stderr)
+            args.preset = bench_spec.RENAMED_PRESETS[args.preset]
         spec = bench_spec.load(args.spec, args.preset)
         executor = bench.make_executor(args.executor, args.jobs, args.ray_address)
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from deap import tools
 
-from coevo import checkpoint
+from coevo import checkpoint, compile_watch
 from coevo.checkpoint import RunState
 from coevo.config import Config
 from coevo.errors import UserError
@@ -133,13 +133,20 @@ class ProgressBar(Observer):
         self.total = total
         self.description = description
         self.bar = None
+        self._compiled = 0.0
 
     def on_start(self, config: Config, state: RunState) -> None:
         self.bar = self._tqdm(total=self.total, initial=state.generation, desc=self.description, unit="gen",
                               dynamic_ncols=True)
+        self._compiled = compile_watch.seconds()
 
     def on_generation(self, row: dict, state: RunState) -> None:
         assert self.bar is not None
+        # a first run's kernel compile stays out of the rate and the ETA: the bar's clock moves on by it
+        compiled, self._compiled = compile_watch.seconds() - self._compiled, compile_watch.seconds()
+        if compiled > 0:
+            self.bar.start_t += compiled
+            self.bar.last_print_t += compiled
         val = row["validation_loss_best"]
         self.bar.set_postfix(val=f"{val:.4f}" if math.isfinite(val) else val, kept=f"{row['kept_best']:.3f}",
                              refresh=False)

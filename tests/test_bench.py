@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coevo import bench, bench_report, bench_spec, runner
+from coevo import bench, bench_report, bench_spec, config, runner
 from coevo.cli import main
 from coevo.errors import ConfigError
 
@@ -104,8 +104,8 @@ def test_preset_and_spec_are_exclusive_and_presets_parse(tmp_path, capsys):
     assert code == 2 and "one of the two" in err
     code, _, err = bench_cli(["--preset", "nope"], capsys)
     assert code == 2 and "quick" in err and "paper" in err
-    paper = bench_spec.load(preset="paper")
-    assert (paper.trials, paper.base["run"]["generations"]) == (30, 400)
+    paper = bench_spec.load(preset="paper-sweep")
+    assert paper.name == "paper-sweep" and (paper.trials, paper.base["run"]["generations"]) == (30, 400)
     assert len(paper.combinations) == 16 and {c.mode for c in paper.combinations} == {"coevolution", "canonical"}
     # the semantics are an axis: each of the paper's 8 combinations under paper and reference semantics
     by_semantics = {}
@@ -118,6 +118,22 @@ def test_preset_and_spec_are_exclusive_and_presets_parse(tmp_path, capsys):
     assert all(not c.config["train"]["fresh_optimizer_each_batch"] for c in by_semantics[True] if c.mode == "canonical")
     quick = bench_spec.load(preset="quick")
     assert {c.settings["prune.operator"] for c in quick.combinations} == {"none", "random", "variance", "conjunctive"}
+
+
+def test_run_and_bench_presets_do_not_share_a_name_and_the_old_paper_name_still_loads(capsys):
+    assert not set(config.presets()) & set(bench_spec.presets())
+    with pytest.warns(DeprecationWarning, match="'paper' is now 'paper-sweep'"):
+        old = bench_spec.load(preset="paper")
+    assert old.name == "paper-sweep" and len(old.combinations) == 16
+    assert bench_spec.renamed_notice("paper-sweep") is None
+
+
+def test_coevo_operators_lists_the_bench_presets(capsys):
+    assert main(["operators"]) == 0
+    out = capsys.readouterr().out.split("bench presets (coevo bench --preset NAME):\n", 1)[1]
+    listed = [line.split()[0] for line in out.splitlines()]
+    assert listed == bench_spec.presets() and "paper-sweep" in listed
+    assert all(len(line.split(maxsplit=1)) == 2 for line in out.splitlines())  # a description on each line
 
 
 def test_spec_round_trips_through_its_resolved_toml():

@@ -14,7 +14,7 @@ def test_defaults_are_the_paper_setting_except_three_measured_choices():
     assert (c.prune.operator, c.prune.schedule, c.prune.probability, c.prune.amount) == ("random", "exponential", 0.5, 0.1)
     assert c.train.fresh_optimizer_each_batch is False
     assert (c.run.update, c.prune.regrow, c.prune.reset_fraction) == ("synchronous", False, 0.0)
-    # where the defaults leave the paper (README, "Quality"): chosen by benchmarks/quality.py
+    # where the defaults leave the paper (docs/results.md, "Quality"): chosen by benchmarks/quality.py
     assert (c.train.learning_rate, c.train.bce_weight, c.prune.target_kept) == (1e-3, 0.05, 0.45)
     paper = config.load(None, [], preset="paper")
     assert (paper.train.learning_rate, paper.train.bce_weight, paper.prune.target_kept) == (1e-5, 0.0, 0.0)

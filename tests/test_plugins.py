@@ -1,6 +1,6 @@
 """User-defined operators and schedules: import paths, classes, entry points, their parameters
 (config, checks, bench sweeps), the global-RNG watch, a user's files that shadow packages, the
-README's examples, and the errors a broken plug-in gives."""
+the docs' examples (docs/writing-operators.md), and the errors a broken plug-in gives."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from coevo import bench_report, bench_spec, config, operators
 from coevo import schedules
 from coevo.cli import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+WRITING = Path(__file__).resolve().parent.parent / "docs" / "writing-operators.md"
 
 USER_MODULE = '''
 import numpy as np
@@ -498,7 +498,7 @@ def test_the_watch_sees_every_kind_of_global_draw_and_nothing_else():
 # ---------------------------------------------------------------- a user's files named like packages
 
 def coevo_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """The CLI in a fresh process, run from ``cwd`` with PYTHONPATH=. as the README says."""
+    """The CLI in a fresh process, run from ``cwd`` with PYTHONPATH=. as the docs say."""
     env = {**os.environ, "PYTHONPATH": "."}
     return subprocess.run([sys.executable, "-m", "coevo", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
@@ -526,13 +526,12 @@ def test_a_broken_coevo_operators_import_exits_2(monkeypatch, capsys):
     assert err.count("\n") == 1 and "coevo's own module 'coevo.operators' cannot be imported" in err
 
 
-# ---------------------------------------------------------------- the README's examples
+# ---------------------------------------------------------------- the docs' examples
 
 def readme_examples() -> tuple[dict[str, str], list[str]]:
-    """The python and TOML blocks of the README's plug-in section that start with
-    '# file: NAME', and the bash block that runs them."""
-    text = README.read_text()
-    section = text.split("## Writing your own pruning operator and schedule", 1)[1].split("\n## ", 1)[0]
+    """The python and TOML blocks of docs/writing-operators.md that start with '# file: NAME', and
+    the bash block that runs them."""
+    section = WRITING.read_text()
     files = {}
     for block in re.findall(r"```(?:python|toml)\n(.*?)```", section, re.S):
         match = re.fullmatch(r"# file: ([\w.-]+)", block.splitlines()[0])
