@@ -1,0 +1,80 @@
+"""Seconds per generation of `coevo run`'s defaults against the defaults before issue 19 (random
+pruning, exponential schedule, p = 0.5, target 0.45), measured in one run.
+
+    .venv/bin/python benchmarks/defaults_speed.py --threads 2 --rounds 3
+
+The new defaults prune every pair every generation for the first 75% of the run (a magnitude
+ranking over the whole autoencoder); the old ones pruned a pair with a probability rising to
+0.43. So each run is a whole short run (``--generations``, the ramp included) and the figure is
+the mean over its generations after the first (a median would hide the pruning generations).
+Every run is a fresh process (spawn); rounds interleave before/now, so a slow spell of the
+shared machine lands on both sides; the ratio is the median of the per-round ratios, with their
+range. Writes ``benchmarks/results/defaults_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+CONFIGS = {
+    "before (random, exponential, p 0.5, target 0.45)": ["prune.operator=random", "prune.schedule=exponential",
+                                                        "prune.probability=0.5", "prune.target_kept=0.45"],
+    "now (defaults: magnitude model, gradual, target 0.1)": [],
+}
+
+
+def _run(overrides: list[str], generations: int, threads: int) -> dict:
+    import torch
+
+    from coevo import config
+    from coevo.evolve import coevolve
+    from coevo.observers import LogbookRecorder
+    from coevo.problem import build
+
+    torch.set_num_threads(threads)
+    cfg = config.load(None, overrides + [f"run.generations={generations}", "run.checkpoint_every=0"])
+    coevolve(build(cfg.replace(run__generations=1)))  # loads (or compiles) the Numba kernels
+    rec = LogbookRecorder()
+    coevolve(build(cfg), [rec])
+    seconds = rec.logbook.select("seconds")[1:]
+    return {"mean_seconds_per_generation": statistics.fmean(seconds),
+            "median_seconds_per_generation": statistics.median(seconds),
+            "kept_best_last": float(rec.logbook.select("kept_best")[-1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--generations", type=int, default=40)
+    args = parser.parse_args()
+    ctx = mp.get_context("spawn")
+    runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        for r in range(args.rounds):
+            for name, overrides in CONFIGS.items():
+                result = pool.apply(_run, (overrides, args.generations, args.threads))
+                runs[name].append(result)
+                print(f"round {r + 1} {name}: {result['mean_seconds_per_generation']:.3f} s/generation "
+                      f"(kept {result['kept_best_last']:.3f})", flush=True)
+    before, now = (runs[name] for name in CONFIGS)
+    ratios = [n["mean_seconds_per_generation"] / b["mean_seconds_per_generation"] for b, n in zip(before, now)]
+    summary = {
+        "threads": args.threads, "generations": args.generations, "rounds": args.rounds,
+        "runs": runs,
+        "ratio_now_over_before": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
+    }
+    print(f"now / before: {summary['ratio_now_over_before']:.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f})")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "defaults_speed.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {RESULTS / 'defaults_speed.json'}")
+
+
+if __name__ == "__main__":
+    main()
