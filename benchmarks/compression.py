@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from coevo import config as config_module
+from coevo import data
 from coevo.bench_report import a12_paired, read_rows, wilcoxon_p
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,9 +38,7 @@ def target_of(row: dict) -> str:
 def gradient_steps(bench: Path, row: dict) -> int:
     """Mini-batch steps of one run over all its cells: cells x generations x batches per epoch."""
     cfg = config_module.load(bench / row["run_dir"] / "config.toml")
-    if cfg.data.source != "binary_clustering":
-        return -1
-    batches = math.ceil(cfg.data.n_clusters * cfg.data.rows_per_cluster / cfg.train.batch_size)
+    batches = math.ceil(data.load(cfg.data, cfg.run.seed).train.shape[0] / cfg.train.batch_size)
     cells = 1 if cfg.run.mode == "canonical" else (cfg.grid.cells if cfg.grid.topology == "ring"
                                                    else cfg.grid.shape[0] * cfg.grid.shape[1])
     return cells * cfg.run.generations * batches
@@ -63,7 +62,8 @@ def summarize(bench: Path) -> list[dict]:
     for target in sorted({t for t, _ in by}, key=float, reverse=True):
         coevo, base = by.get((target, "coevo"), {}), by.get((target, "baseline"), {})
         seeds = sorted(set(coevo) & set(base))
-        entry = {"target": float(target), "seeds": seeds}
+        entry = {"target": float(target), "seeds": seeds,
+                 "floor": next(iter((coevo or base).values())).get("test_loss_floor")}
         for side, group in (("coevo", coevo), ("baseline", base)):
             runs = [group[s] for s in seeds] or list(group.values())
             if not runs:
@@ -123,7 +123,9 @@ def plot(table: list[dict], path: Path) -> None:
         err = [[p[1][0] - p[1][1] for p in pts], [p[1][2] - p[1][0] for p in pts]]
         ax.errorbar(kept, med, yerr=err, marker="o", capsize=3, color=colour,
                     label="coevolution (defaults)" if side == "coevo" else "baseline (canonical magnitude)")
-    ax.axhline(0.05, color="grey", linestyle=":", label="floor (noise)")
+    floor = next((e["floor"] for e in table if e.get("floor") is not None), None)
+    if floor:
+        ax.axhline(floor, color="grey", linestyle=":", label="floor")
     ax.set_xscale("log")
     ax.set_xlabel("live kept fraction")
     ax.set_ylabel("best-pair test L1 (median, IQR)")

@@ -1,0 +1,44 @@
+"""benchmarks/compression.py pairs each seed's coevolution run with the same seed's baseline run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import compression
+from coevo import config
+
+
+def fake_bench(tmp_path, losses):
+    rows = []
+    for label, mode, values in (("coevo-0.10", "coevolution", losses[0]), ("baseline-0.10", "canonical", losses[1])):
+        for seed, loss in enumerate(values, 1):
+            run_dir = f"trials/{label}/seed-{seed}"
+            (tmp_path / run_dir).mkdir(parents=True)
+            cfg = config.load(overrides=[f"run.mode={mode}", "run.generations=7", "data.n_dims=20",
+                                         "data.n_clusters=2", "data.rows_per_cluster=10", f"run.seed={seed}"])
+            (tmp_path / run_dir / "config.toml").write_text(config.dumps(cfg))
+            rows.append({"label": label, "mode": mode, "seed": seed, "test_loss": loss, "test_loss_mean": loss + 0.001,
+                         "kept_fraction": 0.1, "wall_seconds": 10.0 if mode == "canonical" else 100.0,
+                         "test_loss_floor": 0.05, "run_dir": run_dir})
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def test_the_table_pairs_seeds_and_counts_gradient_steps(tmp_path):
+    bench = fake_bench(tmp_path, ([0.054, 0.055, 0.060], [0.056, 0.057, 0.059]))
+    (entry,) = compression.summarize(bench)
+    assert entry["seeds"] == [1, 2, 3]
+    assert entry["difference"] == pytest.approx(-0.002)  # median of -0.002, -0.002, +0.001
+    assert entry["a12"] == pytest.approx(1 / 3)  # coevolution's loss is higher on one seed of three
+    # 20 training rows (2 clusters x 10) in batches of 5: 4 steps an epoch; coevolution has 10 cells
+    assert entry["baseline"]["gradient_steps"] == 7 * 4
+    assert entry["coevo"]["gradient_steps"] == 10 * 7 * 4
+    text = compression.markdown([entry])
+    assert "| 0.10 | 0.0550 [0.0545-0.0575]" in text and "-0.0020" in text
+
+
+def test_an_empty_bench_says_what_to_run(tmp_path):
+    with pytest.raises(SystemExit, match="coevo bench --preset compression"):
+        compression.summarize(tmp_path)
