@@ -104,7 +104,7 @@ def test_bench_validates_every_combination_before_writing(tmp_path):
                                                                "prune": {**spec.combinations[1].config["prune"],
                                                                          "amount": 5.0}})
     spec = dataclasses.replace(spec, combinations=(spec.combinations[0], broken))
-    message = r"combination random \+ exponential \(coevolution\): prune.amount must be in \[0, 1\]"
+    message = r"combination random \+ gradual \(coevolution\): prune.amount must be in \[0, 1\]"
     with pytest.raises(ConfigError, match=message):
         bench.run(spec, tmp_path / "bench", jobs=1, quiet=True)
     assert not (tmp_path / "bench").exists()

@@ -4,20 +4,24 @@ from coevo import config
 from coevo.errors import ConfigError
 
 
-def test_defaults_are_the_paper_setting_except_three_measured_choices():
+def test_defaults_are_the_paper_setting_except_measured_choices():
     c = config.Config()
     assert (c.grid.topology, c.grid.cells, c.grid.radius) == ("ring", 10, 1)
     assert (c.data.n_clusters, c.data.n_dims, c.data.rows_per_cluster, c.data.noise) == (10, 1000, 100, 0.05)
     assert (c.model.hidden, c.model.latent, c.model.loss) == ((30,), 10, "l1")
     assert (c.train.batch_size, c.train.lr_sigma) == (5, 1e-5)
     assert c.run.generations == 400
-    assert (c.prune.operator, c.prune.schedule, c.prune.probability, c.prune.amount) == ("random", "exponential", 0.5, 0.1)
+    # the pruning: chosen by the compression sweeps of issue 19 (docs/results.md, "Compression")
+    assert (c.prune.operator, c.prune.schedule, c.prune.probability, c.prune.target_kept) == ("magnitude", "gradual", 1.0, 0.1)
+    assert c.prune.params == {}  # magnitude's own defaults: scope model, encoder_scale 0.5
     assert c.train.fresh_optimizer_each_batch is False
     assert (c.run.update, c.prune.regrow, c.prune.reset_fraction) == ("synchronous", False, 0.0)
     # where the defaults leave the paper (docs/results.md, "Quality"): chosen by benchmarks/quality.py
-    assert (c.train.learning_rate, c.train.bce_weight, c.prune.target_kept) == (1e-3, 0.05, 0.45)
+    assert (c.train.learning_rate, c.train.bce_weight) == (1e-3, 0.05)
     paper = config.load(None, [], preset="paper")
     assert (paper.train.learning_rate, paper.train.bce_weight, paper.prune.target_kept) == (1e-5, 0.0, 0.0)
+    assert (paper.prune.operator, paper.prune.schedule, paper.prune.probability, paper.prune.amount) == \
+        ("random", "exponential", 0.5, 0.1)
 
 
 def test_toml_file_then_overrides(tmp_path):

@@ -295,10 +295,12 @@ def test_coevo_operators_lists_parameters_with_defaults(capsys):
     assert main(["operators"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^  conjunctive +Lexicase.*\n +parameters: threshold: float = 0\.1$", out, re.M)
-    assert re.search(r"^  variance +.*\n +parameters: scope: 'layer' \| 'global' = 'layer', unit: 'weight' = 'weight', "
-                     r"max_layer_fraction: float = 1\.0, direction: 'low' \| 'high' = 'low'$", out, re.M)
-    assert re.search(r"^  magnitude +.*\n +parameters: scope: 'layer' \| 'global' = 'layer', unit: 'weight' \| "
-                     r"'neuron' = 'weight', max_layer_fraction: float = 1\.0, reduce: 'l2' \| 'l1' \| 'max' = 'l2'", out, re.M)
+    assert re.search(r"^  variance +.*\n +parameters: scope: 'layer' \| 'global' \| 'model' = 'layer', unit: 'weight' = "
+                     r"'weight', max_layer_fraction: float = 1\.0, encoder_scale: float = 1\.0, "
+                     r"direction: 'low' \| 'high' = 'low'$", out, re.M)
+    assert re.search(r"^  magnitude +.*\n +parameters: scope: 'layer' \| 'global' \| 'model' = 'model', unit: 'weight' \| "
+                     r"'neuron' = 'weight', max_layer_fraction: float = 1\.0, reduce: 'l2' \| 'l1' \| 'max' = 'l2', "
+                     r"encoder_scale: float = 0\.5", out, re.M)
     assert re.search(r"^  exponential +.*\n +parameters: k: float = 2\.0$", out, re.M)
     assert re.search(r"^  final_n +.*\n +parameters: fraction: float = 0\.25$", out, re.M)
     assert re.search(r"^  none +.*\n  \S", out, re.M)  # no parameters: no parameters line
