@@ -127,6 +127,7 @@ def plot(table: list[dict], path: Path) -> None:
     if floor:
         ax.axhline(floor, color="grey", linestyle=":", label="floor")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("live kept fraction")
     ax.set_ylabel("best-pair test L1 (median, IQR)")
     ax.legend()
