@@ -1,7 +1,7 @@
 """LATENT_ABLATION: cut the latent neurons the reconstruction does not need, one at a time.
 
 Early-Bird and the budgeted operators decide how many latent neurons survive by a pruning budget,
-so the count they leave follows the budget, not the data (README, "Data of known intrinsic
+so the count they leave follows the budget, not the data (docs/results.md, "Data of known intrinsic
 dimension"). This operator lets the reconstruction decide: at each call on an encoder it
 silences each alive latent neuron in turn (``context.loss_without``: the pair's exact loss on the
 ``prune.cases`` training rows with that neuron pruned, before any retraining) and cuts the one
