@@ -103,7 +103,8 @@ class TrainConfig:
     """Mini-batch size for training and for the evaluation batch."""
     learning_rate: float = 1e-3
     """Initial learning rate of every cell (and of the canonical autoencoder). The paper's 1e-5
-    needs hundreds of generations to leave the per-bit majority; see docs/reproducing.md, "Where the defaults leave the paper"."""
+    needs hundreds of generations to leave the per-bit majority; see docs/reproducing.md, "Where
+    the defaults leave the paper"."""
     lr_sigma: float = 1e-5
     """Std of the Gaussian learning-rate mutation (0 turns it off)."""
     lr_min: float = 1e-9
