@@ -21,6 +21,8 @@ from coevo.problem import build
 def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, probability, pairing):
     cfg = config.load(None, tiny_overrides + [f"model.loss={loss}", f"selection.solution_concept={concept}",
                                               "grid.cells=5", "train.learning_rate=0.01", "prune.target_kept=0",
+                                              # the paper's operator: the plain loop prunes one network at a time
+                                              "prune.operator=random", "prune.schedule=exponential",
                                               f"selection.pairing={pairing}"])
     problem = build(cfg)
     neighbours = topology.neighbourhoods(cfg.grid)

@@ -292,18 +292,19 @@ def test_ray_run_resumed_from_a_checkpoint_equals_local_engine(local_ray, local_
 
 DIES_ONCE = '''
 import os, signal
-from coevo.operators.random_pruning import random_prune
+from coevo.operators.magnitude import magnitude_prune
 
 DRIVER_PID = {driver}
 MARKER = {marker!r}
 
 def prune(net, amount, rng, context):
-    """Random pruning; in a Ray worker at generation 1, first kill the worker's own process once."""
+    """The default operator (magnitude over the model); in a Ray worker at generation 1, first
+    kill the worker's own process once."""
     if os.getpid() != DRIVER_PID and context.generation == 1 and not os.path.exists(MARKER):
         with open(MARKER, "w") as fh:
             fh.write(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
-    return random_prune(net, amount, rng, context)
+    return magnitude_prune(net, amount, rng, context)
 '''
 
 
