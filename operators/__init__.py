@@ -5,7 +5,8 @@ name it by import path in config (``prune.operator = "mypkg.ops:my_prune"``), or
 through the ``coevo.operators`` entry-point group. See :mod:`operators.base` for the contract.
 
 Or register just a criterion, a score per weight or per neuron, with
-``@coevo.operators.criterion("name")``: it gets ``scope`` (layer or global), ``unit`` (weight or
+``@coevo.operators.criterion("name")``: it gets ``scope`` (layer, global: one network, or model:
+the encoder and decoder ranked together), ``unit`` (weight or
 neuron), per-layer caps and the protection rules for free, from the one selector
 (:mod:`operators.selector`, :mod:`operators.protection`).
 """

@@ -1,7 +1,7 @@
 """Criteria: a score per weight or per neuron, and nothing else. Registering one makes it an
-operator that takes ``scope``, ``unit``, ``max_layer_fraction`` and ``reduce`` from config and
-hands the scores to the one selector (:mod:`coevo.operators.selector`), protection rules
-included. A criterion is a plain function::
+operator that takes ``scope``, ``unit``, ``max_layer_fraction``, ``reduce`` and
+``encoder_scale`` from config and hands the scores to the one selector
+(:mod:`coevo.operators.selector`), protection rules included. A criterion is a plain function::
 
     @coevo.operators.criterion("abs_gradient", scope="global")
     def abs_gradient(net, context, rng, *, power: float = 1.0):
@@ -35,8 +35,8 @@ SELECTOR_PARAMETERS = ("scope", "unit", "max_layer_fraction", "reduce", "encoder
 CriterionFunction = Callable[..., Scores]
 
 
-def criterion(name: str, *, scope: str = "layer", unit: str = "weight",
-              units: tuple[str, ...] = ("weight", "neuron"), encoder_scale: float = 1.0) -> Callable[[CriterionFunction], type]:
+def criterion(name: str, *, scope: str = "layer", unit: str = "weight", units: tuple[str, ...] = ("weight", "neuron"),
+              encoder_scale: float = 1.0) -> Callable[[CriterionFunction], type]:
     """Decorator: register ``fn(net, context, rng, **settings) -> scores`` as the operator ``name``
     (see the module's docstring). Returns the operator class, so that an import path
     (``prune.operator = "my_module:fn"``) names the operator too; the function stays reachable
@@ -96,16 +96,13 @@ def criterion_operator(name: str, fn: CriterionFunction, *, scope: str = "layer"
                 context: PruneContext) -> dict[str, float]:
         """Scope ``model``: both networks' shares of ``amount``, the encoder's scores times
         ``encoder_scale`` (below 1 the encoder gives more: its inputs are redundant, while every
-        output unit needs its own weights)."""
+        output unit needs its own weights). Meant for scores >= 0 (magnitudes, saliencies): a
+        factor below 1 raises a negative score."""
         partner = context.partner(net)
-        factor = self.encoder_scale
-        scored = []
-        for member, member_scores in ((net, scores), (partner, None)):
-            if member is partner:
-                member_scores = fn(partner, context, rng, **self.settings)
-            if member.role == "encoder" and member_scores is not None and factor != 1.0:
-                member_scores = [_scaled(s, factor) for s in member_scores]
-            scored.append((member, member_scores))
+        scored = [(net, scores), (partner, fn(partner, context, rng, **self.settings))]
+        scored = [(member, [_scaled(s, self.encoder_scale) for s in member_scores])
+                  if member.role == "encoder" and member_scores is not None and self.encoder_scale != 1.0
+                  else (member, member_scores) for member, member_scores in scored]
         shares = model_shares(scored, amount, rng, self.unit, self.reduce)
         return {net.role: shares[0], partner.role: shares[1]}
 

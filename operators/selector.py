@@ -17,7 +17,8 @@ neuron) to prune, stochastically rounded (unbiased), per layer (scope ``layer``)
 network (scope ``global``). The protected entries count as alive (so a layer loses ``amount`` of
 what it has, not of what is left after protection); they are only never chosen. Under scope
 ``global`` no layer gives more than ``max_layer_fraction`` of its alive entries (or neurons) in
-one call.
+one call. Scope ``model`` (the encoder and decoder ranked together) needs the pair: a criterion
+operator splits the amount with :func:`model_shares`, then prunes each network with ``global``.
 
 Unit ``neuron`` cuts a neuron's incoming weights and bias, and its outgoing weights where they
 live in the same network (they multiply a constant zero from then on). The decoder's output units
