@@ -3,6 +3,7 @@ encoder's scores weighed by encoder_scale."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -25,11 +26,8 @@ def pair(seed: int = 0):
 
 
 def context_of(enc, dec) -> PruneContext:
-    copies = {"encoder": network("encoder", [40, 12, 4], 0), "decoder": network("decoder", [4, 12, 40], 1)}
-    for role, net in (("encoder", enc), ("decoder", dec)):  # the snapshot the partner is read from
-        for layer, src in zip(copies[role].layers, net.layers):
-            layer.weight, layer.bias = src.weight.copy(), src.bias.copy()
-            layer.weight_mask, layer.bias_mask = src.weight_mask.copy(), src.bias_mask.copy()
+    """A context whose partner is a snapshot of the pair before the mutation, as coevo's is."""
+    copies = {"encoder": copy.deepcopy(enc), "decoder": copy.deepcopy(dec)}
     return PruneContext(0, PruneConfig(), networks=lambda role: copies[role])
 
 
