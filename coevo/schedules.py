@@ -159,6 +159,18 @@ def polynomial_sparsity(t: int, T: int, *, final_sparsity: float = 0.9, initial_
     return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - (t - t0) / (t1 - t0)) ** 3
 
 
+def _ramp_step(t: int, T: int, start: float, end: float, every: int) -> bool:
+    """Whether the cubic ramp (polynomial, gradual) prunes at t: at t0 = round(start T), every
+    `every` generations after it, and at t1 = round(end T); the parameters checked first."""
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"prune.schedule_params.start and end are fractions of the run: they must satisfy "
+                         f"0 <= start < end <= 1, got {start} and {end}")
+    if not (isinstance(every, int) and every >= 1):
+        raise ValueError(f"prune.schedule_params.every must be an integer >= 1, got {every}")
+    t0, t1 = round(start * T), round(end * T)
+    return t0 <= t <= t1 and (t == t1 or (t - t0) % every == 0)
+
+
 @register("polynomial")
 def polynomial(t: int, T: int, p: float, s: int, *, final_sparsity: float = 0.9, initial_sparsity: float = 0.0,
                start: float = 0.0, end: float = 0.75, every: int = 1) -> float | Pruning:
@@ -166,13 +178,7 @@ def polynomial(t: int, T: int, p: float, s: int, *, final_sparsity: float = 0.9,
     if not 0.0 <= initial_sparsity <= final_sparsity < 1.0:
         raise ValueError(f"prune.schedule_params.initial_sparsity and final_sparsity must satisfy "
                          f"0 <= initial_sparsity <= final_sparsity < 1, got {initial_sparsity} and {final_sparsity}")
-    if not 0.0 <= start < end <= 1.0:
-        raise ValueError(f"prune.schedule_params.start and end are fractions of the run: they must satisfy "
-                         f"0 <= start < end <= 1, got {start} and {end}")
-    if not (isinstance(every, int) and every >= 1):
-        raise ValueError(f"prune.schedule_params.every must be an integer >= 1, got {every}")
-    t0, t1 = round(start * T), round(end * T)
-    if t < t0 or t > t1 or (t < t1 and (t - t0) % every):
+    if not _ramp_step(t, T, start, end, every):
         return 0.0  # idle, as geometric between its steps: the masks hold the last target, the networks train
     sparsity = polynomial_sparsity(t, T, final_sparsity=final_sparsity, initial_sparsity=initial_sparsity,
                                    start=start, end=end)
@@ -180,15 +186,10 @@ def polynomial(t: int, T: int, p: float, s: int, *, final_sparsity: float = 0.9,
 
 
 @register("gradual")
-def gradual(t: int, T: int, p: float, s: int, *, start: float = 0.0, end: float = 0.75, every: int = 1) -> float | Pruning:
+def gradual(t: int, T: int, p: float, s: int, *, start: float = 0.0, end: float = 0.75,
+            every: int = 1) -> float | Pruning:
     """Zhu & Gupta's cubic ramp to prune.target_kept: p every `every` generations from start to end (fractions of the run), each pair pruned to the ramp's kept fraction, then training only."""
-    if not 0.0 <= start < end <= 1.0:
-        raise ValueError(f"prune.schedule_params.start and end are fractions of the run: they must satisfy "
-                         f"0 <= start < end <= 1, got {start} and {end}")
-    if not (isinstance(every, int) and every >= 1):
-        raise ValueError(f"prune.schedule_params.every must be an integer >= 1, got {every}")
-    t0, t1 = round(start * T), round(end * T)
-    if t < t0 or t > t1 or (t < t1 and (t - t0) % every):
+    if not _ramp_step(t, T, start, end, every):
         return 0.0
     progress = polynomial_sparsity(t, T, final_sparsity=1.0, initial_sparsity=0.0, start=start, end=end)
     return Pruning(p, progress=progress) if progress > 0 else 0.0
