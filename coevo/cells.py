@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from coevo import batched, cpu_kernels
+from coevo import batched, cpu_kernels, topology
 from coevo.config import Config, PruneConfig
 from coevo.errors import OperatorError, UserError
+from coevo.front import kept_ladder, multi_objective
 from coevo.genome import Decoder, Encoder, Layout, Network
 from coevo.measures import KeptFractions, stack_kept_fractions
 from coevo.population import Stack
@@ -111,8 +112,10 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     settings = cfg.prune
     step = Pruning.of(prune_probability)
     prune_probability = step.probability
+    # a multi-objective run's cells prune towards a ladder of sizes (coevo.front), not one target
+    targets = kept_ladder(cfg, topology.neighbourhoods(cfg.grid).shape[0]) if multi_objective(cfg) else None
     if prune_probability > 0 and operator_name != "none":
-        wants_kept = settings.target_kept > 0 or step.kept is not None
+        wants_kept = settings.target_kept > 0 or step.kept is not None or step.progress is not None
         fractions = stack_kept_fractions(new_enc, new_dec) if wants_kept else None
         kept = fractions.kept if fractions is not None else None
         for i, k in enumerate(cells):
@@ -120,14 +123,16 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
             if rng.random() >= prune_probability:
                 continue
             amount = settings.amount if step.amount is None else step.amount
-            if step.kept is not None:  # the schedule's kept fraction of the masks: this pair's amount to reach it
-                if fractions.mask_kept[i] <= step.kept:
+            target = settings.target_kept if targets is None else float(targets[k])
+            goal = step.kept_goal(target)
+            if goal is not None:  # the schedule's kept fraction of the masks: this pair's amount to reach it
+                if fractions.mask_kept[i] <= goal:
                     continue
-                amount = 1.0 - step.kept / fractions.mask_kept[i]
-            if settings.target_kept > 0:  # at the target: no more; near it: only what reaches it
-                if kept[i] <= settings.target_kept:
+                amount = 1.0 - goal / fractions.mask_kept[i]
+            if target > 0:  # at the target: no more; near it: only what reaches it
+                if kept[i] <= target:
                     continue
-                amount = min(amount, 1.0 - settings.target_kept / kept[i])
+                amount = min(amount, 1.0 - target / kept[i])
             pruned[i] = True
             with cpu_kernels.one_blas_thread():  # an operator's matrix products: threads cost more than they give
                 happened = _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,

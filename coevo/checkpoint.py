@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from coevo.errors import UserError
+from coevo.front import Front
 from coevo.genome import Layout
 from coevo.population import FIELDS, Stack
 
@@ -40,8 +41,9 @@ class RunState:
     until the next :meth:`centres_in`. Reading them is all a caller needs to know."""
 
     def __init__(self, generation: int, encoders: Stack, decoders: Stack, lr: np.ndarray,
-                 wall_seconds: float = 0.0, events: dict[str, int] | None = None) -> None:
+                 wall_seconds: float = 0.0, events: dict[str, int] | None = None, front: Front | None = None) -> None:
         self.generation = generation  # generations completed
+        self.front = front  # the Pareto front archive of a multi-objective run (coevo.front), else None
         self.lr = lr  # (cells,) learning rate of each cell
         self.wall_seconds = wall_seconds  # loop time spent so far
         self.events = dict(events or {})  # first generation each operator event happened in any cell
@@ -122,6 +124,7 @@ def save(run_dir: Path, state: RunState, logbook_rows: int, logbook: str | None 
         "lr": torch.as_tensor(state.lr),
         "wall_seconds": state.wall_seconds,
         "events": dict(state.events),
+        "front": None if state.front is None else state.front.to_dict(),
         "logbook_rows": logbook_rows,
         "logbook": logbook,
         "meta": dict(meta or {}),
@@ -187,7 +190,8 @@ def state_from(d: dict, enc_layout: Layout, dec_layout: Layout, device: str, nam
         torch.set_rng_state(d["torch_random"])
     return RunState(int(d["generation"]), _stack_from(d["encoders"], enc_layout, device),
                     _stack_from(d["decoders"], dec_layout, device), d["lr"].numpy().copy(),
-                    float(d["wall_seconds"]), dict(d.get("events", {})))
+                    float(d["wall_seconds"]), dict(d.get("events", {})),
+                    None if d.get("front") is None else Front.from_dict(d["front"]))
 
 
 def load_latest(run_dir: Path, enc_layout: Layout, dec_layout: Layout, device: str) -> tuple[RunState, int, list[str]]:

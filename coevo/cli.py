@@ -53,9 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write the best pair (or every centre pair) as a compact dense model")
     exp.add_argument("run_dir", type=Path)
     exp.add_argument("--out", type=Path, help="output file (default: RUN_DIR/model.pt, or model.onnx); "
-                     "--which centres writes STEM-cellK.SUFFIX per cell")
+                     "--which centres writes STEM-cellK.SUFFIX per cell, --which front STEM-frontK.SUFFIX per point")
     exp.add_argument("--format", default="torchscript", help="torchscript (default) or onnx (needs coevo[export])")
-    exp.add_argument("--which", default="best", help="best (default) or centres (needs run.save_centres = true)")
+    exp.add_argument("--which", default="best", help="best (default), centres (needs run.save_centres = true) "
+                     "or front (a run with selection.objectives = [\"loss\", \"kept\"])")
 
     ana = sub.add_parser("analyze", help="latent analysis of a run: alive latent neurons, intrinsic dimension, NMI/ARI")
     ana.add_argument("run_dir", type=Path)
@@ -107,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
 
         summary = report.read_summary(args.run_dir)
         paths = report.plot_run(args.run_dir)
+        if summary.get("front"):
+            paths.append(report.plot_front(Path(args.run_dir) / "plots" / "front.png", summary))
         print(report.format_summary(summary))
         print("plots: " + ", ".join(str(p) for p in paths))
         stale = report.stale_files(args.run_dir, summary)

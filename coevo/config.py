@@ -202,6 +202,13 @@ class SelectionConfig:
     """Which decoder a cell trains with its selected encoder. "encoder" (the reference's): the
     winner's own partner, so decoder fitness is never used. "independent" (Lipizzaner's): a
     second tournament on decoder (column) fitness, so each population is selected by its own."""
+    objectives: tuple[str, ...] = ("loss",)
+    """What selection minimises: ["loss"], or ["loss", "kept"] for a Pareto front of (loss, size)
+    models in one run (NSGA-II's crowded tournament in each neighbourhood; the cells prune
+    towards sizes spread from prune.target_kept to largest_kept; see coevo.front)."""
+    largest_kept: float = 0.5
+    """With objectives ["loss", "kept"]: the kept target of the grid's largest rung (the smallest
+    is prune.target_kept)."""
 
 
 @dataclass(frozen=True)
@@ -454,6 +461,19 @@ def validate(c: Config) -> None:
          f"selection.tournament_size must be >= 1, got {c.selection.tournament_size}")
     need(c.selection.pairing in ("encoder", "independent"),
          f"selection.pairing = {c.selection.pairing!r} is not allowed; choose one of: encoder, independent")
+    objectives = tuple(c.selection.objectives)
+    need(objectives in (("loss",), ("loss", "kept")),
+         f"selection.objectives = {list(objectives)} is not allowed; choose [\"loss\"] or [\"loss\", \"kept\"]")
+    if "kept" in objectives:
+        need(c.run.mode == "coevolution",
+             "selection.objectives = [\"loss\", \"kept\"] selects among the grid's pairs; canonical mode trains "
+             "one autoencoder and has nothing to select: use run.mode = 'coevolution' or objectives [\"loss\"]")
+        need(0.0 < c.prune.target_kept < c.selection.largest_kept < 1.0,
+             f"with objectives [\"loss\", \"kept\"] the cells prune towards sizes from prune.target_kept to "
+             f"selection.largest_kept: they must satisfy 0 < target_kept < largest_kept < 1, got "
+             f"{c.prune.target_kept} and {c.selection.largest_kept}")
+        need(not c.prune.regrow, "selection.objectives = [\"loss\", \"kept\"] needs masks that persist; "
+             "unset prune.regrow")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

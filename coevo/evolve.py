@@ -15,14 +15,14 @@ from typing import Sequence
 import numpy as np
 from deap import base, tools
 
-from coevo import compile_watch, schedules, topology
+from coevo import compile_watch, front, schedules, topology
 from coevo.cells import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, centre_measures, derive_rng
 from coevo.checkpoint import RunState
 from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
 from coevo.errors import ConfigError, OperatorError, UserError
 from coevo.genome import Decoder, Encoder, Network
-from coevo.measures import KeptFractions
+from coevo.measures import KeptFractions, stack_kept_fractions
 from coevo.observers import Observer
 from coevo.problem import Problem
 from coevo.registry import GlobalRandomWatch
@@ -44,7 +44,10 @@ def make_toolbox(config: Config) -> base.Toolbox:
     with ``prune.amount`` and ``prune.params`` bound as DEAP binds keyword arguments). Resolving
     the operator checks its parameters, so a bad one stops here, before a run starts."""
     toolbox = base.Toolbox()
-    toolbox.register("select", tools.selTournament, k=1, tournsize=config.selection.tournament_size)
+    if front.multi_objective(config):  # NSGA-II's crowded comparison on (loss, kept)
+        toolbox.register("select", front.sel_crowded_tournament, k=1, tournsize=config.selection.tournament_size)
+    else:
+        toolbox.register("select", tools.selTournament, k=1, tournsize=config.selection.tournament_size)
     operator, params = operators.registry.resolve(config.prune.operator, config.prune.params)
     toolbox.register("mutate", apply_operator, operator=operator, amount=config.prune.amount, **params)
     toolbox.mutate.coevo_needs = operators.needs_of(operator)  # what the trainer and stacks must provide
@@ -105,8 +108,8 @@ def prune_step(config: Config, generation: int, subpopulation: int) -> schedules
         if not config.prune.target_kept > 0:
             raise ConfigError(f"pruning schedule {name!r} prunes towards prune.target_kept, which is 0; "
                               f"set it (e.g. --set prune.target_kept=0.1) or use the polynomial schedule")
-        kept = 1.0 - progress * (1.0 - config.prune.target_kept)
-    return schedules.Pruning(p, amount, kept)
+    # progress stays progress: each pair's kept goal follows from its own target (coevo.cells.vary_cells)
+    return schedules.Pruning(p, amount, kept, progress)
 
 
 def solution_concept(losses: np.ndarray, concept: str) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +119,8 @@ def solution_concept(losses: np.ndarray, concept: str) -> tuple[np.ndarray, np.n
 
 
 def select_parents(neighbours: np.ndarray, enc_fitness: np.ndarray, dec_fitness: np.ndarray,
-                   toolbox: base.Toolbox, pairing: str) -> tuple[np.ndarray, np.ndarray]:
+                   toolbox: base.Toolbox, pairing: str,
+                   kept: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each cell, the cells whose encoder and whose decoder it trains next: a tournament
     among its sub-population's encoders on their fitness (rows), then
 
@@ -128,21 +132,26 @@ def select_parents(neighbours: np.ndarray, enc_fitness: np.ndarray, dec_fitness:
     cell; "encoder" pairing draws exactly what it always did. Returns (encoder cells, decoder cells).
 
     The individuals are handles: selection needs only their fitness, and the genome itself
-    stays in row ``ind.cell`` of the population stack (copied only once selected).
+    stays in row ``ind.cell`` of the population stack (copied only once selected). With ``kept``
+    (each cell's pair's live kept fraction: ``selection.objectives = ["loss", "kept"]``) a
+    handle's fitness is (loss, kept of its cell's pair).
     """
     enc_parents = np.empty(neighbours.shape[0], dtype=np.int64)
     dec_parents = np.empty(neighbours.shape[0], dtype=np.int64)
     for k, row in enumerate(neighbours):
-        enc_parents[k] = toolbox.select(_handles(Encoder, row, enc_fitness[k]))[0].cell
+        enc_parents[k] = toolbox.select(_handles(Encoder, row, enc_fitness[k], kept))[0].cell
         if pairing == "independent":
-            dec_parents[k] = toolbox.select(_handles(Decoder, row, dec_fitness[k]))[0].cell
+            dec_parents[k] = toolbox.select(_handles(Decoder, row, dec_fitness[k], kept))[0].cell
         else:
             dec_parents[k] = enc_parents[k]
     return enc_parents, dec_parents
 
 
-def _handles(cls: type[Network], cells: np.ndarray, fitness: np.ndarray) -> list[Network]:
-    """DEAP individuals of one sub-population: empty networks that name their cell, with fitness."""
+def _handles(cls: type[Network], cells: np.ndarray, fitness: np.ndarray, kept: np.ndarray | None = None) -> list:
+    """DEAP individuals of one sub-population: empty networks that name their cell, with fitness
+    (with ``kept``, two-objective handles of :mod:`coevo.front`)."""
+    if kept is not None:
+        return [front.handle(int(cell), value, kept[cell]) for cell, value in zip(cells, fitness)]
     subpop = []
     for cell, value in zip(cells, fitness):
         ind = cls([], cell=int(cell))
@@ -217,6 +226,10 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
     engine = engine or LocalEngine()
     engine.start(CellData(problem.train, cfg), neighbours)
     engine.load(state.encoders, state.decoders)
+    # two objectives: each cell's pair size is its second fitness value, and the front an archive
+    kept = stack_kept_fractions(state.encoders, state.decoders).kept if front.multi_objective(cfg) else None
+    if kept is not None and state.front is None:
+        state.front = front.Front()
     for obs in observers:
         obs.on_start(cfg, state)
     try:
@@ -226,7 +239,8 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
             # DEAP's tournament draws from python's random: seeded per generation
             random.seed(f"{cfg.run.seed}:{gen}")
             generation = asynchronous_generation if cfg.run.update == "asynchronous" else synchronous_generation
-            selection_loss, train_loss, pruned, events = generation(state, neighbours, engine, toolbox, cfg, gen, p)
+            selection_loss, train_loss, pruned, events = generation(state, neighbours, engine, toolbox, cfg, gen, p,
+                                                                    kept)
             note_events(state, toolbox, events, gen)
             # replace: the new centres stay in the engine; a checkpoint or an observer that reads
             # them fetches them then
@@ -238,11 +252,16 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
             state.generation = gen + 1
             # record
             m = measure(problem, engine, train_loss)
+            front_columns = {}
+            if kept is not None:
+                kept = m.kept.kept
+                state.front.update(gen, m.validation, kept, engine.centres)
+                front_columns = {"front_points": len(state.front)}
             # a first run's kernel compile is not the algorithm's time
             seconds = time.perf_counter() - t0 - (compile_watch.seconds() - compiled)
             state.wall_seconds += seconds
             row = record(gen, m, state, seconds, p.probability, int(pruned.sum()),
-                         {"selection_loss_best": selection_loss, **event_columns(state, toolbox)})
+                         {"selection_loss_best": selection_loss, **front_columns, **event_columns(state, toolbox)})
             for obs in observers:
                 obs.on_generation(row, state)
         state.set_centres(*engine.centres())  # the final centres, before the engine lets them go
@@ -252,16 +271,19 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
 
 
 def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engine, toolbox: base.Toolbox,
-                           cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+                           cfg: Config, gen: int, p: schedules.Pruning,
+                           kept: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """Every cell reads the previous generation's centres, so the engine runs them all at once.
     Replaces the engine's centres; returns the best centre's selection loss, each cell's training
-    loss, whether it was pruned and which operator events it reported."""
+    loss, whether it was pruned and which operator events it reported. ``kept``: each centre
+    pair's kept fraction, the second objective (None: loss only)."""
     # gather + evaluate: every encoder x decoder pair of each sub-population, one mini-batch
     losses = engine.evaluate(gen).cpu().numpy()
     # fitness: the solution concept over rows (encoders) and columns (decoders)
     enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
     # select: tournament on encoder fitness (and on decoder fitness, with independent pairing)
-    enc_parents, dec_parents = select_parents(neighbours, enc_fitness, dec_fitness, toolbox, cfg.selection.pairing)
+    enc_parents, dec_parents = select_parents(neighbours, enc_fitness, dec_fitness, toolbox, cfg.selection.pairing,
+                                              kept)
     # train + mutate + replace: copies of the selected pairs, one pass over the data, maybe
     # pruned, become the new centres
     train_loss, pruned, events = engine.vary(enc_parents, dec_parents, state.lr, p, gen, toolbox.mutate,
@@ -270,11 +292,13 @@ def synchronous_generation(state: RunState, neighbours: np.ndarray, engine: Engi
 
 
 def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: LocalEngine, toolbox: base.Toolbox,
-                            cfg: Config, gen: int, p: schedules.Pruning) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+                            cfg: Config, gen: int, p: schedules.Pruning,
+                            kept: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """The reference's order: one cell at a time, in an order shuffled each generation, each
     reading its neighbours' latest centres, so a good pair can cross the grid in one generation.
     Same phases and the same per-cell random streams as :func:`synchronous_generation`; the
-    engine replaces each cell's centre as soon as it is trained."""
+    engine replaces each cell's centre as soon as it is trained. ``kept`` (the second objective)
+    is each pair's size at the start of the generation."""
     n = len(neighbours)
     order = derive_rng(cfg.run.seed, gen, 0, UPDATE_ORDER).permutation(n)
     train_loss, pruned, selection_loss = np.zeros(n), np.zeros(n, dtype=bool), np.inf
@@ -284,7 +308,7 @@ def asynchronous_generation(state: RunState, neighbours: np.ndarray, engine: Loc
         losses = engine.evaluate(gen, cells=cell).cpu().numpy()
         enc_fitness, dec_fitness = solution_concept(losses, cfg.selection.solution_concept)
         enc_parent, dec_parent = select_parents(neighbours[cell], enc_fitness, dec_fitness, toolbox,
-                                                cfg.selection.pairing)
+                                                cfg.selection.pairing, kept)
         cell_loss, cell_pruned, cell_events = engine.vary(enc_parent, dec_parent, state.lr[cell], p, gen,
                                                           toolbox.mutate, cfg.prune.operator, cells=cell)
         train_loss[k], pruned[k], events[k] = cell_loss[0], cell_pruned[0], cell_events[0]

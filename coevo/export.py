@@ -49,7 +49,7 @@ import torch
 from coevo.errors import UserError
 
 FORMATS = ("torchscript", "onnx")
-WHICH = ("best", "centres")
+WHICH = ("best", "centres", "front")
 
 
 @dataclass(frozen=True)
@@ -301,6 +301,13 @@ def _pairs(run_dir: Path, which: str) -> list[tuple[dict, dict]]:
             raise UserError(f"{run_dir} has no best.pt")
         saved = _load(path, run_dir)
         return [(saved["encoder"], saved["decoder"])]
+    if which == "front":
+        path = run_dir / "front.pt"
+        if not path.exists():
+            raise UserError(f"{run_dir} has no front.pt: only a run with selection.objectives = "
+                            f"[\"loss\", \"kept\"] has a front; use --which best")
+        saved = _load(path, run_dir)
+        return list(zip(saved["encoders"], saved["decoders"]))
     path = run_dir / "centres.pt"
     if not path.exists():
         raise UserError(f"{run_dir} has no centres.pt: the run did not save its centres "
@@ -324,7 +331,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
            batch: int = 1000, repeats: int = 50, seed: int = 0) -> list[Exported]:
     """Compact the best pair (or every centre pair) of a finished run and write it in ``fmt``.
 
-    ``--which centres`` writes one file per cell, ``STEM-cellK.SUFFIX``. Everything is checked and
+    ``--which centres`` writes one file per cell, ``STEM-cellK.SUFFIX``; ``--which front`` one per
+    point of a multi-objective run's front, ``STEM-frontK.SUFFIX``, smallest first. Everything is checked and
     built in memory first and each file is written atomically, so a refused export writes nothing.
     Each compact model is checked against its masked pair on ``batch`` uniform random rows
     (max abs difference <= 1e-6 in float64, else RuntimeError: a bug) and both are timed on them."""
@@ -345,7 +353,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
         raise UserError(f"--out {out} is a directory; give a file name (e.g. {out / default_out(run_dir, fmt).name})")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: the directory {out.parent} does not exist")
-    paths = [out] if which == "best" else [out.with_name(f"{out.stem}-cell{k}{out.suffix}") for k in range(len(pairs))]
+    tag = "front" if which == "front" else "cell"  # the front's points, smallest first
+    paths = [out] if which == "best" else [out.with_name(f"{out.stem}-{tag}{k}{out.suffix}") for k in range(len(pairs))]
     writer = torchscript_bytes if fmt == "torchscript" else onnx_bytes
     gen = torch.Generator().manual_seed(seed)
     results, payloads = [], []

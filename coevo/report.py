@@ -86,6 +86,40 @@ def plot_run(run_dir: Path) -> list[Path]:
     return paths
 
 
+def plot_front(path: Path, summary: dict) -> Path:
+    """A multi-objective run's front: test loss against live kept fraction, one point per pair,
+    with the loss floor and the mean-row baseline where the summary has them."""
+    points = summary["front"]
+    kept = [p["kept_fraction"] for p in points]
+    test = [p["test_loss"] for p in points]
+    fig, ax = subplots(figsize=(7, 4))
+    ax.plot(kept, test, "o-", label="front (test loss)")
+    for key, style, label in (("test_loss_floor", ":", "floor (noise rate)"),
+                              ("test_loss_baseline", "--", "baseline (per-bit mean)")):
+        if summary.get(key) is not None:
+            ax.axhline(summary[key], linestyle=style, color="grey", label=label)
+    ax.set(xlabel="live kept fraction", ylabel=f"test {summary.get('loss', 'reconstruction').upper()} loss",
+           title=f"Pareto front: {len(points)} pairs, non-dominated on validation")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(exist_ok=True)
+    return _save(fig, path)
+
+
+def format_front(summary: dict) -> str:
+    """The front as a table, smallest pair first (empty for a run without one)."""
+    points = summary.get("front")
+    if not points:
+        return ""
+    lines = [f"front: {len(points)} pairs, non-dominated by validation loss and live kept fraction",
+             f"{'kept':>7}  {'compact':>7}  {'validation':>10}  {'test':>8}  {'generation':>10}  {'cell':>4}"]
+    for p in points:
+        lines.append(f"{p['kept_fraction']:7.4f}  {p['compact_fraction']:7.4f}  {p['validation_loss']:10.5f}  "
+                     f"{p['test_loss']:8.5f}  {p['generation']:10d}  {p['cell']:4d}")
+    return "\n".join(lines)
+
+
 def _loss_name(run_dir: Path) -> str:
     """The run's loss (from config.toml) for axis labels; 'reconstruction' if unknown."""
     try:
@@ -139,4 +173,6 @@ def format_summary(summary: dict) -> str:
     for k in keys:
         v = summary.get(k)
         lines.append(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    if summary.get("front"):
+        lines.append(format_front(summary))
     return "\n".join(lines)

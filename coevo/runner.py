@@ -26,7 +26,9 @@ import torch
 from coevo import config as config_module
 from coevo import checkpoint as checkpoint_module
 from coevo import errors, lock, provenance, report, rundir
+from coevo import front as front_module
 from coevo.canonical import train_canonical
+from coevo.cells import centre_losses
 from coevo.checkpoint import CHECKPOINT_DIR, RunState, atomic_write_bytes
 from coevo.config import Config
 from coevo.engines import make_engine
@@ -339,7 +341,12 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         _save_atomic({"encoders": [state_dict(enc.layout, enc.params[k], enc.mask[k]) for k in range(len(enc))],
                       "decoders": [state_dict(dec.layout, dec.params[k], dec.mask[k]) for k in range(len(dec))],
                       "validation_loss": torch.as_tensor(losses["validation"])}, run_dir / "centres.pt")
+    if state.front is not None:  # a multi-objective run: its front, measured, and one file of its pairs
+        summary["front"], front_models = front_summary(problem, state)
+        _save_atomic(front_models, run_dir / "front.pt")
     report.plot_run(run_dir)
+    if state.front is not None:
+        report.plot_front(run_dir / "plots" / "front.png", summary)
     # summary.json last: its presence means the run directory is complete
     atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     stale = rundir.stale_derived(run_dir, pair)
@@ -347,6 +354,24 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         print(f"coevo: the best pair changed; {', '.join(stale)} still describe the previous one: run "
               f"`coevo export` / `coevo analyze` again (`coevo report` lists stale files)", file=sys.stderr)
     return summary
+
+
+def front_summary(problem: Problem, state: RunState) -> tuple[list[dict], dict]:
+    """The front's points, smallest first, each with its test loss and compact fraction, and the
+    pairs as ``front.pt`` holds them (state dicts, as best.pt and centres.pt)."""
+    points = state.front.points()
+    enc, dec = front_module.pair_stacks([pair for _, pair in points], problem.enc_layout, problem.dec_layout,
+                                         problem.test.device)
+    test = centre_losses(enc, dec, problem.test, problem.config.model.loss)
+    kept = stack_kept_fractions(enc, dec)
+    rows = [{"kept_fraction": point.kept_fraction, "validation_loss": point.validation_loss,
+             "test_loss": float(test[i]), "compact_fraction": float(kept.compact[i]),
+             "kept_fraction_encoder": float(kept.kept_encoder[i]), "kept_fraction_decoder": float(kept.kept_decoder[i]),
+             "generation": point.generation, "cell": point.cell} for i, (point, _) in enumerate(points)]
+    models = {"encoders": [state_dict(enc.layout, enc.params[i], enc.mask[i]) for i in range(len(points))],
+              "decoders": [state_dict(dec.layout, dec.params[i], dec.mask[i]) for i in range(len(points))],
+              "points": rows}
+    return rows, models
 
 
 def _previous_pair(run_dir: Path) -> str | None:

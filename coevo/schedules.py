@@ -39,6 +39,11 @@ class Pruning:
     """Instead of ``kept``: the fraction of the way from keeping everything to ``prune.target_kept``
     (0: nothing pruned, 1: at the target), so one schedule serves every target (``gradual``)."""
 
+    def kept_goal(self, target: float) -> float | None:
+        """The fraction of its entries a pair whose target is ``target`` should keep after this
+        step: ``kept``, or where ``progress`` has got to on the way to ``target``, or None (no goal)."""
+        return self.kept if self.progress is None else 1.0 - self.progress * (1.0 - target)
+
     @staticmethod
     def of(value: "float | Pruning") -> "Pruning":
         """A schedule's return value as a :class:`Pruning` (a bare float is the probability)."""

@@ -35,7 +35,11 @@ def assert_same_run(a: dict, b: dict) -> None:
     3 cells and a batch of 6 can round a few activations differently (1 ulp)."""
     assert a.keys() == b.keys()
     for key in a:
-        if isinstance(a[key], float) or isinstance(a[key], list):
+        if key == "front":  # a list of points: the same points, each up to the last bits
+            assert len(a[key]) == len(b[key])
+            for p, q in zip(a[key], b[key]):
+                assert_same_run(p, q)
+        elif isinstance(a[key], float) or isinstance(a[key], list):
             assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), key
         else:
             assert b[key] == a[key], key
@@ -142,6 +146,16 @@ def test_magnitude_on_ray_equals_local_engine(local_ray, tmp_path, capsys, param
                                                               *params])
     assert_same_run(local, ray)
     assert local["kept_fraction"] < 0.9
+
+
+@pytest.mark.ray
+def test_a_front_run_on_ray_equals_local_engine(local_ray, tmp_path, capsys):
+    """Two objectives: selection on the driver, each cell's rung on the workers, the front
+    archive fed from the workers' centres."""
+    local, ray = local_and_ray(tmp_path, capsys, SIX_CELLS + ['selection.objectives=["loss", "kept"]',
+                                                              "prune.schedule=gradual", "prune.target_kept=0.2"])
+    assert_same_run(local, ray)
+    assert len(local["front"]) >= 2
 
 
 def _engines(cfg, workers: int):

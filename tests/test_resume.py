@@ -85,8 +85,10 @@ def keep_torch_threads():
     # the baselines: global magnitude, and neuron-unit magnitude (cuts whole neurons)
     ["prune.operator=magnitude", "prune.params.scope=global", "prune.amount=0.2", "prune.target_kept=0.3"],
     ["prune.operator=magnitude", "prune.params.unit=neuron", "prune.amount=0.2", "prune.target_kept=0.3"],
+    # two objectives: the crowded tournament, the ladder of sizes and the front archive
+    ['selection.objectives=["loss", "kept"]', "prune.schedule=gradual", "prune.target_kept=0.1"],
 ], ids=["coevo", "reference", "flipout", "early_bird", "snip", "snap", "merge", "latent_fold", "magnitude-global",
-        "magnitude-neuron"])
+        "magnitude-neuron", "front"])
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys, semantics):
     killed, full = tmp_path / "killed", tmp_path / "full"
     overrides = KILLABLE + semantics
@@ -113,6 +115,11 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys, sem
     capsys.readouterr()
     assert stable(killed) == stable(full)
     assert logged_generations(killed) == list(range(30))
+    if (full / "front.pt").exists():  # the front's pairs too, not only their losses
+        a, b = (torch.load(d / "front.pt", weights_only=True) for d in (killed, full))
+        assert all(torch.equal(x[k], y[k]) for x, y in zip(a["encoders"] + a["decoders"], b["encoders"] + b["decoders"])
+                   for k in x)
+        assert len(stable(full)["front"]) >= 2
 
 
 TINY_RESUME = TINY + ["run.generations=4"]  # later overrides win

@@ -165,8 +165,8 @@ def test_gradual_ramps_to_the_target_kept_fraction_and_then_trains():
         kept = []
         for t in range(T + 1):
             step = evolve.prune_step(cfg, t, 3)
-            kept.append(step.kept)
-        assert kept[0] is None and step.kept is None  # nothing to prune at t0, training only after t1 = 30
+            kept.append(step.kept_goal(target))
+        assert kept[0] is None and step.kept_goal(target) is None  # nothing to prune at t0, training only after t1 = 30
         ramp = [k for k in kept if k is not None]
         assert all(a > b for a, b in zip(ramp, ramp[1:]))
         assert kept[30] == pytest.approx(target)
