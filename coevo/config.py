@@ -162,7 +162,8 @@ class PruneConfig:
     """The schedule's own keyword parameters (``[prune.schedule_params]``), e.g. exponential's ``k``."""
     target_kept: float = 0.1
     """Stop pruning a pair once its kept fraction (alive entries on a live path) is at or below
-    this target, and never prune it past the target by more than one step (0 = no target)."""
+    this target, and never prune it past the target by more than one step (0 = no target). With
+    selection.objectives ["loss", "kept"], the smallest rung of the cells' ladder of sizes."""
     reset_fraction: float = 0.0
     """Exploration: each mutation also zeroes this fraction of the pair's alive weights (and
     their Adam moments), masks untouched, so they train again; what the reference's regrowth did

@@ -516,6 +516,7 @@ def _train_kernel(enc_parents, dec_parents, enc, dec, new_enc, new_dec, data, or
                   transposed, activation, n_enc_layers, batch_size, loss, bce_weight, beta1, beta2, fresh,
                   noise, noise_seeds, penalty, loss_sums):  # pragma: no cover - jitted
     for i in numba.prange(enc_parents.size):
+        i = np.int64(i)  # one specialisation: prange's index is uint64 in the parallel body, int64 in typing
         loss_sums[i] = _train_pair(i, enc_parents[i], dec_parents[i], enc, dec, new_enc, new_dec, data, orders[i],
                                    lr[i], fan_in, fan_out, offsets, transposed, activation, n_enc_layers, batch_size,
                                    loss, bce_weight, beta1, beta2, fresh, noise, noise_seeds[i], penalty)
@@ -548,6 +549,7 @@ def _cell_losses(k, enc_params, dec_params, enc_meta, dec_meta, neighbours, batc
 @numba.njit(parallel=True, **_JIT)
 def _pair_losses_kernel(enc_params, dec_params, enc_meta, dec_meta, neighbours, batches, loss, out):  # pragma: no cover - jitted
     for k in numba.prange(neighbours.shape[0]):
+        k = np.int64(k)  # one specialisation (see _train_kernel)
         _cell_losses(k, enc_params, dec_params, enc_meta, dec_meta, neighbours, batches, loss, out)
 
 
@@ -573,6 +575,7 @@ def _centre_loss(k, enc_params, dec_params, enc_meta, dec_meta, data, loss, chun
 @numba.njit(parallel=True, **_JIT)
 def _centre_losses_kernel(enc_params, dec_params, enc_meta, dec_meta, data, loss, chunk, out):  # pragma: no cover - jitted
     for k in numba.prange(out.size):
+        k = np.int64(k)  # one specialisation (see _train_kernel)
         out[k] = _centre_loss(k, enc_params, dec_params, enc_meta, dec_meta, data, loss, chunk)
 
 

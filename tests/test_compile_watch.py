@@ -32,3 +32,17 @@ def test_a_generation_without_compiles_loses_nothing(tiny_overrides, tmp_path, c
     assert main(["run", "--out", str(tmp_path / "run"), *[x for o in tiny_overrides for x in ("--set", o)]]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0 < summary["seconds_per_generation"] < summary["wall_seconds"]
+
+
+def test_after_the_warm_up_a_default_run_compiles_nothing():
+    """make install runs coevo.warmup, so the first real run loads every kernel it needs."""
+    import subprocess
+    import sys
+
+    from coevo import warmup
+
+    warmup.warm()
+    # a new process: what it needs comes from Numba's cache on disk, not from this process
+    out = subprocess.run([sys.executable, "-c", "from coevo import warmup; print(warmup.warm())"],
+                         capture_output=True, text=True, check=True)
+    assert float(out.stdout.strip()) == 0.0, out.stderr

@@ -217,3 +217,13 @@ def test_export_front_of_a_one_objective_run_is_a_clear_error(tmp_path, capsys):
     assert main(["export", str(run_dir), "--which", "front"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "front.pt" in err
+
+
+def test_a_front_run_with_asynchronous_updates_completes_with_a_front(tmp_path, capsys):
+    """One cell at a time: selection reads each pair's size at the start of the generation."""
+    overrides = TINY + FRONT + ["run.update=asynchronous", "run.generations=4", "prune.schedule=gradual",
+                                "prune.target_kept=0.2"]
+    assert main(["run", "--quiet", "--out", str(tmp_path / "run"), *sets(overrides)]) == 0
+    capsys.readouterr()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["front"] and min(p["kept_fraction"] for p in summary["front"]) < 0.5
