@@ -1,0 +1,87 @@
+"""The levers table at kept 0.10 (issue 19): each lever of `benchmarks/specs/levers.toml` against
+the defaults' own runs (the compression preset's `coevo-0.10`, the same seeds and data).
+
+    .venv/bin/coevo bench benchmarks/specs/levers.toml --jobs 2 --out runs/levers
+    .venv/bin/python benchmarks/levers.py runs/levers runs/compression
+
+Per lever: best-pair test L1, live kept fraction and the cells' mean test L1 as median [Q1-Q3]
+over the seeds, the paired difference against the defaults (same seed), the paired A12 (the share
+of seeds where the lever's loss is higher) and the Wilcoxon p. Writes
+``benchmarks/results/levers.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from coevo.bench_report import a12_paired, read_rows, wilcoxon_p
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULTS = "coevo-0.10"
+
+
+def quartiles(values: list[float]) -> list[float]:
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return [float(med), float(q1), float(q3)]
+
+
+def summarize(levers_dir: Path, compression_dir: Path) -> list[dict]:
+    defaults = {int(r["seed"]): r for r in read_rows(compression_dir / "rows.jsonl") if r["label"] == DEFAULTS}
+    if not defaults:
+        sys.exit(f"{compression_dir} has no {DEFAULTS} rows: run `coevo bench --preset compression` first")
+    groups: dict[str, dict[int, dict]] = {"defaults": defaults}
+    for row in read_rows(levers_dir / "rows.jsonl"):
+        groups.setdefault(row["label"], {})[int(row["seed"])] = row
+    table = []
+    for label, runs in groups.items():
+        seeds = sorted(runs)
+        entry = {"lever": label, "seeds": seeds,
+                 "test_loss": quartiles([runs[s]["test_loss"] for s in seeds]),
+                 "kept_fraction": quartiles([runs[s]["kept_fraction"] for s in seeds]),
+                 "test_loss_mean": quartiles([runs[s]["test_loss_mean"] for s in seeds])}
+        paired = [s for s in seeds if s in defaults]
+        if label != "defaults" and paired:
+            x = [runs[s]["test_loss"] for s in paired]
+            y = [defaults[s]["test_loss"] for s in paired]
+            entry.update(difference=float(np.median(np.subtract(x, y))), a12=a12_paired(x, y), wilcoxon_p=wilcoxon_p(x, y))
+        table.append(entry)
+    return table
+
+
+def markdown(table: list[dict]) -> str:
+    def q(v: list[float], digits: int = 4) -> str:
+        return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}-{v[2]:.{digits}f}]"
+
+    lines = ["| lever (one change from the defaults) | seeds | test L1 | kept | cells' mean | difference | A12 | p |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in table:
+        diff = (f"{e['difference']:+.4f} | {e['a12']:.2f} | {e['wilcoxon_p']:.3f}" if "difference" in e else "| |")
+        lines.append(f"| {e['lever']} | {len(e['seeds'])} | {q(e['test_loss'])} | {q(e['kept_fraction'], 3)} "
+                     f"| {e['test_loss_mean'][0]:.4f} | {diff} |")
+    lines += ["", "Median [Q1-Q3]; the difference (lever - defaults), A12 (the share of seeds where the lever's "
+              "test L1 is higher) and the Wilcoxon signed-rank p pair each seed's runs."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("levers", type=Path, help="a `coevo bench benchmarks/specs/levers.toml` directory")
+    parser.add_argument("compression", type=Path, help="a `coevo bench --preset compression` directory")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    table = summarize(args.levers, args.compression)
+    text = markdown(table)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "levers.md").write_text(text + "\n")
+    (args.out / "levers.json").write_text(json.dumps(table, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

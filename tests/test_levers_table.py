@@ -1,0 +1,30 @@
+"""benchmarks/levers.py: each lever against the defaults' runs of the same seeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import levers
+
+
+def write_rows(path, rows):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def row(label, seed, loss):
+    return {"label": label, "seed": seed, "test_loss": loss, "kept_fraction": 0.1, "test_loss_mean": loss + 0.001}
+
+
+def test_each_lever_is_paired_with_the_defaults_by_seed(tmp_path):
+    write_rows(tmp_path / "compression", [row("coevo-0.10", s, v) for s, v in ((1, 0.055), (2, 0.056), (3, 0.060))]
+               + [row("baseline-0.10", 1, 0.9)])
+    write_rows(tmp_path / "levers", [row("tournament-3", s, v) for s, v in ((1, 0.054), (2, 0.058), (3, 0.059))])
+    table = {e["lever"]: e for e in levers.summarize(tmp_path / "levers", tmp_path / "compression")}
+    assert set(table) == {"defaults", "tournament-3"}  # the baseline's rows are not a lever
+    lever = table["tournament-3"]
+    assert lever["difference"] == pytest.approx(-0.001)  # median of -0.001, +0.002, -0.001
+    assert lever["a12"] == pytest.approx(1 / 3)
+    assert "| tournament-3 | 3 | 0.0580 [0.0560-0.0585]" in levers.markdown(list(table.values()))
