@@ -1,8 +1,9 @@
 """The levers table at kept 0.10 (issue 19): each lever of `benchmarks/specs/levers.toml` against
-the defaults' own runs (the compression preset's `coevo-0.10`, the same seeds and data).
+the defaults' own runs of the same seeds and data (the spec's `defaults` combination, or else the
+compression preset's `coevo-0.10` rows of a second directory).
 
     .venv/bin/coevo bench benchmarks/specs/levers.toml --jobs 2 --out runs/levers
-    .venv/bin/python benchmarks/levers.py runs/levers runs/compression
+    .venv/bin/python benchmarks/levers.py runs/levers
 
 Per lever: best-pair test L1, live kept fraction and the cells' mean test L1 as median [Q1-Q3]
 over the seeds, the paired difference against the defaults (same seed), the paired A12 (the share
@@ -22,7 +23,8 @@ import numpy as np
 from coevo.bench_report import a12_paired, read_rows, wilcoxon_p
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULTS = "coevo-0.10"
+DEFAULTS = "defaults"                 # the levers spec's own unchanged combination
+COMPRESSION_DEFAULTS = "coevo-0.10"   # the compression preset's run of the defaults
 
 
 def quartiles(values: list[float]) -> list[float]:
@@ -30,13 +32,18 @@ def quartiles(values: list[float]) -> list[float]:
     return [float(med), float(q1), float(q3)]
 
 
-def summarize(levers_dir: Path, compression_dir: Path) -> list[dict]:
-    defaults = {int(r["seed"]): r for r in read_rows(compression_dir / "rows.jsonl") if r["label"] == DEFAULTS}
-    if not defaults:
-        sys.exit(f"{compression_dir} has no {DEFAULTS} rows: run `coevo bench --preset compression` first")
-    groups: dict[str, dict[int, dict]] = {"defaults": defaults}
+def summarize(levers_dir: Path, compression_dir: Path | None = None) -> list[dict]:
+    groups: dict[str, dict[int, dict]] = {}
     for row in read_rows(levers_dir / "rows.jsonl"):
         groups.setdefault(row["label"], {})[int(row["seed"])] = row
+    if DEFAULTS not in groups and compression_dir is not None:
+        groups[DEFAULTS] = {int(r["seed"]): r for r in read_rows(compression_dir / "rows.jsonl")
+                            if r["label"] == COMPRESSION_DEFAULTS}
+    if not groups.get(DEFAULTS):
+        sys.exit(f"{levers_dir} has no '{DEFAULTS}' rows: run the levers spec with its defaults combination, "
+                 "or name a `coevo bench --preset compression` directory second")
+    defaults = groups.pop(DEFAULTS)
+    groups = {DEFAULTS: defaults, **groups}
     table = []
     for label, runs in groups.items():
         seeds = sorted(runs)
@@ -45,7 +52,7 @@ def summarize(levers_dir: Path, compression_dir: Path) -> list[dict]:
                  "kept_fraction": quartiles([runs[s]["kept_fraction"] for s in seeds]),
                  "test_loss_mean": quartiles([runs[s]["test_loss_mean"] for s in seeds])}
         paired = [s for s in seeds if s in defaults]
-        if label != "defaults" and paired:
+        if label != DEFAULTS and paired:
             x = [runs[s]["test_loss"] for s in paired]
             y = [defaults[s]["test_loss"] for s in paired]
             entry.update(difference=float(np.median(np.subtract(x, y))), a12=a12_paired(x, y), wilcoxon_p=wilcoxon_p(x, y))
@@ -71,7 +78,8 @@ def markdown(table: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("levers", type=Path, help="a `coevo bench benchmarks/specs/levers.toml` directory")
-    parser.add_argument("compression", type=Path, help="a `coevo bench --preset compression` directory")
+    parser.add_argument("compression", type=Path, nargs="?",
+                        help="a `coevo bench --preset compression` directory, if the levers ran without their defaults")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     table = summarize(args.levers, args.compression)

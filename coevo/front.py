@@ -131,9 +131,13 @@ class Front:
                         "decoder": {"params": dec.params[k].detach().cpu().clone(),
                                     "mask": dec.mask[k].detach().cpu().clone()}}
             candidates.append(ind)
-        before = {id(ind) for ind in self.archive}
+        # Keep the old members alive while counting: ParetoFront.update deep-copies the entrants,
+        # and a copy could otherwise reuse the id() of an old member it pushed out.
+        old_members = list(self.archive)
+        before = {id(ind) for ind in old_members}
         self.archive.update(candidates)
         entered = sum(id(ind) not in before for ind in self.archive)
+        del old_members
         self._truncate()
         return entered
 

@@ -28,3 +28,18 @@ def test_each_lever_is_paired_with_the_defaults_by_seed(tmp_path):
     assert lever["difference"] == pytest.approx(-0.001)  # median of -0.001, +0.002, -0.001
     assert lever["a12"] == pytest.approx(1 / 3)
     assert "| tournament-3 | 3 | 0.0580 [0.0560-0.0585]" in levers.markdown(list(table.values()))
+
+
+def test_the_levers_own_defaults_are_preferred_to_the_compression_runs(tmp_path):
+    write_rows(tmp_path / "levers", [row("defaults", s, v) for s, v in ((1, 0.050), (2, 0.051))]
+               + [row("reset-0.01", s, v) for s, v in ((1, 0.052), (2, 0.053))])
+    table = {e["lever"]: e for e in levers.summarize(tmp_path / "levers")}
+    assert list(table) == ["defaults", "reset-0.01"]
+    assert table["reset-0.01"]["difference"] == pytest.approx(0.002)
+    assert table["reset-0.01"]["a12"] == pytest.approx(1.0)
+
+
+def test_no_defaults_anywhere_is_a_clear_exit(tmp_path):
+    write_rows(tmp_path / "levers", [row("reset-0.01", 1, 0.052)])
+    with pytest.raises(SystemExit, match="no 'defaults' rows"):
+        levers.summarize(tmp_path / "levers")
