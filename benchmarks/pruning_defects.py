@@ -34,7 +34,7 @@ from coevo import operators
 from coevo.config import PruneConfig
 from coevo.genome import autoencoder_layouts, init_params, Encoder, Decoder
 from coevo.operators.base import PruneContext, LayerGradients
-from coevo.population import Stack
+from coevo.evolution.population import Stack
 
 out = {}
 enc_l, dec_l = autoencoder_layouts(1000, [30], 10)

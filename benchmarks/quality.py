@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from coevo import bench, bench_spec
+from coevo import bench
+from coevo.bench import spec as bench_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MEASURES = (("test_loss", "best-pair test L1", 4), ("test_loss_mean", "mean test L1 over cells", 4),

@@ -15,7 +15,7 @@ from coevo.measures import live_entries
 from coevo.operators.base import PruneContext
 from coevo.operators.early_bird import WINDOW, neuron_scales
 from coevo.operators.flipout import flipout_scores
-from coevo.population import Stack
+from coevo.evolution.population import Stack
 from conftest import TINY
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from coevo import batched, cpu_kernels
+from coevo.training import batched, cpu_kernels
 from coevo.genome import autoencoder_layouts, init_params
-from coevo.population import Stack
+from coevo.evolution.population import Stack
 from coevo import operators
 from coevo.genome import Layer, Network, unit_flags
 from coevo.operators.kernels import uniform_sample

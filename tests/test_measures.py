@@ -17,7 +17,7 @@ from coevo.operators import sparing_units
 from coevo.operators.base import PruneContext
 from coevo.operators.conjunctive import Conjunctive
 from coevo.operators.random_pruning import random_prune
-from coevo.population import Stack
+from coevo.evolution.population import Stack
 
 
 def _graph_count(layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]:

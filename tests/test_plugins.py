@@ -18,7 +18,9 @@ import pytest
 import torch
 
 import coevo
-from coevo import bench_report, bench_spec, config, operators
+from coevo import config, operators
+from coevo.bench import report as bench_report
+from coevo.bench import spec as bench_spec
 from coevo import schedules
 from coevo.cli import main
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from coevo import config, operators, runner, schedules
-from coevo.cells import pair_context
+from coevo.evolution.variation import pair_context
 from coevo.config import PruneConfig
 from coevo.errors import OperatorError
 from coevo.genome import Decoder, Encoder, Layer, Network, autoencoder_layouts, init_params
@@ -21,7 +21,7 @@ from coevo.operators.base import LayerGradients, PruneContext
 from coevo.operators.merge import merge_prune, merge_saliency
 from coevo.operators.snap import snap_prune, snap_scores
 from coevo.operators.snip import snip_prune, snip_scores
-from coevo.population import Stack
+from coevo.evolution.population import Stack
 
 from conftest import TINY
 

@@ -30,7 +30,7 @@ from deap.tools.emo import assignCrowdingDist
 
 from coevo.config import Config
 from coevo.genome import Layout
-from coevo.population import Stack
+from coevo.evolution.population import Stack
 
 OBJECTIVES = (("loss",), ("loss", "kept"))
 """The objective lists a run may select on."""

@@ -13,7 +13,7 @@ from coevo import operators
 from coevo.config import Config
 from coevo.errors import ConfigError
 from coevo.genome import Layout, autoencoder_layouts, init_params
-from coevo.population import Stack
+from coevo.evolution.population import Stack
 
 INIT = 0x1417
 

@@ -15,15 +15,16 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from coevo import batched, cpu_kernels, topology
+from coevo.training import batched, cpu_kernels
+from coevo.evolution import topology
 from coevo.config import Config, PruneConfig
 from coevo.errors import OperatorError, UserError
-from coevo.front import kept_ladder, multi_objective
+from coevo.evolution.front import kept_ladder, multi_objective
 from coevo.genome import Decoder, Encoder, Layout, Network
 from coevo.measures import KeptFractions, stack_kept_fractions
-from coevo.population import Stack
+from coevo.evolution.population import Stack
 from coevo.operators.base import LayerGradients, PruneContext, needs_of
-from coevo.trainer_terms import TrainerTerms
+from coevo.training.trainer_terms import TrainerTerms
 from coevo.registry import GlobalRandomWatch
 from coevo.schedules import Pruning
 
@@ -112,7 +113,7 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     settings = cfg.prune
     step = Pruning.of(prune_probability)
     prune_probability = step.probability
-    # a multi-objective run's cells prune towards a ladder of sizes (coevo.front), not one target
+    # a multi-objective run's cells prune towards a ladder of sizes (coevo.evolution.front), not one target
     targets = kept_ladder(cfg, topology.neighbourhoods(cfg.grid).shape[0]) if multi_objective(cfg) else None
     if prune_probability > 0 and operator_name != "none":
         wants_kept = settings.target_kept > 0 or step.kept is not None or step.progress is not None

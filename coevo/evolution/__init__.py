@@ -1,0 +1,3 @@
+"""The spatial coevolution itself: the generation loop and canonical mode, the per-cell
+variation, selection on one or two objectives, the grid's topology, stacked populations, the
+problem a run is set up from, and the run state the loop advances."""
