@@ -40,8 +40,8 @@ GENERATION = """
 import json, statistics, sys, torch
 from coevo import config
 from coevo.evolution.loop import coevolve
-from coevo.observers import LogbookRecorder
 from coevo.evolution.problem import build
+from coevo.observers import LogbookRecorder
 torch.set_num_threads(int(sys.argv[2]))
 cfg = config.load(None, ["run.generations=" + sys.argv[1], "run.checkpoint_every=0", "prune.probability=1.0",
                          "prune.schedule=fixed", "prune.target_kept=0"])
@@ -58,9 +58,9 @@ def mutation_seconds(repeats: int) -> list[dict]:
     import torch
 
     from coevo import config, operators
-    from coevo.evolution.variation import pair_context
-    from coevo.genome import Decoder, Encoder
+    from coevo.evolution.context import pair_context
     from coevo.evolution.problem import build
+    from coevo.genome import Decoder, Encoder
 
     torch.set_num_threads(1)
     cfg = config.load(None, [])
