@@ -34,8 +34,8 @@ def _run(overrides: list[str], generations: int, threads: int) -> dict:
 
     from coevo import config
     from coevo.evolution.loop import coevolve
-    from coevo.observers import LogbookRecorder
     from coevo.evolution.problem import build
+    from coevo.observers import LogbookRecorder
 
     torch.set_num_threads(threads)
     cfg = config.load(None, overrides + [f"run.generations={generations}", "run.checkpoint_every=0"])

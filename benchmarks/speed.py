@@ -41,8 +41,8 @@ def _coevo(overrides: list[str], generations: int, threads: int, profile: bool) 
 
     from coevo import config
     from coevo.evolution.loop import coevolve
-    from coevo.observers import LogbookRecorder
     from coevo.evolution.problem import build
+    from coevo.observers import LogbookRecorder
 
     torch.set_num_threads(threads)
     cfg = config.load(None, overrides + [f"run.generations={generations}", "run.checkpoint_every=0"])
@@ -115,8 +115,8 @@ def _canonical(epochs: int, threads: int) -> dict:
     from benchmarks.plain import from_stack, plain_train_pair
     from coevo import config
     from coevo.evolution.canonical import train_canonical
-    from coevo.observers import LogbookRecorder
     from coevo.evolution.problem import build
+    from coevo.observers import LogbookRecorder
 
     torch.set_num_threads(threads)
     cfg = config.load(None, ["run.mode=canonical", f"run.generations={epochs}", "run.checkpoint_every=0"])

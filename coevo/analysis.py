@@ -123,9 +123,9 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
     ``fold_tolerance`` is ``latent_needed``'s allowance (a fraction of the test loss)."""
     from coevo import config as config_module
     from coevo import data as data_module
-    from coevo.rundir.checkpoint import atomic_write_bytes
     from coevo.export import compact_pair, masked_pair
     from coevo.report import read_logbook, read_summary, subplots
+    from coevo.rundir.checkpoint import atomic_write_bytes
     from coevo.rundir.directory import record_derived, torch_load
 
     run_dir = Path(run_dir)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from deap import tools
 
-from coevo.rundir import checkpoint
-from coevo.training import compile_watch
-from coevo.evolution.state import RunState
 from coevo.config import Config
 from coevo.errors import UserError
+from coevo.evolution.state import RunState
+from coevo.rundir import checkpoint
+from coevo.training import compile_watch
 
 TENSORBOARD_MISSING = "the TensorBoard observer needs the tensorboard package: pip install coevo[tensorboard]"
 

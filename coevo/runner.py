@@ -24,23 +24,23 @@ import numpy as np
 import torch
 
 from coevo import config as config_module
-from coevo.rundir import checkpoint as checkpoint_module
 from coevo import errors, report
-from coevo.rundir import lock, provenance
-from coevo.rundir import directory as rundir
-from coevo.evolution import front as front_module
-from coevo.evolution.canonical import train_canonical
-from coevo.evolution.variation import centre_losses
-from coevo.rundir.checkpoint import CHECKPOINT_DIR, atomic_write_bytes
-from coevo.evolution.state import RunState
 from coevo.config import Config
 from coevo.engines import make_engine
 from coevo.errors import DataError, OperatorError, UserError
+from coevo.evolution import front as front_module
+from coevo.evolution.canonical import train_canonical
 from coevo.evolution.loop import coevolve, final_losses, make_toolbox, prune_probability
+from coevo.evolution.problem import Problem, build, operator_needs
+from coevo.evolution.state import RunState
+from coevo.evolution.variation import centre_losses
 from coevo.genome import state_dict
 from coevo.measures import baseline_loss, loss_floor, stack_kept_fractions
 from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, Observer, ProgressBar, TensorBoard
-from coevo.evolution.problem import Problem, build, operator_needs
+from coevo.rundir import checkpoint as checkpoint_module
+from coevo.rundir import directory as rundir
+from coevo.rundir import lock, provenance
+from coevo.rundir.checkpoint import CHECKPOINT_DIR, atomic_write_bytes
 
 SUMMARY_TIMING_KEYS = ("seconds_per_generation", "wall_seconds")
 TENSORBOARD_DIR = "tensorboard"

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-import coevo
 from coevo import bench, runner
+import coevo
 from coevo.bench import spec as bench_spec
-from coevo.rundir import provenance
 from coevo.config import Config, ModelConfig, PruneConfig, RunConfig
 from coevo.errors import ConfigError, UserError
 from coevo.observers import Observer, TensorBoard
+from coevo.rundir import provenance
 
 from conftest import TINY
 

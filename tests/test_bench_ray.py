@@ -20,8 +20,8 @@ import pytest
 from coevo import bench
 from coevo.bench import report as bench_report
 from coevo.bench import spec as bench_spec
-from coevo.rundir import lock
 from coevo.cli import main
+from coevo.rundir import lock
 from coevo.rundir.reaper import descendants
 from procs import still_running, tagged, tagged_env, wait_for
 from test_bench import TINY_SPEC, write_spec

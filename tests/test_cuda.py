@@ -6,8 +6,8 @@ import torch
 
 from coevo import config
 from coevo.evolution.loop import coevolve
-from coevo.observers import LogbookRecorder
 from coevo.evolution.problem import build
+from coevo.observers import LogbookRecorder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

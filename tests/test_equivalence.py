@@ -8,11 +8,11 @@ import torch
 
 from benchmarks.plain import from_stack, plain_generation, to_rows
 from coevo import config
-from coevo.evolution import topology
-from coevo.evolution.variation import CellData
 from coevo.engines import LocalEngine
+from coevo.evolution import topology
 from coevo.evolution.loop import make_toolbox, select_parents, solution_concept
 from coevo.evolution.problem import build
+from coevo.evolution.variation import CellData
 
 
 @pytest.mark.parametrize("loss, concept, probability, pairing", [
@@ -65,8 +65,8 @@ def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, 
 def test_torch_path_equals_the_cpu_kernels(tiny_overrides, monkeypatch, dec_parents):
     """Other devices run coevo.training.batched's torch ops; on the CPU the same generation must come out,
     also when a cell trains an encoder and a decoder from different cells with different step counts."""
-    from coevo.training import batched
     from coevo.evolution import variation as cells
+    from coevo.training import batched
 
     cfg = config.load(None, tiny_overrides + ["grid.cells=7", "prune.probability=0.5"])
     problem = build(cfg)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from coevo.rundir import checkpoint
 from coevo.cli import main
+from coevo.rundir import checkpoint
 from coevo.runner import SUMMARY_TIMING_KEYS
 from conftest import TINY
 
@@ -29,8 +29,8 @@ DRIVER = r'''
 import os, signal, sys, threading
 mode, k, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 from coevo import observers
-from coevo.rundir import checkpoint
 from coevo.cli import main
+from coevo.rundir import checkpoint
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from coevo import config
-from coevo.evolution import front
-from coevo.evolution.variation import CellData, vary_cells
 from coevo.cli import main
 from coevo.errors import ConfigError
+from coevo.evolution import front
 from coevo.evolution.loop import make_toolbox, select_parents
-from coevo.measures import stack_kept_fractions
 from coevo.evolution.problem import build
+from coevo.evolution.variation import CellData, vary_cells
+from coevo.measures import stack_kept_fractions
 from coevo.schedules import Pruning
 from conftest import TINY
 

@@ -63,11 +63,11 @@ def test_python_m_on_an_old_path_says_where_it_moved():
 
 def test_the_documented_public_paths_still_import():
     from coevo import runner, schedules  # noqa: F401
+    import coevo.bench
     from coevo.config import Config, PruneConfig, RunConfig  # noqa: F401
     from coevo.genome import Network, to_module  # noqa: F401
     from coevo.observers import Observer  # noqa: F401
     from coevo.operators import PruneContext, criterion, needs, select_and_prune, sparing_units  # noqa: F401
-    import coevo.bench
 
     assert coevo.bench.TrialExecutor and coevo.bench.TRIAL_LOCK_WAIT_S > 0
 

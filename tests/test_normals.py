@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import stats
 
-from coevo.training import adam, cpu_kernels
-from coevo.genome import autoencoder_layouts, init_params
 from coevo.evolution.population import Stack
+from coevo.genome import autoencoder_layouts, init_params
+from coevo.training import adam, cpu_kernels
 
 N = 1_000_000
 

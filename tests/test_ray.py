@@ -160,11 +160,11 @@ def test_a_front_run_on_ray_equals_local_engine(local_ray, tmp_path, capsys):
 
 def _engines(cfg, workers: int):
     """A local engine and a ray engine started on ``cfg``'s grid, both holding fresh centres."""
-    from coevo.evolution import topology
-    from coevo.evolution.variation import CellData
     from coevo.engines import LocalEngine
     from coevo.engines.ray_engine import RayEngine
+    from coevo.evolution import topology
     from coevo.evolution.problem import build
+    from coevo.evolution.variation import CellData
 
     problem = build(cfg)
     neighbours = topology.neighbourhoods(cfg.grid)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from coevo.rundir import checkpoint
 from coevo.cli import main
+from coevo.rundir import checkpoint
 from coevo.runner import SUMMARY_TIMING_KEYS
 from conftest import TINY
 

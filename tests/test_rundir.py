@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from coevo import runner
+from coevo.cli import main
 from coevo.rundir import checkpoint
 from coevo.rundir import directory as rundir
-from coevo.cli import main
 from conftest import TINY
 
 TIMING = ("seconds", "measure_seconds", "wall_seconds")

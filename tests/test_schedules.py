@@ -49,8 +49,8 @@ def test_all_seven_are_registered():
 ])
 def test_a_schedule_returning_an_impossible_step_is_refused(returned, match):
     from coevo import config
-    from coevo.evolution import loop as evolve
     from coevo.errors import OperatorError
+    from coevo.evolution import loop as evolve
 
     schedules.registry.add("test_bad_step", lambda t, T, p, s: returned)
     try:
@@ -116,8 +116,8 @@ def test_polynomial_refuses_impossible_parameters(params, match):
 
 def test_polynomial_is_listed_with_typed_parameters():
     from coevo import config
-    from coevo.evolution import loop as evolve
     from coevo.errors import ConfigError, OperatorError
+    from coevo.evolution import loop as evolve
 
     text = schedules.registry.describe_parameters(schedules.registry.get("polynomial"))
     assert "final_sparsity: float = 0.9" in text and "every: int = 1" in text
@@ -187,8 +187,8 @@ def test_gradual_needs_a_target():
 
 def test_a_schedule_returning_progress_and_kept_is_refused():
     from coevo import config
-    from coevo.evolution import loop as evolve
     from coevo.errors import OperatorError
+    from coevo.evolution import loop as evolve
 
     @schedules.register("test_two_targets")
     def two(t, T, p, s):

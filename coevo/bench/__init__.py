@@ -35,11 +35,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from coevo.bench import report as bench_report
 from coevo import config as config_module
-from coevo.rundir import lock
+from coevo.bench import report as bench_report
 from coevo.bench.spec import Spec, Trial, parse
 from coevo.errors import ConfigError, UserError
+from coevo.rundir import lock
 
 SPEC_FILE = "spec.toml"
 

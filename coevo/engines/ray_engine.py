@@ -45,13 +45,13 @@ import torch
 from ray import cloudpickle
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from coevo.rundir import reaper
-from coevo.evolution.variation import CellData, centre_measures, evaluate_cells, vary_cells
 from coevo.config import Config
 from coevo.errors import UserError
+from coevo.evolution.population import FIELDS, Stack
+from coevo.evolution.variation import CellData, centre_measures, evaluate_cells, vary_cells
 from coevo.genome import Layout
 from coevo.measures import KeptFractions
-from coevo.evolution.population import FIELDS, Stack
+from coevo.rundir import reaper
 from coevo.schedules import Pruning
 
 BUILTIN_PACKAGES = ("coevo", "operators")

@@ -12,12 +12,12 @@ from typing import Sequence
 
 import numpy as np
 
-from coevo.training import compile_watch
-from coevo.evolution.variation import CellData, vary_cells
-from coevo.evolution.state import RunState
 from coevo.evolution.loop import event_columns, make_toolbox, measure, note_events, prune_step, record
-from coevo.observers import Observer
 from coevo.evolution.problem import Problem
+from coevo.evolution.state import RunState
+from coevo.evolution.variation import CellData, vary_cells
+from coevo.observers import Observer
+from coevo.training import compile_watch
 
 
 def step_lr(base_lr: float, epoch: int, epochs: int) -> float:

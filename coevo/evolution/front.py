@@ -29,8 +29,8 @@ from deap import base, creator, tools
 from deap.tools.emo import assignCrowdingDist
 
 from coevo.config import Config
-from coevo.genome import Layout
 from coevo.evolution.population import Stack
+from coevo.genome import Layout
 
 OBJECTIVES = (("loss",), ("loss", "kept"))
 """The objective lists a run may select on."""

@@ -15,21 +15,21 @@ from typing import Sequence
 import numpy as np
 from deap import base, tools
 
+from coevo import operators
 from coevo import schedules
-from coevo.training import compile_watch
-from coevo.evolution import front, topology
-from coevo.evolution.variation import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, centre_measures, derive_rng
-from coevo.evolution.state import RunState
 from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
 from coevo.errors import ConfigError, OperatorError, UserError
+from coevo.evolution import front, topology
+from coevo.evolution.population import Stack
+from coevo.evolution.problem import Problem
+from coevo.evolution.state import RunState
+from coevo.evolution.variation import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, centre_measures, derive_rng
 from coevo.genome import Decoder, Encoder, Network
 from coevo.measures import KeptFractions, stack_kept_fractions
 from coevo.observers import Observer
-from coevo.evolution.problem import Problem
 from coevo.registry import GlobalRandomWatch
-from coevo.evolution.population import Stack
-from coevo import operators
+from coevo.training import compile_watch
 
 CONCEPTS = {"best": np.min, "worst": np.max, "mean": np.mean}
 

@@ -323,8 +323,8 @@ parameters, Adam's two float32 moments, a bool mask and a little more for operat
 
 def memory_estimate(config: Config) -> tuple[int, str] | None:
     """About how many bytes a run needs (data as loaded, and the grid) and how that divides."""
-    from coevo.genome import autoencoder_layouts
     from coevo.evolution.topology import neighbourhoods
+    from coevo.genome import autoencoder_layouts
 
     shape = data_shape(config)
     if shape is None:

@@ -17,9 +17,9 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from coevo.training.adam import StackedAdam
-from coevo.genome import Layout
 from coevo.evolution.population import Stack
+from coevo.genome import Layout
+from coevo.training.adam import StackedAdam
 from coevo.training.trainer_terms import TrainerTerms
 
 Loss = Literal["l1", "bce", "mse"]

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-from coevo.genome import Layout
 from coevo.evolution.population import FIELDS, Stack
+from coevo.genome import Layout
 from coevo.training.trainer_terms import TrainerTerms
 
 RELU, SIGMOID = 0, 1

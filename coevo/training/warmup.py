@@ -22,8 +22,8 @@ TINY = {"run__generations": 2, "run__checkpoint_every": 0, "data__n_dims": 40, "
 def warm() -> float:
     """Run the tiny runs; returns the seconds spent compiling (0 when the cache was warm)."""
     from coevo import runner
-    from coevo.training import compile_watch
     from coevo.config import Config
+    from coevo.training import compile_watch
 
     before = compile_watch.seconds()
     with tempfile.TemporaryDirectory() as tmp:
