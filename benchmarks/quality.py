@@ -1,6 +1,6 @@
 """What a user gets from a run: loss and kept fraction over seeds, for a sweep of settings.
 
-Runs a ``coevo bench`` spec (a preset shipped in ``coevo/presets`` or a file), then summarises
+Runs a ``coevo bench`` spec (a preset shipped in ``coevo/bench/presets`` or a file), then summarises
 its rows as median [Q1-Q3] over seeds of what the quality goal is judged by:
 
 - ``test_loss``: the best pair's (lowest validation loss) test loss;
