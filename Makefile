@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
 	$(BIN)/python -c "import numba, numpy, torch; print('numpy', numpy.__version__, 'numba', numba.__version__, 'torch', torch.__version__)"
-	$(BIN)/python -m coevo.warmup    # compile and cache the Numba kernels now, not in the first run
+	$(BIN)/python -m coevo.training.warmup    # compile and cache the Numba kernels now, not in the first run
 	touch $(STAMP)
 
 install: $(STAMP)

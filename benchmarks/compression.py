@@ -24,7 +24,7 @@ import numpy as np
 
 from coevo import config as config_module
 from coevo import data
-from coevo.bench_report import a12_paired, read_rows, wilcoxon_p
+from coevo.bench.report import a12_paired, read_rows, wilcoxon_p
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIDES = ("coevo", "baseline")

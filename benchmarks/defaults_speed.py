@@ -33,9 +33,9 @@ def _run(overrides: list[str], generations: int, threads: int) -> dict:
     import torch
 
     from coevo import config
-    from coevo.evolve import coevolve
+    from coevo.evolution.loop import coevolve
+    from coevo.evolution.problem import build
     from coevo.observers import LogbookRecorder
-    from coevo.problem import build
 
     torch.set_num_threads(threads)
     cfg = config.load(None, overrides + [f"run.generations={generations}", "run.checkpoint_every=0"])

@@ -1,8 +1,8 @@
 """First-run compile time (issue 22): how long a machine's first run spends compiling Numba
-kernels, and what is left for the first run once the install step has run ``coevo.warmup``.
+kernels, and what is left for the first run once the install step has run ``coevo.training.warmup``.
 
 Each measurement is a fresh process with an empty Numba cache (``NUMBA_CACHE_DIR`` in a
-temporary directory) that runs what ``coevo.warmup`` runs (a tiny coevolution and a tiny
+temporary directory) that runs what ``coevo.training.warmup`` runs (a tiny coevolution and a tiny
 canonical run, whose kernels have a full run's types) and reports ``compile_watch.seconds()``:
 
 - ``cold``: the kernels compiled from nothing (what a first run paid before the warm-up step);
@@ -32,8 +32,9 @@ PROBE = """
 import json, sys, tempfile, time
 from pathlib import Path
 t0 = time.perf_counter()
-from coevo import compile_watch, runner
+from coevo import runner
 from coevo.config import Config
+from coevo.training import compile_watch
 TINY = {"run__generations": 2, "run__checkpoint_every": 0, "data__n_dims": 40, "data__n_clusters": 3,
         "data__rows_per_cluster": 10, "model__hidden": (8,), "model__latent": 3, "grid__cells": 4}
 with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coevo.bench_report import read_rows
+from coevo.bench.report import read_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.45, 0.20, 0.10, 0.05)

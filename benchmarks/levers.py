@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coevo.bench_report import a12_paired, read_rows, wilcoxon_p
+from coevo.bench.report import a12_paired, read_rows, wilcoxon_p
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULTS = "defaults"                 # the levers spec's own unchanged combination

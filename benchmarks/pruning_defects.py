@@ -32,9 +32,9 @@ import json
 import numpy as np, torch
 from coevo import operators
 from coevo.config import PruneConfig
+from coevo.evolution.population import Stack
 from coevo.genome import autoencoder_layouts, init_params, Encoder, Decoder
 from coevo.operators.base import PruneContext, LayerGradients
-from coevo.population import Stack
 
 out = {}
 enc_l, dec_l = autoencoder_layouts(1000, [30], 10)

@@ -39,9 +39,9 @@ SETTINGS = [
 GENERATION = """
 import json, statistics, sys, torch
 from coevo import config
-from coevo.evolve import coevolve
+from coevo.evolution.loop import coevolve
+from coevo.evolution.problem import build
 from coevo.observers import LogbookRecorder
-from coevo.problem import build
 torch.set_num_threads(int(sys.argv[2]))
 cfg = config.load(None, ["run.generations=" + sys.argv[1], "run.checkpoint_every=0", "prune.probability=1.0",
                          "prune.schedule=fixed", "prune.target_kept=0"])
@@ -58,9 +58,9 @@ def mutation_seconds(repeats: int) -> list[dict]:
     import torch
 
     from coevo import config, operators
-    from coevo.cells import pair_context
+    from coevo.evolution.context import pair_context
+    from coevo.evolution.problem import build
     from coevo.genome import Decoder, Encoder
-    from coevo.problem import build
 
     torch.set_num_threads(1)
     cfg = config.load(None, [])

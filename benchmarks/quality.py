@@ -1,6 +1,6 @@
 """What a user gets from a run: loss and kept fraction over seeds, for a sweep of settings.
 
-Runs a ``coevo bench`` spec (a preset shipped in ``coevo/presets`` or a file), then summarises
+Runs a ``coevo bench`` spec (a preset shipped in ``coevo/bench/presets`` or a file), then summarises
 its rows as median [Q1-Q3] over seeds of what the quality goal is judged by:
 
 - ``test_loss``: the best pair's (lowest validation loss) test loss;
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from coevo import bench, bench_spec
+from coevo import bench
+from coevo.bench import spec as bench_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MEASURES = (("test_loss", "best-pair test L1", 4), ("test_loss_mean", "mean test L1 over cells", 4),

@@ -135,9 +135,9 @@ def _measure(engine_name: str, workers: int, threads: int, generations: int) -> 
 
     from coevo import config
     from coevo.engines import LocalEngine
-    from coevo.evolve import coevolve
+    from coevo.evolution.loop import coevolve
+    from coevo.evolution.problem import build
     from coevo.observers import LogbookRecorder
-    from coevo.problem import build
 
     overrides = GRID + [f"run.generations={generations}", "run.checkpoint_every=0", f"run.threads={threads}"]
     problem = build(config.load(None, overrides))

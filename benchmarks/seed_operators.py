@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coevo.bench_report import holm, read_rows, wilcoxon_p
+from coevo.bench.report import holm, read_rows, wilcoxon_p
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ORDER = ["none", "random", "variance", "conjunctive", "flipout", "snip", "snap", "merge", "early_bird",

@@ -40,9 +40,9 @@ def _coevo(overrides: list[str], generations: int, threads: int, profile: bool) 
     import torch
 
     from coevo import config
-    from coevo.evolve import coevolve
+    from coevo.evolution.loop import coevolve
+    from coevo.evolution.problem import build
     from coevo.observers import LogbookRecorder
-    from coevo.problem import build
 
     torch.set_num_threads(threads)
     cfg = config.load(None, overrides + [f"run.generations={generations}", "run.checkpoint_every=0"])
@@ -83,9 +83,10 @@ def _plain(overrides: list[str], generations: int, threads: int) -> dict:
     import torch
 
     from benchmarks.plain import from_stack, plain_generation
-    from coevo import config, topology
-    from coevo.evolve import make_toolbox, prune_probability
-    from coevo.problem import build
+    from coevo import config
+    from coevo.evolution import topology
+    from coevo.evolution.loop import make_toolbox, prune_probability
+    from coevo.evolution.problem import build
 
     torch.set_num_threads(threads)
     cfg = config.load(None, overrides + [f"run.generations={max(generations, 2)}"])
@@ -113,9 +114,9 @@ def _canonical(epochs: int, threads: int) -> dict:
 
     from benchmarks.plain import from_stack, plain_train_pair
     from coevo import config
-    from coevo.canonical import train_canonical
+    from coevo.evolution.canonical import train_canonical
+    from coevo.evolution.problem import build
     from coevo.observers import LogbookRecorder
-    from coevo.problem import build
 
     torch.set_num_threads(threads)
     cfg = config.load(None, ["run.mode=canonical", f"run.generations={epochs}", "run.checkpoint_every=0"])

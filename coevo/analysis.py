@@ -123,10 +123,10 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
     ``fold_tolerance`` is ``latent_needed``'s allowance (a fraction of the test loss)."""
     from coevo import config as config_module
     from coevo import data as data_module
-    from coevo.checkpoint import atomic_write_bytes
     from coevo.export import compact_pair, masked_pair
     from coevo.report import read_logbook, read_summary, subplots
-    from coevo.rundir import record_derived, torch_load
+    from coevo.rundir.checkpoint import atomic_write_bytes
+    from coevo.rundir.directory import record_derived, torch_load
 
     run_dir = Path(run_dir)
     _extras()
@@ -249,7 +249,7 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
         atomic_write_bytes(run_dir / "plots" / name, payload)
     atomic_write_bytes(run_dir / "analysis.json", (json.dumps(result, indent=2) + "\n").encode())
     pair = read_summary(run_dir).get("best_pair")
-    if isinstance(pair, str):  # which best pair these files describe (coevo.rundir)
+    if isinstance(pair, str):  # which best pair these files describe (coevo.rundir.directory)
         record_derived(run_dir, [run_dir / "analysis.json", *(run_dir / f for f in result["figures"])], pair)
     return result
 

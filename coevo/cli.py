@@ -145,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"  {'':<{width}}    parameters: {parameters}")
         from coevo.config import preset_text, presets
 
-        from coevo.bench_spec import presets as bench_presets
+        from coevo.bench.spec import presets as bench_presets
         from coevo.config import shipped_text
 
         print("presets (coevo run --preset NAME):")
@@ -154,10 +154,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {name:<{width}}  {_first_comment(preset_text(name))}")
         print("bench presets (coevo bench --preset NAME):")
         for name in bench_presets():
-            print(f"  {name:<{width}}  {_first_comment(shipped_text('coevo.presets', name))}")
+            print(f"  {name:<{width}}  {_first_comment(shipped_text('coevo.bench.presets', name))}")
         return 0
     if args.command == "bench":
-        from coevo import bench, bench_spec
+        from coevo import bench
+        from coevo.bench import spec as bench_spec
 
         if args.report is not None:
             if args.spec is not None or args.preset is not None:

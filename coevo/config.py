@@ -206,7 +206,7 @@ class SelectionConfig:
     objectives: tuple[str, ...] = ("loss",)
     """What selection minimises: ["loss"], or ["loss", "kept"] for a Pareto front of (loss, size)
     models in one run (NSGA-II's crowded tournament in each neighbourhood; the cells prune
-    towards sizes spread from prune.target_kept to largest_kept; see coevo.front)."""
+    towards sizes spread from prune.target_kept to largest_kept; see coevo.evolution.front)."""
     largest_kept: float = 0.5
     """With objectives ["loss", "kept"]: the kept target of the grid's largest rung (the smallest
     is prune.target_kept)."""
@@ -522,13 +522,13 @@ def shipped_text(package: str, name: str) -> str:
 
 
 def presets() -> list[str]:
-    """Names of the run presets shipped in :mod:`coevo.run_presets`."""
-    return shipped_names("coevo.run_presets")
+    """Names of the run presets shipped in :mod:`coevo.presets`."""
+    return shipped_names("coevo.presets")
 
 
 def preset_text(name: str) -> str:
     """The TOML text of a shipped run preset, or a ConfigError listing the known ones."""
-    return shipped_text("coevo.run_presets", name)
+    return shipped_text("coevo.presets", name)
 
 
 def _toml_table(text: str, where: str) -> dict[str, Any]:

@@ -317,7 +317,7 @@ def _pairs(run_dir: Path, which: str) -> list[tuple[dict, dict]]:
 
 
 def _load(path: Path, run_dir: Path) -> dict:
-    from coevo.rundir import torch_load
+    from coevo.rundir.directory import torch_load
 
     return torch_load(path, "saved by the run", run_dir,
                       f"`coevo resume {run_dir}` writes it again from the newest checkpoint", weights_only=True)
@@ -336,7 +336,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
     built in memory first and each file is written atomically, so a refused export writes nothing.
     Each compact model is checked against its masked pair on ``batch`` uniform random rows
     (max abs difference <= 1e-6 in float64, else RuntimeError: a bug) and both are timed on them."""
-    from coevo.checkpoint import atomic_write_bytes
+    from coevo.rundir.checkpoint import atomic_write_bytes
 
     run_dir = Path(run_dir)
     if fmt not in FORMATS:
@@ -387,10 +387,10 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
 
 
 def _note_derived(run_dir: Path, paths: Sequence[Path]) -> None:
-    """Record which best pair the files inside the run directory came from (coevo.rundir)."""
+    """Record which best pair the files inside the run directory came from (coevo.rundir.directory)."""
     import json
 
-    from coevo import rundir
+    from coevo.rundir import directory as rundir
 
     try:
         pair = json.loads((run_dir / "summary.json").read_text()).get("best_pair")

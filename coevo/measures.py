@@ -29,7 +29,7 @@ from coevo.config import Config
 from coevo.genome import Layout
 
 if TYPE_CHECKING:
-    from coevo.population import Stack
+    from coevo.evolution.population import Stack
 
 
 def live_entries(layout: Layout, alive: np.ndarray) -> np.ndarray:
@@ -115,7 +115,7 @@ def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout
 
 
 def stack_alive(stack: "Stack") -> np.ndarray:
-    """(N, P) entries of a :class:`~coevo.population.Stack` that are masked in and not exactly zero."""
+    """(N, P) entries of a :class:`~coevo.evolution.population.Stack` that are masked in and not exactly zero."""
     return (stack.mask & (stack.params != 0)).cpu().numpy()
 
 
@@ -137,7 +137,7 @@ def baseline_loss(train: torch.Tensor, test: torch.Tensor, loss: str) -> float:
     """The test loss of the constant model that predicts, for every row, each dimension's training
     mean (its majority bit when the data are binary): what a model must beat to have learnt
     anything about individual rows."""
-    from coevo.batched import reconstruction_loss
+    from coevo.training.batched import reconstruction_loss
 
     binary = bool(((train == 0) | (train == 1)).all())
     centre = (train.mean(dim=0) >= 0.5).to(train.dtype) if binary else train.mean(dim=0)

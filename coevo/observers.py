@@ -14,10 +14,11 @@ from pathlib import Path
 
 from deap import tools
 
-from coevo import checkpoint, compile_watch
-from coevo.checkpoint import RunState
 from coevo.config import Config
 from coevo.errors import UserError
+from coevo.evolution.state import RunState
+from coevo.rundir import checkpoint
+from coevo.training import compile_watch
 
 TENSORBOARD_MISSING = "the TensorBoard observer needs the tensorboard package: pip install coevo[tensorboard]"
 
@@ -62,7 +63,7 @@ class CsvLogbook(Observer):
     that was recorded. It also keeps the text it wrote, which each checkpoint stores.
 
     ``text`` is the logbook the run continues (a checkpoint's, which the file already holds:
-    :func:`coevo.rundir.restore_logbook`); None for a new run."""
+    :func:`coevo.rundir.directory.restore_logbook`); None for a new run."""
 
     def __init__(self, path: Path, text: str | None = None) -> None:
         self.path = Path(path)

@@ -157,8 +157,8 @@ def read_summary(run_dir: Path) -> dict:
 
 
 def stale_files(run_dir: Path, summary: dict) -> list[str]:
-    """Files derived from an earlier best pair than the summary's (see :mod:`coevo.rundir`)."""
-    from coevo import rundir
+    """Files derived from an earlier best pair than the summary's (see :mod:`coevo.rundir.directory`)."""
+    from coevo.rundir import directory as rundir
 
     return rundir.stale_derived(Path(run_dir), summary.get("best_pair"))
 

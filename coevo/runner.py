@@ -24,20 +24,23 @@ import numpy as np
 import torch
 
 from coevo import config as config_module
-from coevo import checkpoint as checkpoint_module
-from coevo import errors, lock, provenance, report, rundir
-from coevo import front as front_module
-from coevo.canonical import train_canonical
-from coevo.cells import centre_losses
-from coevo.checkpoint import CHECKPOINT_DIR, RunState, atomic_write_bytes
+from coevo import errors, report
 from coevo.config import Config
 from coevo.engines import make_engine
 from coevo.errors import DataError, OperatorError, UserError
-from coevo.evolve import coevolve, final_losses, make_toolbox, prune_probability
+from coevo.evolution import front as front_module
+from coevo.evolution.canonical import train_canonical
+from coevo.evolution.loop import coevolve, final_losses, make_toolbox, prune_probability
+from coevo.evolution.problem import Problem, build, operator_needs
+from coevo.evolution.state import RunState
+from coevo.evolution.variation import centre_losses
 from coevo.genome import state_dict
 from coevo.measures import baseline_loss, loss_floor, stack_kept_fractions
 from coevo.observers import Checkpointer, CsvLogbook, LogbookRecorder, Observer, ProgressBar, TensorBoard
-from coevo.problem import Problem, build, operator_needs
+from coevo.rundir import checkpoint as checkpoint_module
+from coevo.rundir import directory as rundir
+from coevo.rundir import lock, provenance
+from coevo.rundir.checkpoint import CHECKPOINT_DIR, atomic_write_bytes
 
 SUMMARY_TIMING_KEYS = ("seconds_per_generation", "wall_seconds")
 TENSORBOARD_DIR = "tensorboard"
@@ -142,7 +145,7 @@ def start(config: Config, out: str | Path | None = None, quiet: bool = False,
             extra = _observers(config, run_dir, observers)
             if run_dir.exists() and not run_dir.is_dir():
                 raise UserError(f"run directory {run_dir} already exists and is not a directory; choose another --out")
-            # one writer per run directory: a live one makes this a clear refusal (coevo.lock)
+            # one writer per run directory: a live one makes this a clear refusal (coevo.rundir.lock)
             with lock.hold(run_dir):
                 if not lock.is_empty(run_dir):
                     if not never_checkpointed(run_dir):
@@ -176,7 +179,7 @@ def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = Fa
 
     Everything is checked before anything is written: config.toml against the configuration the
     checkpoint was written with, the data against its fingerprint, the checkpoint against the
-    network (see :mod:`coevo.rundir`). A logbook that is short or damaged is rebuilt from the
+    network (see :mod:`coevo.rundir.directory`). A logbook that is short or damaged is rebuilt from the
     checkpoint. ``data`` points the run at its data file in a new place (same fingerprint)."""
     run_dir = Path(run_dir)
     with global_state_kept():
@@ -186,7 +189,7 @@ def resume(run_dir: str | Path, generations: int | None = None, quiet: bool = Fa
                 raise UserError(f"run directory {run_dir} does not exist")
             if not (run_dir / "config.toml").exists():
                 raise UserError(f"{run_dir} is not a coevo run directory (no config.toml)")
-            with lock.hold(run_dir):  # one writer per run directory (coevo.lock)
+            with lock.hold(run_dir):  # one writer per run directory (coevo.rundir.lock)
                 _resume(run_dir, generations, quiet, observers, t0, data)
         except KeyboardInterrupt:
             raise _interrupted(run_dir) from None

@@ -48,8 +48,8 @@ def tagged(tag: str) -> list[int]:
 
 
 def still_running(processes: dict[int, int]) -> list[int]:
-    """Which of ``processes`` (pid -> start time, see coevo.reaper.descendants) still run."""
-    from coevo.reaper import start_time
+    """Which of ``processes`` (pid -> start time, see coevo.rundir.reaper.descendants) still run."""
+    from coevo.rundir.reaper import start_time
 
     return [pid for pid, started in processes.items() if alive(pid) and start_time(pid) == started]
 

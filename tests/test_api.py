@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 import torch
 
+from coevo import bench, runner
 import coevo
-from coevo import bench, bench_spec, provenance, runner
+from coevo.bench import spec as bench_spec
 from coevo.config import Config, ModelConfig, PruneConfig, RunConfig
 from coevo.errors import ConfigError, UserError
 from coevo.observers import Observer, TensorBoard
+from coevo.rundir import provenance
 
 from conftest import TINY
 
@@ -145,7 +147,8 @@ def test_matplotlib_backend_is_left_alone(tmp_path):
         import sys
         import matplotlib
         matplotlib.use("svg")
-        from coevo import bench, bench_report, config, report, runner
+        from coevo import bench, config, report, runner
+        from coevo.bench import report as bench_report
         run_dir = runner.start(config.load(None, {TINY!r}), out={str(tmp_path / "run")!r}, quiet=True)
         assert (run_dir / "plots" / "loss.png").stat().st_size > 0
         assert matplotlib.get_backend() == "svg", matplotlib.get_backend()

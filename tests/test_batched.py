@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from coevo import batched
-from coevo.adam import StackedAdam
+from coevo.evolution.population import Stack
 from coevo.genome import autoencoder_layouts, init_params
-from coevo.population import Stack
+from coevo.training import batched
+from coevo.training.adam import StackedAdam
 
 
 def _pairs(n=3, d=12, seed=0):

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from coevo import bench, bench_report, bench_spec, config, runner
+from coevo import bench, config, runner
+from coevo.bench import report as bench_report
+from coevo.bench import spec as bench_spec
 from coevo.cli import main
 from coevo.errors import ConfigError
 
@@ -341,7 +343,7 @@ def _die_once(config: dict, run_dir: str) -> dict:
     import os
     import signal
 
-    from coevo import lock
+    from coevo.rundir import lock
 
     attempts = Path(os.environ["COEVO_TEST_ATTEMPTS"]) / run_dir.replace("/", "_")
     with open(attempts, "a") as fh:

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from coevo import bench, bench_report, bench_spec, lock
+from coevo import bench
+from coevo.bench import report as bench_report
+from coevo.bench import spec as bench_spec
 from coevo.cli import main
-from coevo.reaper import descendants
+from coevo.rundir import lock
+from coevo.rundir.reaper import descendants
 from procs import still_running, tagged, tagged_env, wait_for
 from test_bench import TINY_SPEC, write_spec
 
@@ -87,7 +90,7 @@ def test_a_ray_worker_killed_mid_sweep_costs_one_retry_and_no_row(local_ray, loc
         import time
 
         from coevo import bench as bench_module
-        from coevo import checkpoint
+        from coevo.rundir import checkpoint
 
         name = run_dir.replace("/", "_")
         with open(attempts / name, "a") as fh:
@@ -131,7 +134,7 @@ def test_a_ray_worker_killed_mid_sweep_costs_one_retry_and_no_row(local_ray, loc
 def test_a_sigkilled_ray_bench_leaves_no_ray_process(tmp_path):
     """The driver starts its own local Ray (GCS, raylet, workers): SIGKILL it mid-sweep, and
     within seconds none of them lives on (Ray ties GCS, raylet and workers to the driver;
-    coevo.reaper the agents, which would otherwise linger for up to a minute)."""
+    coevo.rundir.reaper the agents, which would otherwise linger for up to a minute)."""
     pytest.importorskip("ray")
     slow = TINY_SPEC.replace("trials = 2", "trials = 1").replace("generations = 2", "generations = 2000")
     spec = write_spec(tmp_path, slow)

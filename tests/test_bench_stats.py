@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from coevo import bench_report as br
+from coevo.bench import report as br
 
 
 def test_a12_on_known_samples():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numba
 
-from coevo import compile_watch
+from coevo.training import compile_watch
 
 
 def test_a_compile_is_announced_once_and_timed(monkeypatch, capsys):
@@ -35,14 +35,14 @@ def test_a_generation_without_compiles_loses_nothing(tiny_overrides, tmp_path, c
 
 
 def test_after_the_warm_up_a_default_run_compiles_nothing():
-    """make install runs coevo.warmup, so the first real run loads every kernel it needs."""
+    """make install runs coevo.training.warmup, so the first real run loads every kernel it needs."""
     import subprocess
     import sys
 
-    from coevo import warmup
+    from coevo.training import warmup
 
     warmup.warm()
     # a new process: what it needs comes from Numba's cache on disk, not from this process
-    out = subprocess.run([sys.executable, "-c", "from coevo import warmup; print(warmup.warm())"],
+    out = subprocess.run([sys.executable, "-c", "from coevo.training import warmup; print(warmup.warm())"],
                          capture_output=True, text=True, check=True)
     assert float(out.stdout.strip()) == 0.0, out.stderr

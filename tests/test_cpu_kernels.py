@@ -1,12 +1,12 @@
-"""The network-by-network Numba kernels (coevo.cpu_kernels) against the torch-ops path."""
+"""The network-by-network Numba kernels (coevo.training.cpu_kernels) against the torch-ops path."""
 
 import numpy as np
 import pytest
 import torch
 
-from coevo import batched, cpu_kernels
+from coevo.evolution.population import FIELDS, Stack
 from coevo.genome import LayerSpec, Layout, autoencoder_layouts, init_params
-from coevo.population import FIELDS, Stack
+from coevo.training import batched, cpu_kernels
 
 
 def _stack(layout, n, rng, pruned=0.3):
@@ -206,9 +206,9 @@ def test_kernels_leave_torch_thread_count_alone():
     code = """
 import numpy as np, torch
 torch.set_num_threads(1)
-from coevo import cpu_kernels
+from coevo.evolution.population import Stack
 from coevo.genome import autoencoder_layouts, init_params
-from coevo.population import Stack
+from coevo.training import cpu_kernels
 enc_l, dec_l = autoencoder_layouts(6, [4], 2)
 rng = np.random.default_rng(0)
 enc, dec = Stack.fresh(enc_l, init_params(enc_l, 2, rng)), Stack.fresh(dec_l, init_params(dec_l, 2, rng))

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from coevo import config
-from coevo.evolve import coevolve
+from coevo.evolution.loop import coevolve
+from coevo.evolution.problem import build
 from coevo.observers import LogbookRecorder
-from coevo.problem import build
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

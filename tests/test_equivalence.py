@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from benchmarks.plain import from_stack, plain_generation, to_rows
-from coevo import config, topology
-from coevo.cells import CellData
+from coevo import config
 from coevo.engines import LocalEngine
-from coevo.evolve import make_toolbox, select_parents, solution_concept
-from coevo.problem import build
+from coevo.evolution import topology
+from coevo.evolution.loop import make_toolbox, select_parents, solution_concept
+from coevo.evolution.problem import build
+from coevo.evolution.variation import CellData
 
 
 @pytest.mark.parametrize("loss, concept, probability, pairing", [
@@ -62,9 +63,10 @@ def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, 
 
 @pytest.mark.parametrize("dec_parents", [[1, 2, 3, 4, 5, 6, 0], [2, 2, 4, 3, 6, 0, 0]], ids=["encoder", "independent"])
 def test_torch_path_equals_the_cpu_kernels(tiny_overrides, monkeypatch, dec_parents):
-    """Other devices run coevo.batched's torch ops; on the CPU the same generation must come out,
+    """Other devices run coevo.training.batched's torch ops; on the CPU the same generation must come out,
     also when a cell trains an encoder and a decoder from different cells with different step counts."""
-    from coevo import batched, cells
+    from coevo.evolution import variation as cells
+    from coevo.training import batched
 
     cfg = config.load(None, tiny_overrides + ["grid.cells=7", "prune.probability=0.5"])
     problem = build(cfg)

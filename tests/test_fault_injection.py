@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from coevo import checkpoint
 from coevo.cli import main
+from coevo.rundir import checkpoint
 from coevo.runner import SUMMARY_TIMING_KEYS
 from conftest import TINY
 
@@ -28,8 +28,9 @@ CHECKPOINT_WRITES = 4  # generations 0 (the start), 3, 6 and 8
 DRIVER = r'''
 import os, signal, sys, threading
 mode, k, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-from coevo import checkpoint, observers
+from coevo import observers
 from coevo.cli import main
+from coevo.rundir import checkpoint
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)

@@ -10,12 +10,12 @@ from coevo import config, operators, runner
 from coevo.cli import main
 from coevo.config import PruneConfig
 from coevo.errors import OperatorError
+from coevo.evolution.population import Stack
 from coevo.genome import Decoder, Encoder, autoencoder_layouts, init_params
 from coevo.measures import live_entries
 from coevo.operators.base import PruneContext
 from coevo.operators.early_bird import WINDOW, neuron_scales
 from coevo.operators.flipout import flipout_scores
-from coevo.population import Stack
 from conftest import TINY
 
 

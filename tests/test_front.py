@@ -1,4 +1,4 @@
-"""Multi-objective coevolution (coevo.front): the crowded tournament, the ladder of sizes, the
+"""Multi-objective coevolution (coevo.evolution.front): the crowded tournament, the ladder of sizes, the
 front archive, and a run's front in summary.json, front.pt, plots, report and export."""
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from coevo import config, front
-from coevo.cells import CellData, vary_cells
+from coevo import config
 from coevo.cli import main
 from coevo.errors import ConfigError
-from coevo.evolve import make_toolbox, select_parents
+from coevo.evolution import front
+from coevo.evolution.loop import make_toolbox, select_parents
+from coevo.evolution.problem import build
+from coevo.evolution.variation import CellData, vary_cells
 from coevo.measures import stack_kept_fractions
-from coevo.problem import build
 from coevo.schedules import Pruning
 from conftest import TINY
 

@@ -14,15 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from coevo import bench, bench_report, bench_spec, lock
+from coevo import bench
+from coevo.bench import report as bench_report
+from coevo.bench import spec as bench_spec
 from coevo.cli import main
+from coevo.rundir import lock
 from conftest import TINY
 from procs import alive, children, tagged_env, wait_for
 from test_bench import TINY_SPEC, write_spec
 
 HOLDER = """
 import sys, time
-from coevo import lock
+from coevo.rundir import lock
 with lock.hold(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)

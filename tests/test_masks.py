@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from coevo import batched, cpu_kernels
-from coevo.genome import autoencoder_layouts, init_params
-from coevo.population import Stack
 from coevo import operators
+from coevo.evolution.population import Stack
 from coevo.genome import Layer, Network, unit_flags
+from coevo.genome import autoencoder_layouts, init_params
 from coevo.operators.kernels import uniform_sample
 from coevo.operators.protection import connected, masks_of, violation
+from coevo.training import batched, cpu_kernels
 
 random_op = operators.registry.get("random")
 

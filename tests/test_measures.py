@@ -11,13 +11,13 @@ import torch
 from coevo.cli import main
 from coevo.config import PruneConfig
 from coevo.errors import OperatorError
+from coevo.evolution.population import Stack
 from coevo.genome import Decoder, Encoder, LayerSpec, Layout, autoencoder_layouts, init_params
 from coevo.measures import compact_size, kept_fractions, live_entries
 from coevo.operators import sparing_units
 from coevo.operators.base import PruneContext
 from coevo.operators.conjunctive import Conjunctive
 from coevo.operators.random_pruning import random_prune
-from coevo.population import Stack
 
 
 def _graph_count(layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]:

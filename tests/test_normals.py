@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import stats
 
-from coevo import adam, cpu_kernels
+from coevo.evolution.population import Stack
 from coevo.genome import autoencoder_layouts, init_params
-from coevo.population import Stack
+from coevo.training import adam, cpu_kernels
 
 N = 1_000_000
 

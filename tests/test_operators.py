@@ -236,7 +236,7 @@ def test_random_and_none_never_record_activations():
 
 def test_runs_record_activations_only_for_guided_operators(tmp_path, tiny_overrides, monkeypatch, capsys):
     """End to end: count the recordings the real loop makes; RANDOM makes none."""
-    import coevo.cells
+    import coevo.evolution.context
 
     calls = []
 
@@ -251,7 +251,7 @@ def test_runs_record_activations_only_for_guided_operators(tmp_path, tiny_overri
 
             self.record = counted
 
-    monkeypatch.setattr(coevo.cells, "PruneContext", CountingContext)
+    monkeypatch.setattr(coevo.evolution.context, "PruneContext", CountingContext)
     kept = {}
     for name in ("random", "variance", "conjunctive"):
         calls.clear()

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-import coevo
-from coevo import bench_report, bench_spec, config, operators
+from coevo import config, operators
 from coevo import schedules
+import coevo
+from coevo.bench import report as bench_report
+from coevo.bench import spec as bench_spec
 from coevo.cli import main
 
 WRITING = Path(__file__).resolve().parent.parent / "docs" / "writing-operators.md"

@@ -160,11 +160,11 @@ def test_a_front_run_on_ray_equals_local_engine(local_ray, tmp_path, capsys):
 
 def _engines(cfg, workers: int):
     """A local engine and a ray engine started on ``cfg``'s grid, both holding fresh centres."""
-    from coevo import topology
-    from coevo.cells import CellData
     from coevo.engines import LocalEngine
     from coevo.engines.ray_engine import RayEngine
-    from coevo.problem import build
+    from coevo.evolution import topology
+    from coevo.evolution.problem import build
+    from coevo.evolution.variation import CellData
 
     problem = build(cfg)
     neighbours = topology.neighbourhoods(cfg.grid)
@@ -194,7 +194,7 @@ def test_uneven_shards_of_a_torus_match_the_local_engine(local_ray, tiny_config)
     import numpy as np
     import torch
 
-    from coevo.evolve import make_toolbox
+    from coevo.evolution.loop import make_toolbox
 
     cfg = tiny_config.replace(grid__topology="torus", grid__shape=[3, 3], grid__neighbourhood="moore")
     problem, _, local, remote = _engines(cfg, 4)
@@ -228,8 +228,8 @@ def test_only_border_rows_travel(local_ray, tiny_config):
     and receives no genomes, and a generation moves far less than the population."""
     import numpy as np
 
-    from coevo.evolve import make_toolbox
-    from coevo.population import FIELDS
+    from coevo.evolution.loop import make_toolbox
+    from coevo.evolution.population import FIELDS
 
     cfg = tiny_config.replace(grid__topology="torus", grid__shape=[6, 6], grid__neighbourhood="von_neumann",
                               grid__radius=1)
@@ -270,7 +270,7 @@ def test_a_worker_killed_between_generations_restores_its_shard(local_ray, tiny_
     import numpy as np
     import torch
 
-    from coevo.evolve import make_toolbox
+    from coevo.evolution.loop import make_toolbox
 
     cfg = tiny_config.replace(grid__cells=6)
     problem, _, local, remote = _engines(cfg, 2)

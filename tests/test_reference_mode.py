@@ -50,9 +50,9 @@ def test_target_kept_stops_pruning_at_the_target(tmp_path, tiny_overrides, capsy
 
 
 def test_reset_fraction_zeroes_alive_weights_and_leaves_masks(tiny_overrides):
-    from coevo.cells import vary_cells, CellData
-    from coevo.evolve import make_toolbox
-    from coevo.problem import build
+    from coevo.evolution.loop import make_toolbox
+    from coevo.evolution.problem import build
+    from coevo.evolution.variation import vary_cells, CellData
 
     cfg = config.load(None, tiny_overrides + ["prune.probability=1", "prune.amount=0.0", "prune.reset_fraction=0.5"])
     problem = build(cfg)
@@ -78,12 +78,12 @@ def test_asynchronous_updates_are_reproducible_and_differ_from_synchronous(tmp_p
 
 def test_asynchronous_cells_read_their_neighbours_latest_centres(tiny_config):
     """Cell by cell: a cell visited later sees the centres written earlier in the generation."""
-    from coevo.evolve import asynchronous_generation, make_toolbox
-    from coevo.checkpoint import RunState
     from coevo.engines import LocalEngine
-    from coevo.cells import CellData
-    from coevo import topology
-    from coevo.problem import build
+    from coevo.evolution import topology
+    from coevo.evolution.loop import asynchronous_generation, make_toolbox
+    from coevo.evolution.problem import build
+    from coevo.evolution.state import RunState
+    from coevo.evolution.variation import CellData
     import random
 
     cfg = tiny_config.replace(run__update="asynchronous")

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from coevo import checkpoint
 from coevo.cli import main
+from coevo.rundir import checkpoint
 from coevo.runner import SUMMARY_TIMING_KEYS
 from conftest import TINY
 
@@ -169,7 +169,7 @@ def test_a_checkpoint_holds_everything_needed_to_continue(finished_run):
     states all come back from disk; a temporary file left by a killed writer is cleaned up."""
     run_dir, _ = finished_run
     from coevo import config as config_module
-    from coevo.problem import build
+    from coevo.evolution.problem import build
 
     problem = build(config_module.load(run_dir / "config.toml"))
     state, rows, warnings = checkpoint.load_latest(run_dir, problem.enc_layout, problem.dec_layout, "cpu")

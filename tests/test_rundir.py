@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coevo import checkpoint, rundir, runner
+from coevo import runner
 from coevo.cli import main
+from coevo.rundir import checkpoint
+from coevo.rundir import directory as rundir
 from conftest import TINY
 
 TIMING = ("seconds", "measure_seconds", "wall_seconds")
@@ -189,7 +191,7 @@ def test_a_checkpoint_from_another_run_is_refused(part, tmp_path, capsys):
 
 
 def _layouts(run_dir: Path):
-    from coevo.problem import build
+    from coevo.evolution.problem import build
 
     problem = build(runner.config_of(run_dir))
     return problem.enc_layout, problem.dec_layout

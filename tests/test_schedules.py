@@ -48,8 +48,9 @@ def test_all_seven_are_registered():
     (1.2, "probability in"),
 ])
 def test_a_schedule_returning_an_impossible_step_is_refused(returned, match):
-    from coevo import config, evolve
+    from coevo import config
     from coevo.errors import OperatorError
+    from coevo.evolution import loop as evolve
 
     schedules.registry.add("test_bad_step", lambda t, T, p, s: returned)
     try:
@@ -114,8 +115,9 @@ def test_polynomial_refuses_impossible_parameters(params, match):
 
 
 def test_polynomial_is_listed_with_typed_parameters():
-    from coevo import config, evolve
+    from coevo import config
     from coevo.errors import ConfigError, OperatorError
+    from coevo.evolution import loop as evolve
 
     text = schedules.registry.describe_parameters(schedules.registry.get("polynomial"))
     assert "final_sparsity: float = 0.9" in text and "every: int = 1" in text
@@ -157,7 +159,8 @@ def test_a_polynomial_run_ends_at_the_final_sparsity(tmp_path):
 # ---------------------------------------------------------------- gradual: the cubic ramp to prune.target_kept
 
 def test_gradual_ramps_to_the_target_kept_fraction_and_then_trains():
-    from coevo import config, evolve
+    from coevo import config
+    from coevo.evolution import loop as evolve
 
     T = 40
     for target in (0.1, 0.05):
@@ -183,8 +186,9 @@ def test_gradual_needs_a_target():
 
 
 def test_a_schedule_returning_progress_and_kept_is_refused():
-    from coevo import config, evolve
+    from coevo import config
     from coevo.errors import OperatorError
+    from coevo.evolution import loop as evolve
 
     @schedules.register("test_two_targets")
     def two(t, T, p, s):

@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 
 from coevo import config, operators, runner, schedules
-from coevo.cells import pair_context
 from coevo.config import PruneConfig
 from coevo.errors import OperatorError
+from coevo.evolution.context import pair_context
+from coevo.evolution.population import Stack
 from coevo.genome import Decoder, Encoder, Layer, Network, autoencoder_layouts, init_params
 from coevo.observers import Observer
 from coevo.operators.base import LayerGradients, PruneContext
 from coevo.operators.merge import merge_prune, merge_saliency
 from coevo.operators.snap import snap_prune, snap_scores
 from coevo.operators.snip import snip_prune, snip_scores
-from coevo.population import Stack
 
 from conftest import TINY
 

@@ -7,7 +7,7 @@ from deap import tools
 from coevo import config
 from coevo.config import Config, SelectionConfig
 from coevo.errors import ConfigError
-from coevo.evolve import make_toolbox, select_parents, solution_concept
+from coevo.evolution.loop import make_toolbox, select_parents, solution_concept
 from coevo.genome import Encoder
 
 L = np.array([[[0.5, 0.1, 0.9],

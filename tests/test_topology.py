@@ -1,6 +1,6 @@
 import numpy as np
 
-from coevo import topology
+from coevo.evolution import topology
 
 
 def test_ring_radius_one():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from coevo import batched, cpu_kernels
+from coevo.evolution.population import Stack
 from coevo.genome import autoencoder_layouts, init_params
-from coevo.population import Stack
-from coevo.trainer_terms import TrainerTerms
+from coevo.training import batched, cpu_kernels
+from coevo.training.trainer_terms import TrainerTerms
 
 
 def _stacks(flips: bool, n=5, seed=0, pruned=0.3):

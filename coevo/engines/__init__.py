@@ -1,6 +1,6 @@
 """Engines decide where cells run; the generation loop does not know which one it has.
 
-An engine maps the per-cell functions of :mod:`coevo.cells` over the grid and holds the cells'
+An engine maps the per-cell functions of :mod:`coevo.evolution.variation` over the grid and holds the cells'
 centres between generations: ``evaluate`` returns every cell's loss matrix, ``vary`` trains (and
 maybe prunes) every cell's selected pair into its new centre, ``measure`` gives the logbook's
 per-cell values, and ``centres`` hands the centres over when something reads them.

@@ -7,9 +7,9 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
-from coevo.cells import CellData
+from coevo.evolution.population import Stack
+from coevo.evolution.variation import CellData
 from coevo.measures import KeptFractions
-from coevo.population import Stack
 from coevo.schedules import Pruning
 
 

@@ -45,13 +45,13 @@ import torch
 from ray import cloudpickle
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from coevo import reaper
-from coevo.cells import CellData, centre_measures, evaluate_cells, vary_cells
 from coevo.config import Config
 from coevo.errors import UserError
+from coevo.evolution.population import FIELDS, Stack
+from coevo.evolution.variation import CellData, centre_measures, evaluate_cells, vary_cells
 from coevo.genome import Layout
 from coevo.measures import KeptFractions
-from coevo.population import FIELDS, Stack
+from coevo.rundir import reaper
 from coevo.schedules import Pruning
 
 BUILTIN_PACKAGES = ("coevo", "operators")
@@ -146,7 +146,7 @@ class ShardWorker:
     def __init__(self, config: Config, cells: np.ndarray, neighbours: np.ndarray, enc_layout: Layout,
                  dec_layout: Layout, threads: int) -> None:
         torch.set_num_threads(threads)
-        torch.set_flush_denormal(True)  # as coevo.problem.build does in the driver: the same floats
+        torch.set_flush_denormal(True)  # as coevo.evolution.problem.build does in the driver: the same floats
         self.config = config
         self.device = config.run.device
         self.cells = np.asarray(cells)

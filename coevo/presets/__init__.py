@@ -1,1 +1,1 @@
-"""Sweep presets for ``coevo bench --preset NAME``: TOML specs shipped with coevo."""
+"""Run presets: configuration files shipped with coevo (``coevo run --preset NAME``)."""

@@ -5,7 +5,7 @@ own step count and learning rate. Gradients are masked first, so moments of prun
 stay exactly zero, and the mask is re-applied to the parameters after the step: a pruned
 entry stays exactly zero for the rest of the run.
 
-Training on the CPU does not come here: :mod:`coevo.cpu_kernels` fuses the same update into its
+Training on the CPU does not come here: :mod:`coevo.training.cpu_kernels` fuses the same update into its
 per-network epoch. This path serves other devices (``run.device = "cuda"``) and is the CPU
 kernel's test oracle.
 """
@@ -19,7 +19,7 @@ EPS = 1e-8
 
 
 class StackedAdam:
-    """Adam on every row of a :class:`~coevo.population.Stack`, each row with its own learning rate.
+    """Adam on every row of a :class:`~coevo.evolution.population.Stack`, each row with its own learning rate.
 
     The moments and step counts live in the stack (they travel with the genomes); this object
     holds only the learning rates and betas of one training pass.
@@ -61,7 +61,7 @@ class StackedAdam:
 
 
 def add_gradient_noise(stack, rows: torch.Tensor, scale: float, generators: list[torch.Generator]) -> None:
-    """As ``coevo.cpu_kernels.add_gradient_noise``, per parameter tensor of every row."""
+    """As ``coevo.training.cpu_kernels.add_gradient_noise``, per parameter tensor of every row."""
     masked = rows * stack.mask
     for k, generator in enumerate(generators):
         for g, gm, m in _tensors(stack.layout, rows[k], masked[k], stack.mask[k]):
@@ -78,7 +78,7 @@ def _tensors(layout, row: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor
 
 
 def add_scale_penalty(stack, rows: torch.Tensor, penalty: np.ndarray) -> None:
-    """As ``coevo.cpu_kernels.add_scale_penalty``: grad += s * w / ||w|| for every neuron's alive
+    """As ``coevo.training.cpu_kernels.add_scale_penalty``: grad += s * w / ||w|| for every neuron's alive
     incoming weights and bias."""
     params = stack.params * stack.mask
     for s, (w, b), (gw, gb) in zip(penalty, stack.layout.split(params), stack.layout.split(rows)):

@@ -1,6 +1,6 @@
 """A run directory's integrity: the newest good checkpoint is the one truth.
 
-A checkpoint records what a run needs to go on (see :mod:`coevo.checkpoint`): the logbook's text
+A checkpoint records what a run needs to go on (see :mod:`coevo.rundir.checkpoint`): the logbook's text
 up to it, the configuration in effect and the data's fingerprint. Before ``resume`` writes
 anything it checks the run directory against them here: a changed key of ``config.toml``, a data
 file that moved or changed, a checkpoint that does not fit the network are each refused with one
@@ -173,7 +173,7 @@ def restore_logbook(path: Path, text: str | None, rows: int, checkpoint_name: st
     is replaced by it, and the returned message says so. Checkpoints written before they held
     the logbook (``text`` None) only allow cutting a file that holds every row back to ``rows``.
     Returns a message for the user, or None when the file only lost rows past the checkpoint."""
-    from coevo.checkpoint import atomic_write_bytes
+    from coevo.rundir.checkpoint import atomic_write_bytes
 
     try:
         current = path.read_bytes()
@@ -233,7 +233,7 @@ def read_derived(run_dir: Path) -> dict[str, str]:
 
 def record_derived(run_dir: Path, files: Iterable[Path], pair: str) -> None:
     """Note that ``files`` (those inside ``run_dir``) were made from the pair ``pair``."""
-    from coevo.checkpoint import atomic_write_bytes
+    from coevo.rundir.checkpoint import atomic_write_bytes
 
     run_dir = Path(run_dir)
     entries = read_derived(run_dir)
@@ -323,8 +323,8 @@ parameters, Adam's two float32 moments, a bool mask and a little more for operat
 
 def memory_estimate(config: Config) -> tuple[int, str] | None:
     """About how many bytes a run needs (data as loaded, and the grid) and how that divides."""
+    from coevo.evolution.topology import neighbourhoods
     from coevo.genome import autoencoder_layouts
-    from coevo.topology import neighbourhoods
 
     shape = data_shape(config)
     if shape is None:

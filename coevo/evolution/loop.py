@@ -15,19 +15,21 @@ from typing import Sequence
 import numpy as np
 from deap import base, tools
 
-from coevo import compile_watch, front, schedules, topology
-from coevo.cells import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, centre_measures, derive_rng
-from coevo.checkpoint import RunState
+from coevo import operators
+from coevo import schedules
 from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
 from coevo.errors import ConfigError, OperatorError, UserError
+from coevo.evolution import front, topology
+from coevo.evolution.population import Stack
+from coevo.evolution.problem import Problem
+from coevo.evolution.state import RunState
+from coevo.evolution.variation import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, centre_measures, derive_rng
 from coevo.genome import Decoder, Encoder, Network
 from coevo.measures import KeptFractions, stack_kept_fractions
 from coevo.observers import Observer
-from coevo.problem import Problem
 from coevo.registry import GlobalRandomWatch
-from coevo.population import Stack
-from coevo import operators
+from coevo.training import compile_watch
 
 CONCEPTS = {"best": np.min, "worst": np.max, "mean": np.mean}
 
@@ -64,7 +66,7 @@ def prune_probability(config: Config, generation: int, subpopulation: int) -> fl
 def prune_step(config: Config, generation: int, subpopulation: int) -> schedules.Pruning:
     """The configured schedule's :class:`~coevo.schedules.Pruning` at ``generation``: its
     probability, checked, and the amount or kept fraction it sets (``None``: ``prune.amount``),
-    checked to be in [0, 1]. What the engines pass to :func:`coevo.cells.vary_cells`."""
+    checked to be in [0, 1]. What the engines pass to :func:`coevo.evolution.variation.vary_cells`."""
     name = config.prune.schedule
     schedule, params = schedules.registry.resolve(name, config.prune.schedule_params)
     last = config.run.generations - 1
@@ -108,7 +110,7 @@ def prune_step(config: Config, generation: int, subpopulation: int) -> schedules
         if not config.prune.target_kept > 0:
             raise ConfigError(f"pruning schedule {name!r} prunes towards prune.target_kept, which is 0; "
                               f"set it (e.g. --set prune.target_kept=0.1) or use the polynomial schedule")
-    # progress stays progress: each pair's kept goal follows from its own target (coevo.cells.vary_cells)
+    # progress stays progress: each pair's kept goal follows from its own target (coevo.evolution.variation.vary_cells)
     return schedules.Pruning(p, amount, kept, progress)
 
 
@@ -149,7 +151,7 @@ def select_parents(neighbours: np.ndarray, enc_fitness: np.ndarray, dec_fitness:
 
 def _handles(cls: type[Network], cells: np.ndarray, fitness: np.ndarray, kept: np.ndarray | None = None) -> list:
     """DEAP individuals of one sub-population: empty networks that name their cell, with fitness
-    (with ``kept``, two-objective handles of :mod:`coevo.front`)."""
+    (with ``kept``, two-objective handles of :mod:`coevo.evolution.front`)."""
     if kept is not None:
         return [front.handle(int(cell), value, kept[cell]) for cell, value in zip(cells, fitness)]
     subpop = []

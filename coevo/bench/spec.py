@@ -1,6 +1,6 @@
 """Sweep specs for ``coevo bench``: parse, validate, expand into trials.
 
-A spec is a TOML file (or a preset shipped in :mod:`coevo.presets`)::
+A spec is a TOML file (or a preset shipped in :mod:`coevo.bench.presets`)::
 
     name = "mine"
     trials = 5                  # trials per combination; trial i runs with run.seed = seed_start + i
@@ -153,7 +153,7 @@ because ``coevo run --preset paper`` names a run preset: the two kinds no longer
 
 def presets() -> list[str]:
     """Names of the presets shipped with coevo."""
-    return config_module.shipped_names("coevo.presets")
+    return config_module.shipped_names("coevo.bench.presets")
 
 
 def renamed_notice(preset: str) -> str | None:
@@ -171,7 +171,7 @@ def load(path: str | Path | None = None, preset: str | None = None) -> Spec:
         if preset in RENAMED_PRESETS:
             warnings.warn(renamed_notice(preset), DeprecationWarning, stacklevel=2)
             preset = RENAMED_PRESETS[preset]
-        text = config_module.shipped_text("coevo.presets", preset)
+        text = config_module.shipped_text("coevo.bench.presets", preset)
         return parse(text, default_name=preset, source=f"preset {preset!r}")
     path = Path(path)
     text = config_module.read_text(path, "spec file")
@@ -399,7 +399,7 @@ def matches(settings: dict[str, Any], baseline: dict[str, Any]) -> bool:
 def _resolve(combination: Combination, check_data: bool) -> None:
     """Resolve the operator, schedule and user data of a combination, as a run would."""
     from coevo import data
-    from coevo.evolve import make_toolbox, prune_probability
+    from coevo.evolution.loop import make_toolbox, prune_probability
 
     cfg = config_module.from_dict(combination.config)
     try:

@@ -29,8 +29,8 @@ from deap import base, creator, tools
 from deap.tools.emo import assignCrowdingDist
 
 from coevo.config import Config
+from coevo.evolution.population import Stack
 from coevo.genome import Layout
-from coevo.population import Stack
 
 OBJECTIVES = (("loss",), ("loss", "kept"))
 """The objective lists a run may select on."""

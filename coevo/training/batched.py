@@ -2,7 +2,7 @@
 
 This is the path for devices other than the CPU (``run.device = "cuda"``), where launching one
 batched op for all networks beats working network by network; on the CPU the Numba kernels of
-:mod:`coevo.cpu_kernels` do the same work and are tested against this module.
+:mod:`coevo.training.cpu_kernels` do the same work and are tested against this module.
 
 Weights of N networks are (N, out, in) views of a stack's flat rows; one ``torch.matmul`` serves
 every network (and every encoder x decoder pair) at once. The backward pass is written out by
@@ -17,10 +17,10 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from coevo.adam import StackedAdam
+from coevo.evolution.population import Stack
 from coevo.genome import Layout
-from coevo.population import Stack
-from coevo.trainer_terms import TrainerTerms
+from coevo.training.adam import StackedAdam
+from coevo.training.trainer_terms import TrainerTerms
 
 Loss = Literal["l1", "bce", "mse"]
 
@@ -131,7 +131,7 @@ def train_epoch(
     (N,) its learning rate. Each stack has its own Adam: the encoder and decoder of a pair may
     come from different cells and carry different step counts. Returns each pair's training
     loss over the epoch: the mean over rows of each mini-batch's loss before its step, as
-    training loops report it. Any device; the CPU runs :func:`coevo.cpu_kernels.train_pairs`."""
+    training loops report it. Any device; the CPU runs :func:`coevo.training.cpu_kernels.train_pairs`."""
     n = len(enc)
     layout = enc.layout + dec.layout
     grads = [torch.zeros(n * s.layout.size, dtype=s.params.dtype, device=s.params.device) for s in (enc, dec)]
@@ -164,7 +164,7 @@ def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np
                 bce_weight: float = 0.0, terms: TrainerTerms | None = None) -> tuple[Stack, Stack, np.ndarray]:
     """Copies of the pairs (encoder ``enc_parents[i]``, decoder ``dec_parents[i]``) trained for
     one epoch (see :func:`train_epoch`): new encoder and decoder stacks and each pair's training
-    loss. The same contract as :func:`coevo.cpu_kernels.train_pairs`."""
+    loss. The same contract as :func:`coevo.training.cpu_kernels.train_pairs`."""
     device = enc.params.device
     new_enc = enc[torch.as_tensor(enc_parents, device=device)]
     new_dec = dec[torch.as_tensor(dec_parents, device=device)]

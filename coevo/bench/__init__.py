@@ -5,7 +5,7 @@ Layout of a bench directory::
     spec.toml                       the resolved spec (a directory holds one sweep)
     rows.jsonl                      one JSON row per finished trial, appended and flushed
     trials/<combination>/seed-<n>/  each trial's run directory (coevo.runner)
-    report.md, figures/*.png        written by coevo.bench_report
+    report.md, figures/*.png        written by coevo.bench.report
 
 A row is written only once its trial has finished, so re-running the same command skips
 finished trials, reads the summary of a trial that finished just before a crash, resumes one
@@ -16,7 +16,7 @@ machine, which die with the driver; :class:`RayExecutor` runs one Ray task per t
 :func:`execute_trial`) for sweeps bigger than one machine. Workers receive plain config dicts and
 paths, never live objects.
 
-One writer per directory (:mod:`coevo.lock`): the driver holds the bench directory for the whole
+One writer per directory (:mod:`coevo.rundir.lock`): the driver holds the bench directory for the whole
 sweep, and each trial holds its run directory while it runs, so a trial whose worker died (or an
 orphan of a killed driver) can never be written by two processes at once.
 """
@@ -35,11 +35,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from coevo import bench_report
 from coevo import config as config_module
-from coevo import lock
-from coevo.bench_spec import Spec, Trial, parse
+from coevo.bench import report as bench_report
+from coevo.bench.spec import Spec, Trial, parse
 from coevo.errors import ConfigError, UserError
+from coevo.rundir import lock
 
 SPEC_FILE = "spec.toml"
 
@@ -60,7 +60,7 @@ def execute_trial(config: dict[str, dict[str, Any]], run_dir: str) -> dict:
     checkpoints resumed, anything else left by a crash removed and run again; all of it while
     holding the directory's lock (see :data:`TRIAL_LOCK_WAIT_S`)."""
     from coevo import runner
-    from coevo.checkpoint import CHECKPOINT_DIR
+    from coevo.rundir.checkpoint import CHECKPOINT_DIR
 
     path = Path(run_dir)
     summary = path / "summary.json"
@@ -86,7 +86,7 @@ class TrialExecutor(Protocol):
 @dataclass
 class LocalExecutor:
     """Trials in ``jobs`` processes on this machine (spawned: fork after OpenMP hangs), which
-    exit when this process dies (:func:`coevo.lock.die_with_parent`), SIGKILL included;
+    exit when this process dies (:func:`coevo.rundir.lock.die_with_parent`), SIGKILL included;
     ``jobs = 1`` runs them one after another in this process.
 
     A worker that dies (killed, out of memory) breaks the process pool, and every trial still in
@@ -148,7 +148,7 @@ class RayExecutor:
 
     ``address`` names a running cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); empty
     starts a local Ray with ``jobs`` CPUs (default: this machine's), shut down after the sweep
-    and killed with this process if it dies (:mod:`coevo.reaper`). On a cluster, Ray ends a
+    and killed with this process if it dies (:mod:`coevo.rundir.reaper`). On a cluster, Ray ends a
     dead driver's tasks itself (they are not detached).
     A Ray already running in this process is used as it is and left running. A task whose
     worker dies (the process killed, its node lost) is run again, up to ``retries`` times: the
@@ -178,8 +178,8 @@ class RayExecutor:
             except Exception as exc:  # ConnectionError, ValueError, RuntimeError, ...
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise UserError(f"--ray-address {self.address}: cannot connect to a Ray cluster there ({first})") from None
-        else:  # a local Ray whose every process dies with this one (coevo.reaper)
-            from coevo.reaper import init_local_ray
+        else:  # a local Ray whose every process dies with this one (coevo.rundir.reaper)
+            from coevo.rundir.reaper import init_local_ray
 
             self._watchdog = init_local_ray(ray, num_cpus=self.jobs or cores(), **options)
             self._owns_ray = True

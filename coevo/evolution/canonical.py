@@ -12,12 +12,12 @@ from typing import Sequence
 
 import numpy as np
 
-from coevo import compile_watch
-from coevo.cells import CellData, vary_cells
-from coevo.checkpoint import RunState
-from coevo.evolve import event_columns, make_toolbox, measure, note_events, prune_step, record
+from coevo.evolution.loop import event_columns, make_toolbox, measure, note_events, prune_step, record
+from coevo.evolution.problem import Problem
+from coevo.evolution.state import RunState
+from coevo.evolution.variation import CellData, vary_cells
 from coevo.observers import Observer
-from coevo.problem import Problem
+from coevo.training import compile_watch
 
 
 def step_lr(base_lr: float, epoch: int, epochs: int) -> float:

@@ -5,7 +5,7 @@ the source, so only the first run on a machine pays for it. Running a tiny coevo
 tiny canonical run here, at install time, compiles the kernels a default run uses: the
 training and loss kernels, and the pruning selector's. Their types do not depend on the sizes,
 so the tiny runs compile exactly what a full run needs. Other operators' kernels compile on
-their first use. ``python -m coevo.warmup`` prints what it compiled and how long it took.
+their first use. ``python -m coevo.training.warmup`` prints what it compiled and how long it took.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ TINY = {"run__generations": 2, "run__checkpoint_every": 0, "data__n_dims": 40, "
 
 def warm() -> float:
     """Run the tiny runs; returns the seconds spent compiling (0 when the cache was warm)."""
-    from coevo import compile_watch, runner
+    from coevo import runner
     from coevo.config import Config
+    from coevo.training import compile_watch
 
     before = compile_watch.seconds()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,5 @@
 """Training terms that some pruning methods bring with them, applied by both trainers
-(:mod:`coevo.cpu_kernels` and :mod:`coevo.batched`) between the backward pass and Adam's step:
+(:mod:`coevo.training.cpu_kernels` and :mod:`coevo.training.batched`) between the backward pass and Adam's step:
 
 - FlipOut's gradient noise (Apostol, Stol, Forre 2020): each parameter tensor's gradient g gets
   lambda * ||g|| / sqrt(n) * N(0, 1) added. Their ablation credits much of the method's gain to it.

@@ -6,7 +6,7 @@
 
 Why network by network: at the paper's setting one pair's parameters, Adam moments, mask and
 gradient take about 1 MB, which fits one core's L2 cache. Stepping all networks together in
-torch ops (:mod:`coevo.batched`, the path for other devices) streams every network through
+torch ops (:mod:`coevo.training.batched`, the path for other devices) streams every network through
 memory on each of the 200 steps of an epoch and pays some 30 torch dispatches per step. Here
 each thread takes whole networks, reads them in place from the population (no gathered
 copies) and runs their whole epoch without returning to Python.
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
+from coevo.evolution.population import FIELDS, Stack
 from coevo.genome import Layout
-from coevo.population import FIELDS, Stack
-from coevo.trainer_terms import TrainerTerms
+from coevo.training.trainer_terms import TrainerTerms
 
 RELU, SIGMOID = 0, 1
 LOSSES = {"l1": 0, "mse": 1, "bce": 2}
@@ -73,7 +73,7 @@ def _sigmoid_(h, scale_bits):  # pragma: no cover - jitted
 
 @numba.njit(**_SUM)
 def _loss_sum(out, target, loss):  # pragma: no cover - jitted
-    """Sum of the per-element loss, as ``coevo.batched.reconstruction_loss`` before its mean."""
+    """Sum of the per-element loss, as ``coevo.training.batched.reconstruction_loss`` before its mean."""
     total = np.float32(0.0)
     if loss == 0:
         for j in range(out.size):
@@ -92,7 +92,7 @@ def _loss_sum(out, target, loss):  # pragma: no cover - jitted
 @numba.njit(**_JIT)
 def _output_delta(out, target, delta, loss, activation, scale, bce_weight):  # pragma: no cover - jitted
     """d(mean loss + bce_weight x mean BCE)/d(pre-activation of the output layer), as
-    ``coevo.batched._output_grad``."""
+    ``coevo.training.batched._output_grad``."""
     one, zero = np.float32(1.0), np.float32(0.0)
     w = np.float32(bce_weight)
     if loss == 2 and activation == SIGMOID:  # BCE after a sigmoid: the derivatives cancel
@@ -121,7 +121,7 @@ def _output_delta(out, target, delta, loss, activation, scale, bce_weight):  # p
 @numba.njit(**_JIT)
 def _adam(p, g, m, v, keep, step_size, inv_sqrt_bc2, beta1, beta2, one_minus_beta1,
           one_minus_beta2, flips):  # pragma: no cover - jitted
-    """Masked Adam on one network's flat row, as ``coevo.adam.adam_step_reference``. With
+    """Masked Adam on one network's flat row, as ``coevo.training.adam.adam_step_reference``. With
     ``flips`` non-empty it also counts FlipOut's sign flips: +1 where a weight's sign changed in
     this step (a pruned entry is 0 before and after, so its count stays 0)."""
     count = flips.size > 0
@@ -333,7 +333,7 @@ def add_scale_penalty(p, grad, fan_in, fan_out, offsets, transposed, penalty):  
 @numba.njit(**_JIT)
 def _bias_terms(lr, steps, beta1, beta2):  # pragma: no cover - jitted
     """Adam's step size lr / (1 - beta1^t) and 1 / sqrt(1 - beta2^t) after ``steps`` steps, in
-    float64 then rounded, as ``coevo.adam.bias_terms``."""
+    float64 then rounded, as ``coevo.training.adam.bias_terms``."""
     return np.float32(lr / (1.0 - beta1**steps)), np.float32(1.0 / np.sqrt(1.0 - beta2**steps))
 
 
@@ -658,7 +658,7 @@ def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np
 
 def pair_losses(enc: Stack, dec: Stack, neighbours: np.ndarray, batches: torch.Tensor, loss: str,
                 threads: int | None = None) -> torch.Tensor:
-    """The CPU version of :func:`coevo.batched.pair_losses`: (N, s, s) loss matrices, networks
+    """The CPU version of :func:`coevo.training.batched.pair_losses`: (N, s, s) loss matrices, networks
     read in place by index."""
     neighbours = np.ascontiguousarray(neighbours, dtype=np.int64)
     out = np.zeros(neighbours.shape + (neighbours.shape[1],), dtype=np.float32)
@@ -672,7 +672,7 @@ def pair_losses(enc: Stack, dec: Stack, neighbours: np.ndarray, batches: torch.T
 
 def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: str, chunk: int = 64,
                   threads: int | None = None) -> torch.Tensor:
-    """The CPU version of :func:`coevo.batched.centre_losses`: each cell's own pair's mean loss on
+    """The CPU version of :func:`coevo.training.batched.centre_losses`: each cell's own pair's mean loss on
     all rows of ``data``, (N,) float64. Rows go through ``chunk`` at a time, so a network's
     activations stay in cache beside its weights."""
     out = np.zeros(len(enc), dtype=np.float64)

@@ -3,7 +3,7 @@
 ``ray.init()`` ties its GCS and raylet to the driver, and the workers follow the raylet, but
 Ray's dashboard and runtime-env agents, once their raylet is gone, spend up to 60 s trying to
 report that to the dead GCS before they exit. :func:`init_local_ray` therefore starts a small
-watchdog first (``python -m coevo.reaper TOKEN``, in its own session so that Ctrl-C does not
+watchdog first (``python -m coevo.rundir.reaper TOKEN``, in its own session so that Ctrl-C does not
 reach it). Every second it notes the driver's descendants (pid and start time: the agents are
 the raylet's children, and are orphaned when it dies), and it finds the rest by
 ``COEVO_RAY_OWNER=TOKEN``, which every process of the new Ray inherits in its environment
@@ -37,7 +37,7 @@ class Watchdog:
         self.token = token
         env = {k: v for k, v in os.environ.items() if k != TOKEN_VAR}
         self.proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "coevo.reaper", token], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            [sys.executable, "-m", "coevo.rundir.reaper", token], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
 
     def close(self) -> None:

@@ -12,8 +12,8 @@ from coevo import data as data_module
 from coevo import operators
 from coevo.config import Config
 from coevo.errors import ConfigError
+from coevo.evolution.population import Stack
 from coevo.genome import Layout, autoencoder_layouts, init_params
-from coevo.population import Stack
 
 INIT = 0x1417
 

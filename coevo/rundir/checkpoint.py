@@ -1,4 +1,5 @@
-"""Run state and checkpoints: everything needed to continue a run exactly.
+"""Checkpoints: everything needed to continue a run exactly (the run state itself is
+:class:`coevo.evolution.state.RunState`).
 
 Random draws inside a generation come from generators derived from (seed, generation, cell,
 purpose), so the state needs no per-cell generator, and Numba kernels are handed such a
@@ -17,67 +18,18 @@ import io
 import os
 import random
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from coevo.errors import UserError
-from coevo.front import Front
+from coevo.evolution.front import Front
+from coevo.evolution.population import FIELDS, Stack
+from coevo.evolution.state import RunState
 from coevo.genome import Layout
-from coevo.population import FIELDS, Stack
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 3
-
-
-class RunState:
-    """Where a run stands: generations completed, every cell's centre pair, learning rates and
-    the loop time spent so far, and when each operator event first happened.
-
-    The centres may live in an engine rather than here (the ray engine keeps them on its
-    workers): after :meth:`centres_in`, ``encoders`` and ``decoders`` are fetched from it on
-    first read (a checkpoint, the summary, an observer that looks at weights) and then kept
-    until the next :meth:`centres_in`. Reading them is all a caller needs to know."""
-
-    def __init__(self, generation: int, encoders: Stack, decoders: Stack, lr: np.ndarray,
-                 wall_seconds: float = 0.0, events: dict[str, int] | None = None, front: Front | None = None) -> None:
-        self.generation = generation  # generations completed
-        self.front = front  # the Pareto front archive of a multi-objective run (coevo.front), else None
-        self.lr = lr  # (cells,) learning rate of each cell
-        self.wall_seconds = wall_seconds  # loop time spent so far
-        self.events = dict(events or {})  # first generation each operator event happened in any cell
-        self._centres: tuple[Stack, Stack] | None = (encoders, decoders)
-        self._fetch: Callable[[], tuple[Stack, Stack]] | None = None
-
-    def centres_in(self, fetch: Callable[[], tuple[Stack, Stack]]) -> None:
-        """The centres are now what ``fetch()`` returns; it is called on first read, if ever."""
-        self._centres, self._fetch = None, fetch
-
-    def set_centres(self, encoders: Stack, decoders: Stack) -> None:
-        self._centres, self._fetch = (encoders, decoders), None
-
-    def _held(self) -> tuple[Stack, Stack]:
-        if self._centres is None:
-            assert self._fetch is not None
-            self._centres = self._fetch()
-        return self._centres
-
-    @property
-    def encoders(self) -> Stack:
-        return self._held()[0]
-
-    @encoders.setter
-    def encoders(self, value: Stack) -> None:
-        self.set_centres(value, self._held()[1])
-
-    @property
-    def decoders(self) -> Stack:
-        return self._held()[1]
-
-    @decoders.setter
-    def decoders(self, value: Stack) -> None:
-        self.set_centres(self._held()[0], value)
 
 
 def _stack_dict(stack: Stack) -> dict[str, torch.Tensor]:
@@ -112,7 +64,7 @@ def save(run_dir: Path, state: RunState, logbook_rows: int, logbook: str | None 
 
     ``logbook`` is the logbook's text up to this generation (header and ``logbook_rows`` rows),
     from which a resume rebuilds a short or damaged logbook.csv; ``meta`` what the run directory
-    is checked against on resume (:mod:`coevo.rundir`: the configuration and the data's
+    is checked against on resume (:mod:`coevo.rundir.directory`: the configuration and the data's
     fingerprint)."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -180,7 +132,7 @@ def read_latest(run_dir: Path) -> tuple[Path, dict, list[str]]:
 def state_from(d: dict, enc_layout: Layout, dec_layout: Layout, device: str, name: str = "the checkpoint") -> RunState:
     """The run state a checkpoint holds; restores the global random states it stored. A
     checkpoint whose networks do not fit the layouts is a UserError (it is another run's)."""
-    from coevo.rundir import check_layout
+    from coevo.rundir.directory import check_layout
 
     check_layout(d["encoders"], enc_layout, "encoder", name)
     check_layout(d["decoders"], dec_layout, "decoder", name)

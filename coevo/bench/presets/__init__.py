@@ -1,0 +1,1 @@
+"""Sweep presets for ``coevo bench --preset NAME``: TOML specs shipped with coevo."""

@@ -1,0 +1,189 @@
+"""The per-cell work of a generation, as pure functions of arrays: what an engine runs.
+
+``evaluate_cells`` and ``vary_cells`` take the previous generation's centres (read-only) and a
+list of cells, and return results for those cells only. Every random draw of cell k in
+generation t comes from its own generator, derived from (seed, t, k, purpose), so results do
+not depend on how an engine shards the grid, and a resumed run needs no generator state. The
+pruning context an operator is handed is built in :mod:`coevo.evolution.context`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from coevo.config import Config
+from coevo.errors import OperatorError, UserError
+from coevo.evolution import topology
+from coevo.evolution.context import pair_context
+from coevo.evolution.front import kept_ladder, multi_objective
+from coevo.evolution.population import Stack
+from coevo.genome import Decoder, Encoder
+from coevo.measures import KeptFractions, stack_kept_fractions
+from coevo.operators.base import needs_of
+from coevo.registry import GlobalRandomWatch
+from coevo.schedules import Pruning
+from coevo.training import batched, cpu_kernels
+from coevo.training.trainer_terms import TrainerTerms
+
+# purposes of the derived random streams
+EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET, NOISE = 1, 2, 3, 4, 5, 6, 7, 8
+
+
+def derive_rng(seed: int, generation: int, cell: int, purpose: int) -> np.random.Generator:
+    """An independent generator for one (generation, cell, purpose) of the run."""
+    return np.random.default_rng([seed, generation, cell, purpose])
+
+
+@dataclass
+class CellData:
+    """What every cell reads: the training rows (a tensor on the run's device) and the config."""
+
+    train: torch.Tensor
+    config: Config
+
+
+def evaluate_cells(enc: Stack, dec: Stack, neighbours: np.ndarray, cells: np.ndarray, generation: int,
+                   shared: CellData) -> torch.Tensor:
+    """Loss matrices (len(cells), s, s) of every encoder x decoder pair of each cell's
+    sub-population, on one mini-batch of training rows drawn by that cell."""
+    cfg = shared.config
+    n_rows = shared.train.shape[0]
+    batch = min(cfg.train.batch_size, n_rows)
+    rows = np.stack([
+        derive_rng(cfg.run.seed, generation, int(k), EVAL_BATCH).choice(n_rows, size=batch, replace=False)
+        for k in cells
+    ])
+    batches = shared.train[torch.as_tensor(rows, device=shared.train.device)]
+    if enc.params.device.type == "cpu":
+        return cpu_kernels.pair_losses(enc, dec, neighbours[cells], batches, cfg.model.loss)
+    nbr = torch.as_tensor(neighbours[cells], device=enc.params.device)
+    return batched.pair_losses(enc, dec, nbr, batches, cfg.model.loss)
+
+
+def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: str) -> np.ndarray:
+    """Each cell's own pair's mean loss on every row of ``data``, (N,) float64."""
+    if enc.params.device.type == "cpu":
+        return cpu_kernels.centre_losses(enc, dec, data, loss).numpy()
+    return batched.centre_losses(enc, dec, data, loss).cpu().numpy()
+
+
+def centre_measures(enc: Stack, dec: Stack, data: torch.Tensor, loss: str) -> tuple[np.ndarray, KeptFractions]:
+    """What the logbook reads of each cell's centre pair: its loss on every row of ``data`` (the
+    validation split) and its kept fractions. Per cell, so a shard gives its cells' values."""
+    return centre_losses(enc, dec, data, loss), stack_kept_fractions(enc, dec)
+
+
+@dataclass
+class Variation:
+    """New centres for some cells, after training and (maybe) pruning."""
+
+    cells: np.ndarray
+    encoders: Stack
+    decoders: Stack
+    pruned: np.ndarray  # bool: was this cell's pair mutated
+    train_loss: np.ndarray  # each cell's training loss over its epoch (before pruning)
+    events: np.ndarray  # bool (cells, declared events): which events the operator reported for each cell
+
+
+def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, cells: np.ndarray,
+               lr: np.ndarray, prune_probability: float | Pruning, generation: int, shared: CellData,
+               mutate: Callable[..., Any], operator_name: str) -> Variation:
+    """Train a copy of each cell's selected pair for one pass over the data, then prune it with
+    the given probability (a :class:`~coevo.schedules.Pruning` also sets the amount, in place of
+    ``prune.amount``). Cell ``cells[i]`` selected the encoder of cell ``enc_parents[i]`` and
+    the decoder of cell ``dec_parents[i]`` (the same cell unless ``selection.pairing`` is
+    ``"independent"``)."""
+    cfg = shared.config
+    n_rows = shared.train.shape[0]
+    orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows) for k in cells])
+    train = cpu_kernels.train_pairs if enc.params.device.type == "cpu" else batched.train_pairs
+    noise_seeds = None
+    if cfg.train.gradient_noise > 0:
+        noise_seeds = np.array([derive_rng(cfg.run.seed, generation, int(k), NOISE).integers(2**62) for k in cells])
+    new_enc, new_dec, train_loss = train(enc, dec, enc_parents, dec_parents, shared.train, orders, lr,
+                                         cfg.train.batch_size, cfg.model.loss, cfg.train.beta1, cfg.train.beta2,
+                                         cfg.train.fresh_optimizer_each_batch, cfg.train.bce_weight,
+                                         terms=TrainerTerms.of(cfg.train, noise_seeds))
+    pruned = np.zeros(len(cells), dtype=bool)
+    declared = needs_of(mutate).events
+    events = np.zeros((len(cells), len(declared)), dtype=bool)
+    settings = cfg.prune
+    step = Pruning.of(prune_probability)
+    prune_probability = step.probability
+    # a multi-objective run's cells prune towards a ladder of sizes (coevo.evolution.front), not one target
+    targets = kept_ladder(cfg, topology.neighbourhoods(cfg.grid).shape[0]) if multi_objective(cfg) else None
+    if prune_probability > 0 and operator_name != "none":
+        wants_kept = settings.target_kept > 0 or step.kept is not None or step.progress is not None
+        fractions = stack_kept_fractions(new_enc, new_dec) if wants_kept else None
+        kept = fractions.kept if fractions is not None else None
+        for i, k in enumerate(cells):
+            rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
+            if rng.random() >= prune_probability:
+                continue
+            amount = settings.amount if step.amount is None else step.amount
+            target = settings.target_kept if targets is None else float(targets[k])
+            goal = step.kept_goal(target)
+            if goal is not None:  # the schedule's kept fraction of the masks: this pair's amount to reach it
+                if fractions.mask_kept[i] <= goal:
+                    continue
+                amount = 1.0 - goal / fractions.mask_kept[i]
+            if target > 0:  # at the target: no more; near it: only what reaches it
+                if kept[i] <= target:
+                    continue
+                amount = min(amount, 1.0 - target / kept[i])
+            pruned[i] = True
+            with cpu_kernels.one_blas_thread():  # an operator's matrix products: threads cost more than they give
+                happened = _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
+                                        derive_rng(cfg.run.seed, generation, int(k), CASES), amount, declared)
+            events[i] = [name in happened for name in declared]
+            if settings.reset_fraction > 0:
+                _reset_weights(new_enc, new_dec, i, settings.reset_fraction,
+                               derive_rng(cfg.run.seed, generation, int(k), RESET))
+        if pruned.any():
+            for stack in (new_enc, new_dec):
+                stack.apply_masks()
+                if settings.regrow:  # the reference: the zeros stay, the mask does not
+                    stack.mask.fill_(True)
+    return Variation(cells, new_enc, new_dec, pruned, train_loss, events)
+
+
+def _reset_weights(enc: Stack, dec: Stack, i: int, fraction: float, rng: np.random.Generator) -> None:
+    """Exploration without regrowth: zero each alive weight of pair i (and its Adam moments) with
+    probability ``fraction``; the masks are untouched, so the zeros train again."""
+    for stack in (enc, dec):
+        draw = torch.as_tensor(rng.random(stack.layout.size) < fraction, device=stack.mask.device) & stack.mask[i]
+        for field in (stack.params, stack.exp_avg, stack.exp_avg_sq):
+            field[i].masked_fill_(draw, 0.0)
+
+
+def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,
+                 mutate: Callable[..., Any], operator_name: str, cases_rng: np.random.Generator,
+                 amount: float, declared_events: tuple[str, ...] = ()) -> set[str]:
+    """Prune row i's encoder and decoder with the operator; activations and gradients are
+    recorded on demand. Returns the events the operator reported."""
+    settings = shared.config.prune
+
+    def cases() -> torch.Tensor:
+        n_rows = shared.train.shape[0]
+        rows = cases_rng.choice(n_rows, size=min(settings.cases, n_rows), replace=False)
+        return shared.train[torch.as_tensor(rows, device=shared.train.device)]
+
+    context = pair_context(enc, dec, i, generation, settings, shared.config.model.loss, cases, declared_events)
+    watch = GlobalRandomWatch()
+    for cls, stack in ((Encoder, enc), (Decoder, dec)):
+        net = stack.network(i, cls)
+        try:
+            result = mutate(net, rng=rng, context=context, amount=amount)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise OperatorError(f"pruning operator {operator_name!r} raised {type(exc).__name__}: {exc}") from exc
+        if isinstance(result, tuple) and len(result) == 1:
+            result = result[0]  # DEAP style: (individual,)
+        stack.store_masks(i, net if result is None else result, operator_name)
+    watch.check(f"pruning operator {operator_name!r}", "draw from its rng argument (seeded per cell) so that runs reproduce")
+    return context.events

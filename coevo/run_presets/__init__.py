@@ -1,1 +1,0 @@
-"""Run presets: configuration files shipped with coevo (``coevo run --preset NAME``)."""
