@@ -34,7 +34,10 @@ from pathlib import Path
 t0 = time.perf_counter()
 from coevo import runner
 from coevo.config import Config
-from coevo.training import compile_watch
+try:
+    from coevo.training import compile_watch
+except ImportError:  # a baseline interpreter's coevo from before the layout of issue 22
+    from coevo import compile_watch
 TINY = {"run__generations": 2, "run__checkpoint_every": 0, "data__n_dims": 40, "data__n_clusters": 3,
         "data__rows_per_cluster": 10, "model__hidden": (8,), "model__latent": 3, "grid__cells": 4}
 with tempfile.TemporaryDirectory() as tmp:
