@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from coevo import config
@@ -15,7 +17,7 @@ def test_defaults_are_the_paper_setting_except_measured_choices():
     assert (c.prune.operator, c.prune.schedule, c.prune.probability, c.prune.target_kept) == ("magnitude", "gradual", 1.0, 0.1)
     assert c.prune.params == {}  # magnitude's own defaults: scope model, encoder_scale 0.5
     assert c.train.fresh_optimizer_each_batch is False
-    assert (c.run.update, c.prune.regrow, c.prune.reset_fraction) == ("synchronous", False, 0.0)
+    assert (c.run.update, c.prune.regrow, c.prune.reset_fraction) == ("synchronous", False, "auto")
     # where the defaults leave the paper (docs/results.md, "Quality"): chosen by benchmarks/quality.py
     assert (c.train.learning_rate, c.train.bce_weight) == (1e-3, 0.05)
     paper = config.load(None, [], preset="paper")
@@ -112,3 +114,19 @@ def test_broken_toml_and_missing_file(tmp_path):
         config.load(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "missing.toml")
+
+
+def test_reset_fraction_auto_is_on_in_coevolution_and_off_in_canonical_mode(tmp_path):
+    """The exploration mutation helps only where selection can drop the pairs it hurt."""
+    assert config.Config().prune.reset_fraction_for("coevolution") == config.AUTO_RESET_FRACTION == 0.01
+    canonical = config.load(None, ["run.mode=canonical"])
+    assert canonical.prune.reset_fraction == "auto" and canonical.prune.reset_fraction_for("canonical") == 0.0
+    explicit = config.load(None, ["run.mode=canonical", "prune.reset_fraction=0.02"])
+    assert explicit.prune.reset_fraction_for("canonical") == 0.02
+    path = tmp_path / "config.toml"
+    path.write_text(config.dumps(config.Config()))
+    assert config.load(path).prune.reset_fraction == "auto"  # config.toml round trip
+    for bad, message in (("sometimes", "prune.reset_fraction must be float or 'auto'"),
+                         ("1.5", "prune.reset_fraction must be in [0, 1]")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            config.load(None, [f"prune.reset_fraction={bad}"])

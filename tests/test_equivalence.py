@@ -24,7 +24,8 @@ def test_batched_generation_equals_per_pair_loop(tiny_overrides, loss, concept, 
                                               "grid.cells=5", "train.learning_rate=0.01", "prune.target_kept=0",
                                               # the paper's operator: the plain loop prunes one network at a time
                                               "prune.operator=random", "prune.schedule=exponential",
-                                              f"selection.pairing={pairing}"])
+                                              # nor does it have the exploration mutation
+                                              "prune.reset_fraction=0", f"selection.pairing={pairing}"])
     problem = build(cfg)
     neighbours = topology.neighbourhoods(cfg.grid)
     enc, dec = problem.fresh_stacks(5)

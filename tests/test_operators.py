@@ -277,6 +277,7 @@ def test_builtin_parameters_reach_the_operators_through_the_cli(tmp_path, tiny_o
         out = tmp_path / f"tau{tau}"
         config_file = tmp_path / f"tau{tau}.toml"
         config_file.write_text(f'[prune]\noperator = "conjunctive"\nprobability = 1.0\namount = 0.5\n'
+                               f'reset_fraction = 0.0\n'  # kept 1.0 exactly when nothing is pruned
                                f'[prune.params]\nthreshold = {tau}\n')
         args = [x for o in tiny_overrides for x in ("--set", o)]
         assert main(["run", "--quiet", "--config", str(config_file), "--out", str(out), *args]) == 0, \

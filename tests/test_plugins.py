@@ -190,15 +190,18 @@ def run(tmp_path: Path, overrides: list[str], capsys, name: str = "run") -> tupl
 
 
 def test_user_operator_and_schedule_drive_a_run_by_import_path(tmp_path, tiny_overrides, user_module, capsys):
+    # exact counts: without the exploration mutation, whose zeros on weights no gradient reaches stay zero
     code, err, summary = run(tmp_path, tiny_overrides + [f"prune.operator={user_module}:prune_first",
-                                                         f"prune.schedule={user_module}:always"], capsys, "on")
+                                                         f"prune.schedule={user_module}:always",
+                                                         "prune.reset_fraction=0"], capsys, "on")
     assert code == 0, err
     # every cell prunes one weight per layer per generation (encoder 2 + decoder 2 layers, 3 generations)
     total = summary["parameters"]
     assert summary["kept_fraction"] == pytest.approx((total - 4 * 3) / total)
     assert summary["operator"] == f"{user_module}:prune_first"
     code, err, summary = run(tmp_path, tiny_overrides + [f"prune.operator={user_module}:prune_first",
-                                                         f"prune.schedule={user_module}:never"], capsys, "off")
+                                                         f"prune.schedule={user_module}:never",
+                                                         "prune.reset_fraction=0"], capsys, "off")
     assert code == 0, err
     assert summary["kept_fraction"] == 1.0  # the schedule, not the default, decided
 
@@ -231,8 +234,8 @@ def test_decorator_registration(tmp_path, tiny_overrides, clean_registries, caps
 
     with pytest.raises(ValueError, match="already registered"):
         operators.register("first_weight")(lambda net, amount, rng, context: net)
-    code, err, summary = run(tmp_path, tiny_overrides + ["prune.operator=first_weight",
-                                                         "prune.schedule=every_time"], capsys)
+    code, err, summary = run(tmp_path, tiny_overrides + ["prune.operator=first_weight", "prune.schedule=every_time",
+                                                         "prune.reset_fraction=0"], capsys)  # exact counts
     assert code == 0, err
     assert summary["kept_fraction"] == pytest.approx(1 - 2 / summary["parameters"])  # encoder's and decoder's
 
@@ -584,7 +587,8 @@ def test_the_readme_stateful_operator_works_as_written(tmp_path, tiny_overrides,
     monkeypatch.delitem(sys.modules, "flippy", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
     overrides = tiny_overrides + ["prune.operator=flippy:prune_flippers", f"prune.params.patience={patience}",
-                                  "prune.probability=1", "prune.amount=0.5", "prune.target_kept=0"]
+                                  "prune.probability=1", "prune.amount=0.5", "prune.target_kept=0",
+                                  "prune.reset_fraction=0"]  # kept 1.0 exactly when nothing is pruned
     assert main(["run", "--quiet", "--out", str(tmp_path / "run"), *sets(overrides)]) == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert exhausted == "any" or summary["exhausted_generation"] == exhausted  # none flipped 10,000 times

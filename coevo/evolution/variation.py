@@ -112,6 +112,7 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     declared = needs_of(mutate).events
     events = np.zeros((len(cells), len(declared)), dtype=bool)
     settings = cfg.prune
+    reset_fraction = settings.reset_fraction_for(cfg.run.mode)
     step = Pruning.of(prune_probability)
     prune_probability = step.probability
     # a multi-objective run's cells prune towards a ladder of sizes (coevo.evolution.front), not one target
@@ -140,8 +141,8 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
                 happened = _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
                                         derive_rng(cfg.run.seed, generation, int(k), CASES), amount, declared)
             events[i] = [name in happened for name in declared]
-            if settings.reset_fraction > 0:
-                _reset_weights(new_enc, new_dec, i, settings.reset_fraction,
+            if reset_fraction > 0:
+                _reset_weights(new_enc, new_dec, i, reset_fraction,
                                derive_rng(cfg.run.seed, generation, int(k), RESET))
         if pruned.any():
             for stack in (new_enc, new_dec):
