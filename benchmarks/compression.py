@@ -27,12 +27,27 @@ from coevo import data
 from coevo.bench.report import a12_paired, read_rows, wilcoxon_p
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SIDES = ("coevo", "baseline")
+SIDES = ("coevo", "baseline", "baseline-reset")   # baseline-reset: the baseline with coevo's exploration mutation
+
+
+def side_of(row: dict) -> str:
+    """The side of a combination, from its label ("baseline-reset-0.10" -> "baseline-reset")."""
+    return row["label"].rsplit("-", 1)[0]
 
 
 def target_of(row: dict) -> str:
     """The kept fraction a combination aims at, from its label ("coevo-0.10" -> "0.10")."""
-    return row["label"].split("-", 1)[1]
+    return row["label"].rsplit("-", 1)[1]
+
+
+def paired(x_runs: dict, y_runs: dict) -> dict:
+    """Difference (median of x - y), A12 and Wilcoxon p over the seeds both sides ran."""
+    seeds = sorted(set(x_runs) & set(y_runs))
+    if not seeds:
+        return {}
+    x = [x_runs[s]["test_loss"] for s in seeds]
+    y = [y_runs[s]["test_loss"] for s in seeds]
+    return {"difference": float(np.median(np.subtract(x, y))), "a12": a12_paired(x, y), "wilcoxon_p": wilcoxon_p(x, y)}
 
 
 def gradient_steps(bench: Path, row: dict) -> int:
@@ -55,17 +70,18 @@ def summarize(bench: Path) -> list[dict]:
         sys.exit(f"{bench}/rows.jsonl has no rows: run `coevo bench --preset compression --out {bench}` first")
     by = {}
     for row in rows:
-        side = row["label"].split("-", 1)[0]
+        side = side_of(row)
         if side in SIDES:
             by.setdefault((target_of(row), side), {})[row["seed"]] = row
     out = []
     for target in sorted({t for t, _ in by}, key=float, reverse=True):
         coevo, base = by.get((target, "coevo"), {}), by.get((target, "baseline"), {})
+        base_reset = by.get((target, "baseline-reset"), {})
         seeds = sorted(set(coevo) & set(base))
         entry = {"target": float(target), "seeds": seeds,
                  "floor": next(iter((coevo or base).values())).get("test_loss_floor")}
-        for side, group in (("coevo", coevo), ("baseline", base)):
-            runs = [group[s] for s in seeds] or list(group.values())
+        for side, group in (("coevo", coevo), ("baseline", base), ("baseline_reset", base_reset)):
+            runs = [group[s] for s in seeds if s in group] or list(group.values())
             if not runs:
                 continue
             entry[side] = {
@@ -76,12 +92,9 @@ def summarize(bench: Path) -> list[dict]:
                 "wall_seconds": float(np.median([r["wall_seconds"] for r in runs])),
                 "gradient_steps": gradient_steps(bench, runs[0]),
             }
-        if seeds:
-            x = [coevo[s]["test_loss"] for s in seeds]
-            y = [base[s]["test_loss"] for s in seeds]
-            entry["difference"] = float(np.median(np.subtract(x, y)))
-            entry["a12"] = a12_paired(x, y)
-            entry["wilcoxon_p"] = wilcoxon_p(x, y)
+        entry.update(paired(coevo, base))
+        if base_reset:
+            entry["against_baseline_reset"] = paired(coevo, base_reset)
         out.append(entry)
     return out
 
@@ -102,6 +115,13 @@ def markdown(table: list[dict]) -> str:
                      f"| {e['difference']:+.4f} | {e['a12']:.2f} | {e['wilcoxon_p']:.3f} "
                      f"| {c['wall_seconds']:.0f} / {b['wall_seconds']:.0f} "
                      f"| {c['gradient_steps']:,} / {b['gradient_steps']:,} |")
+        br, vs = e.get("baseline_reset"), e.get("against_baseline_reset")
+        if br and vs:
+            lines.append(f"| {e['target']:.2f}, baseline with reset 0.01 | {q(c['test_loss'])} | {q(c['kept_fraction'], 3)} "
+                         f"| {c['test_loss_mean'][0]:.4f} | {q(br['test_loss'])} | {q(br['kept_fraction'], 3)} "
+                         f"| {vs['difference']:+.4f} | {vs['a12']:.2f} | {vs['wilcoxon_p']:.3f} "
+                         f"| {c['wall_seconds']:.0f} / {br['wall_seconds']:.0f} "
+                         f"| {c['gradient_steps']:,} / {br['gradient_steps']:,} |")
     n = max((len(e["seeds"]) for e in table), default=0)
     lines += ["", f"Median [Q1-Q3] over {n} seeds; difference, A12 (paired: the share of seeds where "
               "coevolution's test L1 is higher) and the Wilcoxon signed-rank p pair each seed's runs."]

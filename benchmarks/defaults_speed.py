@@ -4,7 +4,8 @@ pruning, exponential schedule, p = 0.5, target 0.45), measured in one run.
     .venv/bin/python benchmarks/defaults_speed.py --threads 2 --rounds 3
 
 The new defaults prune every pair every generation for the first 75% of the run (a magnitude
-ranking over the whole autoencoder); the old ones pruned a pair with a probability rising to
+ranking over the whole autoencoder, and since round 1 of the levers the exploration mutation,
+prune.reset_fraction = 0.01); the old ones pruned a pair with a probability rising to
 0.43. So each run is a whole short run (``--generations``, the ramp included) and the figure is
 the mean over its generations after the first (a median would hide the pruning generations).
 Every run is a fresh process (spawn); rounds interleave before/now, so a slow spell of the
@@ -24,8 +25,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 CONFIGS = {
     "before (random, exponential, p 0.5, target 0.45)": ["prune.operator=random", "prune.schedule=exponential",
-                                                        "prune.probability=0.5", "prune.target_kept=0.45"],
-    "now (defaults: magnitude model, gradual, target 0.1)": [],
+                                                        "prune.probability=0.5", "prune.target_kept=0.45",
+                                                        "prune.reset_fraction=0"],
+    "now (defaults: magnitude model, gradual, target 0.1, reset 0.01)": [],
 }
 
 

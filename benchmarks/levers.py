@@ -8,7 +8,7 @@ compression preset's `coevo-0.10` rows of a second directory).
 Per lever: best-pair test L1, live kept fraction and the cells' mean test L1 as median [Q1-Q3]
 over the seeds, the paired difference against the defaults (same seed), the paired A12 (the share
 of seeds where the lever's loss is higher) and the Wilcoxon p. Writes
-``benchmarks/results/levers.{md,json}``.
+``benchmarks/results/levers.{md,json}`` (``--stem levers-2``: ``levers-2.{md,json}``).
 """
 
 from __future__ import annotations
@@ -81,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("compression", type=Path, nargs="?",
                         help="a `coevo bench --preset compression` directory, if the levers ran without their defaults")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--stem", default="levers", help="the files' name: STEM.md and STEM.json (levers-2 for round 2)")
     args = parser.parse_args(argv)
     table = summarize(args.levers, args.compression)
     text = markdown(table)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "levers.md").write_text(text + "\n")
-    (args.out / "levers.json").write_text(json.dumps(table, indent=1) + "\n")
+    (args.out / f"{args.stem}.md").write_text(text + "\n")
+    (args.out / f"{args.stem}.json").write_text(json.dumps(table, indent=1) + "\n")
     return 0
 
 

@@ -12,7 +12,10 @@ from coevo import config
 
 def fake_bench(tmp_path, losses):
     rows = []
-    for label, mode, values in (("coevo-0.10", "coevolution", losses[0]), ("baseline-0.10", "canonical", losses[1])):
+    sides = [("coevo-0.10", "coevolution", losses[0]), ("baseline-0.10", "canonical", losses[1])]
+    if len(losses) > 2:
+        sides.append(("baseline-reset-0.10", "canonical", losses[2]))
+    for label, mode, values in sides:
         for seed, loss in enumerate(values, 1):
             run_dir = f"trials/{label}/seed-{seed}"
             (tmp_path / run_dir).mkdir(parents=True)
@@ -37,6 +40,16 @@ def test_the_table_pairs_seeds_and_counts_gradient_steps(tmp_path):
     assert entry["coevo"]["gradient_steps"] == 10 * 7 * 4
     text = compression.markdown([entry])
     assert "| 0.10 | 0.0550 [0.0545-0.0575]" in text and "-0.0020" in text
+
+
+def test_the_baseline_with_the_reset_mutation_is_its_own_row_not_mixed_into_the_baseline(tmp_path):
+    bench = fake_bench(tmp_path, ([0.054, 0.055, 0.060], [0.056, 0.057, 0.059], [0.050, 0.051, 0.052]))
+    (entry,) = compression.summarize(bench)
+    assert entry["baseline"]["test_loss"][0] == pytest.approx(0.057)  # the plain baseline's median only
+    assert entry["difference"] == pytest.approx(-0.002)
+    assert entry["against_baseline_reset"]["difference"] == pytest.approx(0.004)  # median of 0.004, 0.004, 0.008
+    assert entry["against_baseline_reset"]["a12"] == pytest.approx(1.0)
+    assert "| 0.10, baseline with reset 0.01 | 0.0550" in compression.markdown([entry])
 
 
 def test_an_empty_bench_says_what_to_run(tmp_path):
