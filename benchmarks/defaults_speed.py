@@ -28,6 +28,7 @@ CONFIGS = {
                                                         "prune.probability=0.5", "prune.target_kept=0.45",
                                                         "prune.reset_fraction=0"],
     "now (defaults: magnitude model, gradual, target 0.1, reset 0.01)": [],
+    "now without the reset mutation": ["prune.reset_fraction=0"],
 }
 
 
@@ -65,14 +66,22 @@ def main() -> None:
                 runs[name].append(result)
                 print(f"round {r + 1} {name}: {result['mean_seconds_per_generation']:.3f} s/generation "
                       f"(kept {result['kept_best_last']:.3f})", flush=True)
-    before, now = (runs[name] for name in CONFIGS)
-    ratios = [n["mean_seconds_per_generation"] / b["mean_seconds_per_generation"] for b, n in zip(before, now)]
+    before, now, no_reset = (runs[name] for name in CONFIGS)
+
+    def ratios(a: list[dict], b: list[dict]) -> list[float]:
+        return [x["mean_seconds_per_generation"] / y["mean_seconds_per_generation"] for x, y in zip(a, b)]
+
+    over_before, over_no_reset = ratios(now, before), ratios(now, no_reset)
     summary = {
         "threads": args.threads, "generations": args.generations, "rounds": args.rounds,
         "runs": runs,
-        "ratio_now_over_before": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
+        "ratio_now_over_before": statistics.median(over_before), "ratio_range": [min(over_before), max(over_before)],
+        "ratio_now_over_no_reset": statistics.median(over_no_reset),
+        "ratio_no_reset_range": [min(over_no_reset), max(over_no_reset)],
     }
-    print(f"now / before: {summary['ratio_now_over_before']:.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f})")
+    print(f"now / before: {summary['ratio_now_over_before']:.2f} (rounds {min(over_before):.2f}-{max(over_before):.2f})")
+    print(f"now / without the reset mutation: {summary['ratio_now_over_no_reset']:.2f} "
+          f"(rounds {min(over_no_reset):.2f}-{max(over_no_reset):.2f})")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "defaults_speed.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"wrote {RESULTS / 'defaults_speed.json'}")
