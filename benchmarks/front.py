@@ -52,10 +52,11 @@ def fronts(bench: Path) -> dict[int, dict]:
 
 
 def single_target(bench: Path) -> dict[tuple[str, float], dict[int, dict]]:
-    """(side, kept fraction) -> seed -> row, from a compression sweep ("coevo-0.10", "baseline-0.10")."""
+    """(side, kept fraction) -> seed -> row, from a compression sweep ("coevo-0.10", "baseline-0.10";
+    "baseline-reset-0.10" is the side "baseline-reset", which the front table does not use)."""
     out: dict = {}
     for row in read_rows(bench / "rows.jsonl"):
-        side, _, fraction = row["label"].partition("-")
+        side, _, fraction = row["label"].rpartition("-")
         out.setdefault((side, round(float(fraction), 4)), {})[int(row["seed"])] = row
     return out
 

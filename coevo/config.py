@@ -19,7 +19,7 @@ from typing import Any, Literal
 from coevo.errors import ConfigError
 
 AUTO_RESET_FRACTION = 0.01
-"""``prune.reset_fraction = "auto"`` in coevolution (canonical mode: 0)."""
+"""``prune.reset_fraction = "auto"`` in a coevolution on the loss (canonical mode, two objectives: 0)."""
 
 
 @dataclass(frozen=True)
@@ -171,15 +171,16 @@ class PruneConfig:
     reset_fraction: float | Literal["auto"] = "auto"
     """Exploration: each mutation also zeroes this fraction of the pair's alive weights (and
     their Adam moments), masks untouched, so they train again; what the reference's regrowth did
-    by accident, without faking sparsity (0 = off). ``"auto"``: 0.01 in coevolution, where
-    selection drops the pairs a reset hurt (kept 0.10: 0.0544 against 0.0556 without, seeds 1-5),
-    and 0 in canonical mode, where nothing would (the single autoencoder: 0.093 against 0.0557);
-    docs/results.md, the levers."""
+    by accident, without faking sparsity (0 = off). ``"auto"``: 0.01 in a coevolution on the loss,
+    where selection drops the pairs a reset hurt (kept 0.10: 0.0544 against 0.0556 without, seeds
+    1-5); 0 in canonical mode, where nothing would (the single autoencoder: 0.093 against 0.0557),
+    and 0 with selection.objectives ["loss", "kept"], where it cost the front's small end (0.0648
+    against 0.0557 at kept 0.10); docs/results.md."""
 
-    def reset_fraction_for(self, mode: str) -> float:
-        """The reset fraction a run in ``mode`` uses ("auto" resolved)."""
+    def reset_fraction_for(self, mode: str, objectives: typing.Sequence[str] = ("loss",)) -> float:
+        """The reset fraction a run in ``mode`` selecting on ``objectives`` uses ("auto" resolved)."""
         if self.reset_fraction == "auto":
-            return AUTO_RESET_FRACTION if mode == "coevolution" else 0.0
+            return AUTO_RESET_FRACTION if mode == "coevolution" and tuple(objectives) == ("loss",) else 0.0
         return float(self.reset_fraction)
     regrow: bool = False
     """The reference's pruning: zero the drawn entries but keep no mask, so they train again (a

@@ -116,13 +116,15 @@ def test_broken_toml_and_missing_file(tmp_path):
         config.load(tmp_path / "missing.toml")
 
 
-def test_reset_fraction_auto_is_on_in_coevolution_and_off_in_canonical_mode(tmp_path):
+def test_reset_fraction_auto_is_on_in_coevolution_on_the_loss_only(tmp_path):
     """The exploration mutation helps only where selection can drop the pairs it hurt."""
     assert config.Config().prune.reset_fraction_for("coevolution") == config.AUTO_RESET_FRACTION == 0.01
     canonical = config.load(None, ["run.mode=canonical"])
     assert canonical.prune.reset_fraction == "auto" and canonical.prune.reset_fraction_for("canonical") == 0.0
     explicit = config.load(None, ["run.mode=canonical", "prune.reset_fraction=0.02"])
     assert explicit.prune.reset_fraction_for("canonical") == 0.02
+    front = config.load(None, ['selection.objectives=["loss", "kept"]'])
+    assert front.prune.reset_fraction_for(front.run.mode, front.selection.objectives) == 0.0
     path = tmp_path / "config.toml"
     path.write_text(config.dumps(config.Config()))
     assert config.load(path).prune.reset_fraction == "auto"  # config.toml round trip

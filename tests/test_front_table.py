@@ -31,6 +31,8 @@ def fake_benches(tmp_path):
         for seed, loss in enumerate(losses, 1):
             single.append({"label": f"coevo-{f:.2f}", "seed": seed, "test_loss": loss, "wall_seconds": 200.0})
             single.append({"label": f"baseline-{f:.2f}", "seed": seed, "test_loss": loss + 0.001, "wall_seconds": 20.0})
+    # the compression preset's baseline run with the reset mutation: its own side, not the baseline's
+    single += [{"label": "baseline-reset-0.10", "seed": seed, "test_loss": 0.9, "wall_seconds": 20.0} for seed in (1, 2)]
     write_rows(tmp_path / "compression", single)
     return tmp_path / "front", tmp_path / "compression"
 
@@ -44,6 +46,7 @@ def test_the_front_is_read_at_or_below_each_kept_fraction(tmp_path):
     # at 0.10 only seed 1 has a point, and 0.056 is more than 10% above its single-target 0.050
     assert by[0.10]["front_seeds"] == 1 and by[0.10]["within_10pct"] == 0 and by[0.10]["paired_seeds"] == 1
     assert by[0.05]["front"] is None and "ratio" not in by[0.05]
+    assert by[0.10]["baseline"][0] == pytest.approx(0.0545)  # median of 0.051 and 0.058; the reset row left out
     assert result["points_per_seed"] == [3, 2]
     assert result["wall_seconds_single_targets"] == pytest.approx(800.0)
     text = front.markdown(result)

@@ -112,7 +112,7 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     declared = needs_of(mutate).events
     events = np.zeros((len(cells), len(declared)), dtype=bool)
     settings = cfg.prune
-    reset_fraction = settings.reset_fraction_for(cfg.run.mode)
+    reset_fraction = settings.reset_fraction_for(cfg.run.mode, cfg.selection.objectives)
     step = Pruning.of(prune_probability)
     prune_probability = step.probability
     # a multi-objective run's cells prune towards a ladder of sizes (coevo.evolution.front), not one target
