@@ -24,7 +24,7 @@ import numpy as np
 
 from coevo import config as config_module
 from coevo import data
-from coevo.bench.report import a12_paired, read_rows, wilcoxon_p
+from coevo.bench.report import median_iqr, paired_comparison, read_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIDES = ("coevo", "baseline", "baseline-reset")   # baseline-reset: the baseline with coevo's exploration mutation
@@ -40,16 +40,6 @@ def target_of(row: dict) -> str:
     return row["label"].rsplit("-", 1)[1]
 
 
-def paired(x_runs: dict, y_runs: dict) -> dict:
-    """Difference (median of x - y), A12 and Wilcoxon p over the seeds both sides ran."""
-    seeds = sorted(set(x_runs) & set(y_runs))
-    if not seeds:
-        return {}
-    x = [x_runs[s]["test_loss"] for s in seeds]
-    y = [y_runs[s]["test_loss"] for s in seeds]
-    return {"difference": float(np.median(np.subtract(x, y))), "a12": a12_paired(x, y), "wilcoxon_p": wilcoxon_p(x, y)}
-
-
 def gradient_steps(bench: Path, row: dict) -> int:
     """Mini-batch steps of one run over all its cells: cells x generations x batches per epoch."""
     cfg = config_module.load(bench / row["run_dir"] / "config.toml")
@@ -57,11 +47,6 @@ def gradient_steps(bench: Path, row: dict) -> int:
     cells = 1 if cfg.run.mode == "canonical" else (cfg.grid.cells if cfg.grid.topology == "ring"
                                                    else cfg.grid.shape[0] * cfg.grid.shape[1])
     return cells * cfg.run.generations * batches
-
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    q1, med, q3 = np.percentile(values, [25, 50, 75])
-    return float(med), float(q1), float(q3)
 
 
 def summarize(bench: Path) -> list[dict]:
@@ -86,21 +71,21 @@ def summarize(bench: Path) -> list[dict]:
                 continue
             entry[side] = {
                 "n": len(runs),
-                "test_loss": quartiles([r["test_loss"] for r in runs]),
-                "test_loss_mean": quartiles([r["test_loss_mean"] for r in runs]),
-                "kept_fraction": quartiles([r["kept_fraction"] for r in runs]),
+                "test_loss": median_iqr([r["test_loss"] for r in runs]),
+                "test_loss_mean": median_iqr([r["test_loss_mean"] for r in runs]),
+                "kept_fraction": median_iqr([r["kept_fraction"] for r in runs]),
                 "wall_seconds": float(np.median([r["wall_seconds"] for r in runs])),
                 "gradient_steps": gradient_steps(bench, runs[0]),
             }
-        entry.update(paired(coevo, base))
+        entry.update(paired_comparison(coevo, base))
         if base_reset:
-            entry["against_baseline_reset"] = paired(coevo, base_reset)
+            entry["against_baseline_reset"] = paired_comparison(coevo, base_reset)
         out.append(entry)
     return out
 
 
 def markdown(table: list[dict]) -> str:
-    def q(v: tuple[float, float, float], digits: int = 4) -> str:
+    def q(v: list[float], digits: int = 4) -> str:
         return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}-{v[2]:.{digits}f}]"
 
     lines = ["| kept target | coevo test L1 | coevo kept | cells' mean | baseline test L1 | baseline kept "

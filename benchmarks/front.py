@@ -22,18 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from coevo.bench.report import read_rows
+from coevo.bench.report import median_iqr, read_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.45, 0.20, 0.10, 0.05)
 WITHIN = 0.10
-
-
-def quartiles(values: list[float]) -> list[float] | None:
-    if not values:
-        return None
-    q1, med, q3 = np.percentile(values, [25, 50, 75])
-    return [float(med), float(q1), float(q3)]
 
 
 def fronts(bench: Path) -> dict[int, dict]:
@@ -79,10 +72,10 @@ def summarize(front_dir: Path, compression_dir: Path) -> dict:
         within = sum(front_loss[s] <= (1 + WITHIN) * coevo[s]["test_loss"] for s in paired)
         entry = {
             "kept": f,
-            "front": quartiles([v for v in front_loss.values() if v is not None]),
+            "front": median_iqr([v for v in front_loss.values() if v is not None]),
             "front_seeds": sum(v is not None for v in front_loss.values()),
-            "single_target": quartiles([coevo[s]["test_loss"] for s in seeds if s in coevo]),
-            "baseline": quartiles([base[s]["test_loss"] for s in seeds if s in base]),
+            "single_target": median_iqr([coevo[s]["test_loss"] for s in seeds if s in coevo]),
+            "baseline": median_iqr([base[s]["test_loss"] for s in seeds if s in base]),
             "within_10pct": within,
             "paired_seeds": len(paired),
         }
@@ -94,8 +87,8 @@ def summarize(front_dir: Path, compression_dir: Path) -> dict:
              for s in seeds]
     single_wall = [sum(single[("coevo", round(f, 4))][s]["wall_seconds"] for f in FRACTIONS
                        if s in single.get(("coevo", round(f, 4)), {})) for s in seeds]
-    return {"seeds": seeds, "table": table, "points": quartiles(sizes), "smallest": quartiles([a for a, _ in spans]),
-            "largest": quartiles([b for _, b in spans]), "points_per_seed": sizes, "spans": spans,
+    return {"seeds": seeds, "table": table, "points": median_iqr(sizes), "smallest": median_iqr([a for a, _ in spans]),
+            "largest": median_iqr([b for _, b in spans]), "points_per_seed": sizes, "spans": spans,
             "wall_seconds_front": float(np.median([runs[s]["wall_seconds"] for s in seeds])),
             "wall_seconds_single_targets": float(np.median(single_wall)),
             "floor": next(iter(runs.values()))["floor"]}

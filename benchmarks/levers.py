@@ -18,18 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
-from coevo.bench.report import a12_paired, read_rows, wilcoxon_p
+from coevo.bench.report import median_iqr, paired_comparison, read_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULTS = "defaults"                 # the levers spec's own unchanged combination
 COMPRESSION_DEFAULTS = "coevo-0.10"   # the compression preset's run of the defaults
-
-
-def quartiles(values: list[float]) -> list[float]:
-    q1, med, q3 = np.percentile(values, [25, 50, 75])
-    return [float(med), float(q1), float(q3)]
 
 
 def summarize(levers_dir: Path, compression_dir: Path | None = None) -> list[dict]:
@@ -48,14 +42,11 @@ def summarize(levers_dir: Path, compression_dir: Path | None = None) -> list[dic
     for label, runs in groups.items():
         seeds = sorted(runs)
         entry = {"lever": label, "seeds": seeds,
-                 "test_loss": quartiles([runs[s]["test_loss"] for s in seeds]),
-                 "kept_fraction": quartiles([runs[s]["kept_fraction"] for s in seeds]),
-                 "test_loss_mean": quartiles([runs[s]["test_loss_mean"] for s in seeds])}
-        paired = [s for s in seeds if s in defaults]
-        if label != DEFAULTS and paired:
-            x = [runs[s]["test_loss"] for s in paired]
-            y = [defaults[s]["test_loss"] for s in paired]
-            entry.update(difference=float(np.median(np.subtract(x, y))), a12=a12_paired(x, y), wilcoxon_p=wilcoxon_p(x, y))
+                 "test_loss": median_iqr([runs[s]["test_loss"] for s in seeds]),
+                 "kept_fraction": median_iqr([runs[s]["kept_fraction"] for s in seeds]),
+                 "test_loss_mean": median_iqr([runs[s]["test_loss_mean"] for s in seeds])}
+        if label != DEFAULTS:
+            entry.update(paired_comparison(runs, defaults))
         table.append(entry)
     return table
 

@@ -175,16 +175,16 @@ class PruneConfig:
     where selection drops the pairs a reset hurt (kept 0.10: 0.0544 against 0.0556 without, seeds
     1-5); 0 in canonical mode, where nothing would (the single autoencoder: 0.093 against 0.0557),
     and 0 with selection.objectives ["loss", "kept"], where it cost the front's small end (0.0648
-    against 0.0557 at kept 0.10); docs/results.md."""
+    against 0.0563 at kept 0.10); docs/results.md."""
+    regrow: bool = False
+    """The reference's pruning: zero the drawn entries but keep no mask, so they train again (a
+    weight reset, not pruning); the kept fraction then counts non-zero entries."""
 
     def reset_fraction_for(self, mode: str, objectives: typing.Sequence[str] = ("loss",)) -> float:
         """The reset fraction a run in ``mode`` selecting on ``objectives`` uses ("auto" resolved)."""
         if self.reset_fraction == "auto":
             return AUTO_RESET_FRACTION if mode == "coevolution" and tuple(objectives) == ("loss",) else 0.0
         return float(self.reset_fraction)
-    regrow: bool = False
-    """The reference's pruning: zero the drawn entries but keep no mask, so they train again (a
-    weight reset, not pruning); the kept fraction then counts non-zero entries."""
 
 
 LEGACY_PRUNE_KEYS = {

@@ -116,6 +116,25 @@ def a12_paired(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.mean(x > y) + 0.5 * np.mean(x == y))
 
 
+def median_iqr(values: Sequence[float]) -> list[float] | None:
+    """[median, Q1, Q3] of the values, the benchmark tables' "median [Q1-Q3]"; None if there are none."""
+    if not len(values):
+        return None
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return [float(med), float(q1), float(q3)]
+
+
+def paired_comparison(x_runs: dict, y_runs: dict, key: str = "test_loss") -> dict[str, float]:
+    """Two sides' rows keyed by seed, compared on the seeds both ran: the median difference
+    (x - y), :func:`a12_paired` and :func:`wilcoxon_p` of ``key``; empty if no seed is shared."""
+    seeds = sorted(set(x_runs) & set(y_runs))
+    if not seeds:
+        return {}
+    x = [x_runs[s][key] for s in seeds]
+    y = [y_runs[s][key] for s in seeds]
+    return {"difference": float(np.median(np.subtract(x, y))), "a12": a12_paired(x, y), "wilcoxon_p": wilcoxon_p(x, y)}
+
+
 def wilcoxon_p(x: Sequence[float], y: Sequence[float]) -> float:
     """Two-sided Wilcoxon signed-rank p of paired samples (x[i] and y[i] share a seed).
 
