@@ -176,6 +176,17 @@ class PruneConfig:
     1-5); 0 in canonical mode, where nothing would (the single autoencoder: 0.093 against 0.0557),
     and 0 with selection.objectives ["loss", "kept"], where it cost the front's small end (0.0648
     against 0.0563 at kept 0.10); docs/results.md."""
+    grow_fraction: float = 0.0
+    """Regrowth (RigL/SET): each mutation cuts this much more of the pair's alive entries and
+    revives as many dead ones elsewhere, so the kept count ends where it would have but the
+    topology moves; a pair at its target swaps this fraction (0 = off). coevo.evolution.regrowth."""
+    grow_by: Literal["gradient", "random"] = "gradient"
+    """Which dead entries regrowth revives: the largest |dL/dw| at zero on ``cases`` training rows
+    (RigL's rule) or uniformly drawn (SET's)."""
+    keep_inputs: bool = True
+    """Protection rule 1: every input unit keeps an alive weight. False lets a prune cut inputs
+    that carry nothing the others do not (noisy, redundant bits); the rule costs one weight per
+    input, a third of the budget at kept 0.05 on the paper's problem (D = 1000)."""
     regrow: bool = False
     """The reference's pruning: zero the drawn entries but keep no mask, so they train again (a
     weight reset, not pruning); the kept fraction then counts non-zero entries."""

@@ -148,9 +148,10 @@ class Layer:
         return None
 
 
-def unit_flags(role: str, index: int, n_layers: int) -> dict[str, bool]:
-    """Whether layer ``index`` of a ``role`` network holds the autoencoder's input or output units."""
-    return {"input_units": role == "encoder" and index == 0,
+def unit_flags(role: str, index: int, n_layers: int, keep_inputs: bool = True) -> dict[str, bool]:
+    """Whether layer ``index`` of a ``role`` network holds the autoencoder's input or output units
+    that the protection rules keep (the inputs only with ``keep_inputs``: ``prune.keep_inputs``)."""
+    return {"input_units": keep_inputs and role == "encoder" and index == 0,
             "output_units": role == "decoder" and index == n_layers - 1}
 
 

@@ -84,11 +84,12 @@ def removable_input(net: Network, unit: int) -> bool:
     return not leads[unit] or int(leads.sum()) > 1
 
 
-def violation(role: str, old: Masks, new: Masks) -> str | None:
+def violation(role: str, old: Masks, new: Masks, keep_inputs: bool = True) -> str | None:
     """What rule ``new`` breaks that ``old`` kept, in words, or None. Rules an old network already
-    broke (say, a checkpoint written before they existed) are not charged to the operator."""
+    broke (say, a checkpoint written before they existed) are not charged to the operator. With
+    ``keep_inputs`` False (``prune.keep_inputs``) an input unit may lose its last weight."""
     first, last = new[0][0], new[-1]
-    if role == "encoder":
+    if role == "encoder" and keep_inputs:
         lost = np.flatnonzero(~first.any(axis=0) & old[0][0].any(axis=0))
         if lost.size:
             return f"input unit {int(lost[0])} lost its last alive weight"

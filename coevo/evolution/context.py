@@ -202,8 +202,8 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
 
     def networks(role: str) -> Network:
         if role == "encoder":
-            return enc.network(i, Encoder, enc_params, enc_mask)
-        return dec.network(i, Decoder, dec_params, dec_mask)
+            return enc.network(i, Encoder, enc_params, enc_mask, settings.keep_inputs)
+        return dec.network(i, Decoder, dec_params, dec_mask, settings.keep_inputs)
 
     return PruneContext(generation, settings, record, declared_events=declared_events,
                         record_gradients=record_gradients, losses_without=losses_without,

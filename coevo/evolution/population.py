@@ -103,9 +103,10 @@ class Stack:
 
     # -- per-network views for operators ------------------------------------------------
     def network(self, k: int, cls: type[Network] = Network, params: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> Network:
+                mask: torch.Tensor | None = None, keep_inputs: bool = True) -> Network:
         """Network ``k`` as numpy arrays (with ``params`` and ``mask``, from those rows instead: a
-        snapshot taken earlier).
+        snapshot taken earlier). With ``keep_inputs`` False (``prune.keep_inputs``) the encoder's
+        first layer is not marked as holding the input units, so no rule keeps an input's last weight.
 
         Masks are writable copies; weights (and sign-flip counts, when the run tracks them) are
         read-only copies: an operator changes masks only. ``net.memory`` is a writable copy of the
@@ -117,7 +118,7 @@ class Stack:
         n_layers = len(self.layout.layers)
         layers = []
         for i, ((w, b), (wm, bm)) in enumerate(zip(self.layout.split(params), self.layout.split(mask))):
-            layer = Layer(w, b, wm, bm, **unit_flags(cls.role, i, n_layers))
+            layer = Layer(w, b, wm, bm, **unit_flags(cls.role, i, n_layers, keep_inputs))
             if flips is not None:
                 layer.weight_flips, layer.bias_flips = flips[i]
             layers.append(layer)
@@ -125,8 +126,9 @@ class Stack:
         net.memory = self.memory[k].cpu().numpy().copy()
         return net
 
-    def store_masks(self, k: int, net: Network, operator: str) -> None:
+    def store_masks(self, k: int, net: Network, operator: str, keep_inputs: bool = True) -> None:
         """Write an operator's masks back after checking the contract; errors name the operator.
+        ``keep_inputs`` False lifts the rule that every input unit keeps a weight (``prune.keep_inputs``).
 
         If the operator folded neurons (:meth:`Network.fold_neuron`), the weight entries the folds
         touched are written back too, after checking that no other weight or bias changed."""
@@ -148,7 +150,7 @@ class Stack:
         if np.any(new & ~old):
             raise OperatorError(f"pruning operator {operator!r} revived pruned entries; masks may only go from True to False")
         before = [(wm, bm) for wm, bm in layout.split(old)]
-        broken = violation(net.role, before, [(wm, bm) for wm, bm in layout.split(new)])
+        broken = violation(net.role, before, [(wm, bm) for wm, bm in layout.split(new)], keep_inputs)
         if broken:
             raise OperatorError(f"pruning operator {operator!r} broke a protection rule of the {net.role}: {broken}; "
                                 f"let coevo's selector choose (coevo.operators.criterion or select_and_prune), "

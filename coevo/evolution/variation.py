@@ -17,7 +17,7 @@ import torch
 
 from coevo.config import Config
 from coevo.errors import OperatorError, UserError
-from coevo.evolution import topology
+from coevo.evolution import regrowth, topology
 from coevo.evolution.context import pair_context
 from coevo.evolution.front import kept_ladder, multi_objective
 from coevo.evolution.population import Stack
@@ -30,7 +30,7 @@ from coevo.training import batched, cpu_kernels
 from coevo.training.trainer_terms import TrainerTerms
 
 # purposes of the derived random streams
-EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET, NOISE = 1, 2, 3, 4, 5, 6, 7, 8
+EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET, NOISE, GROW = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 
 def derive_rng(seed: int, generation: int, cell: int, purpose: int) -> np.random.Generator:
@@ -128,18 +128,25 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
             amount = settings.amount if step.amount is None else step.amount
             target = settings.target_kept if targets is None else float(targets[k])
             goal = step.kept_goal(target)
+            at_rest = False
             if goal is not None:  # the schedule's kept fraction of the masks: this pair's amount to reach it
-                if fractions.mask_kept[i] <= goal:
-                    continue
-                amount = 1.0 - goal / fractions.mask_kept[i]
-            if target > 0:  # at the target: no more; near it: only what reaches it
-                if kept[i] <= target:
-                    continue
-                amount = min(amount, 1.0 - target / kept[i])
+                at_rest = fractions.mask_kept[i] <= goal
+                amount = 0.0 if at_rest else 1.0 - goal / fractions.mask_kept[i]
+            if target > 0 and not at_rest:  # at the target: no more; near it: only what reaches it
+                at_rest = kept[i] <= target
+                amount = 0.0 if at_rest else min(amount, 1.0 - target / kept[i])
+            if at_rest and settings.grow_fraction == 0:
+                continue  # (with regrowth a pair at rest still moves connections: a swap)
             pruned[i] = True
+            growth = None
+            if settings.grow_fraction > 0:
+                growth = (regrowth.regrow_share(amount, settings.grow_fraction),
+                          derive_rng(cfg.run.seed, generation, int(k), GROW))
+                amount = regrowth.operator_amount(amount, settings.grow_fraction)
             with cpu_kernels.one_blas_thread():  # an operator's matrix products: threads cost more than they give
                 happened = _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
-                                        derive_rng(cfg.run.seed, generation, int(k), CASES), amount, declared)
+                                        derive_rng(cfg.run.seed, generation, int(k), CASES), amount, declared,
+                                        growth)
             events[i] = [name in happened for name in declared]
             if reset_fraction > 0:
                 _reset_weights(new_enc, new_dec, i, reset_fraction,
@@ -163,9 +170,11 @@ def _reset_weights(enc: Stack, dec: Stack, i: int, fraction: float, rng: np.rand
 
 def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, generation: int, shared: CellData,
                  mutate: Callable[..., Any], operator_name: str, cases_rng: np.random.Generator,
-                 amount: float, declared_events: tuple[str, ...] = ()) -> set[str]:
+                 amount: float, declared_events: tuple[str, ...] = (),
+                 growth: tuple[float, np.random.Generator] | None = None) -> set[str]:
     """Prune row i's encoder and decoder with the operator; activations and gradients are
-    recorded on demand. Returns the events the operator reported."""
+    recorded on demand. With ``growth`` (share, rng), then revive that share of each layer's cut
+    elsewhere (:mod:`coevo.evolution.regrowth`). Returns the events the operator reported."""
     settings = shared.config.prune
 
     def cases() -> torch.Tensor:
@@ -175,8 +184,10 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
 
     context = pair_context(enc, dec, i, generation, settings, shared.config.model.loss, cases, declared_events)
     watch = GlobalRandomWatch()
+    before = {cls: stack.mask[i].cpu().numpy().copy() for cls, stack in ((Encoder, enc), (Decoder, dec))}
+    nets = {}
     for cls, stack in ((Encoder, enc), (Decoder, dec)):
-        net = stack.network(i, cls)
+        net = nets[cls] = stack.network(i, cls, keep_inputs=settings.keep_inputs)
         try:
             result = mutate(net, rng=rng, context=context, amount=amount)
         except UserError:
@@ -185,6 +196,11 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
             raise OperatorError(f"pruning operator {operator_name!r} raised {type(exc).__name__}: {exc}") from exc
         if isinstance(result, tuple) and len(result) == 1:
             result = result[0]  # DEAP style: (individual,)
-        stack.store_masks(i, net if result is None else result, operator_name)
+        stack.store_masks(i, net if result is None else result, operator_name, settings.keep_inputs)
     watch.check(f"pruning operator {operator_name!r}", "draw from its rng argument (seeded per cell) so that runs reproduce")
+    if growth is not None:
+        share, grow_rng = growth
+        for cls, stack in ((Encoder, enc), (Decoder, dec)):
+            gradients = context.gradients(nets[cls]) if settings.grow_by == "gradient" else None
+            regrowth.grow(stack, i, before[cls], share, grow_rng, gradients)
     return context.events
