@@ -1,6 +1,6 @@
-"""The levers table at kept 0.10 (issue 19): each lever of `benchmarks/specs/levers.toml` against
-the defaults' own runs of the same seeds and data (the spec's `defaults` combination, or else the
-compression preset's `coevo-0.10` rows of a second directory).
+"""The levers table (issue 19): each lever of `benchmarks/specs/levers*.toml` against the defaults'
+own runs of the same seeds and data (the spec's `defaults` combination, or else the rows of a
+second directory labelled `--defaults`: the compression preset's `coevo-0.10` unless told).
 
     .venv/bin/coevo bench benchmarks/specs/levers.toml --jobs 2 --out runs/levers
     .venv/bin/python benchmarks/levers.py runs/levers
@@ -26,13 +26,14 @@ DEFAULTS = "defaults"                 # the levers spec's own unchanged combinat
 COMPRESSION_DEFAULTS = "coevo-0.10"   # the compression preset's run of the defaults
 
 
-def summarize(levers_dir: Path, compression_dir: Path | None = None) -> list[dict]:
+def summarize(levers_dir: Path, compression_dir: Path | None = None,
+              defaults_label: str = COMPRESSION_DEFAULTS) -> list[dict]:
     groups: dict[str, dict[int, dict]] = {}
     for row in read_rows(levers_dir / "rows.jsonl"):
         groups.setdefault(row["label"], {})[int(row["seed"])] = row
     if DEFAULTS not in groups and compression_dir is not None:
         groups[DEFAULTS] = {int(r["seed"]): r for r in read_rows(compression_dir / "rows.jsonl")
-                            if r["label"] == COMPRESSION_DEFAULTS}
+                            if r["label"] == defaults_label}
     if not groups.get(DEFAULTS):
         sys.exit(f"{levers_dir} has no '{DEFAULTS}' rows: run the levers spec with its defaults combination, "
                  "or name a `coevo bench --preset compression` directory second")
@@ -71,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("levers", type=Path, help="a `coevo bench benchmarks/specs/levers.toml` directory")
     parser.add_argument("compression", type=Path, nargs="?",
                         help="a `coevo bench --preset compression` directory, if the levers ran without their defaults")
+    parser.add_argument("--defaults", default=COMPRESSION_DEFAULTS,
+                        help="the second directory's label that holds the defaults' runs (coevo-0.05 for round 4)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--stem", default="levers", help="the files' name: STEM.md and STEM.json (levers-2 for round 2)")
     args = parser.parse_args(argv)
-    table = summarize(args.levers, args.compression)
+    table = summarize(args.levers, args.compression, args.defaults)
     text = markdown(table)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

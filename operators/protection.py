@@ -1,6 +1,8 @@
 """The protection rules, written once: what no pruning may take from a network.
 
-1. every input unit of the autoencoder (a column of the encoder's first layer) keeps an alive weight;
+1. every input unit of the autoencoder (a column of the encoder's first layer) keeps an alive weight,
+   where the run asks for it (``prune.keep_inputs``; off by default: the layer is then not marked
+   as holding input units, so an input that carries nothing may lose all its weights);
 2. every output unit (a row of the decoder's last layer) keeps an alive weight or its bias;
 3. the network stays connected: some path of alive weights runs from its inputs to its outputs,
    so every layer keeps a neuron with an alive incoming weight that leads somewhere (a layer of

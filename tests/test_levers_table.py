@@ -43,3 +43,11 @@ def test_no_defaults_anywhere_is_a_clear_exit(tmp_path):
     write_rows(tmp_path / "levers", [row("reset-0.01", 1, 0.052)])
     with pytest.raises(SystemExit, match="no 'defaults' rows"):
         levers.summarize(tmp_path / "levers")
+
+
+def test_another_kept_fraction_pairs_with_the_label_named(tmp_path):
+    write_rows(tmp_path / "round3", [row("coevo-0.10", 1, 0.054), row("coevo-0.05", 1, 0.12), row("coevo-0.05", 2, 0.13)])
+    write_rows(tmp_path / "round4", [row("encoder-scale-0.25", s, v) for s, v in ((1, 0.11), (2, 0.125))])
+    table = {e["lever"]: e for e in levers.summarize(tmp_path / "round4", tmp_path / "round3", "coevo-0.05")}
+    assert table["defaults"]["seeds"] == [1, 2]
+    assert table["encoder-scale-0.25"]["difference"] == pytest.approx(-0.0075)  # median of -0.01, -0.005
