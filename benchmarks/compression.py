@@ -84,6 +84,11 @@ def summarize(bench: Path) -> list[dict]:
     return out
 
 
+def kept_label(target: float) -> str:
+    """0.10 as "0.10", 0.065 as "0.065": two decimals unless the target has more."""
+    return f"{target:.2f}" if round(target, 2) == target else f"{target:g}"
+
+
 def markdown(table: list[dict]) -> str:
     def q(v: list[float], digits: int = 4) -> str:
         return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}-{v[2]:.{digits}f}]"
@@ -95,14 +100,14 @@ def markdown(table: list[dict]) -> str:
         c, b = e.get("coevo"), e.get("baseline")
         if not c or not b:
             continue
-        lines.append(f"| {e['target']:.2f} | {q(c['test_loss'])} | {q(c['kept_fraction'], 3)} "
+        lines.append(f"| {kept_label(e['target'])} | {q(c['test_loss'])} | {q(c['kept_fraction'], 3)} "
                      f"| {c['test_loss_mean'][0]:.4f} | {q(b['test_loss'])} | {q(b['kept_fraction'], 3)} "
                      f"| {e['difference']:+.4f} | {e['a12']:.2f} | {e['wilcoxon_p']:.3f} "
                      f"| {c['wall_seconds']:.0f} / {b['wall_seconds']:.0f} "
                      f"| {c['gradient_steps']:,} / {b['gradient_steps']:,} |")
         br, vs = e.get("baseline_reset"), e.get("against_baseline_reset")
         if br and vs:
-            lines.append(f"| {e['target']:.2f}, baseline with reset 0.01 | {q(c['test_loss'])} | {q(c['kept_fraction'], 3)} "
+            lines.append(f"| {kept_label(e['target'])}, baseline with reset 0.01 | {q(c['test_loss'])} | {q(c['kept_fraction'], 3)} "
                          f"| {c['test_loss_mean'][0]:.4f} | {q(br['test_loss'])} | {q(br['kept_fraction'], 3)} "
                          f"| {vs['difference']:+.4f} | {vs['a12']:.2f} | {vs['wilcoxon_p']:.3f} "
                          f"| {c['wall_seconds']:.0f} / {br['wall_seconds']:.0f} "

@@ -26,14 +26,25 @@ DEFAULTS = "defaults"                 # the levers spec's own unchanged combinat
 COMPRESSION_DEFAULTS = "coevo-0.10"   # the compression preset's run of the defaults
 
 
-def summarize(levers_dir: Path, compression_dir: Path | None = None,
-              defaults_label: str = COMPRESSION_DEFAULTS) -> list[dict]:
+def summarize(levers_dir: Path, compression_dir: Path | None = None, defaults_label: str | None = None,
+              only: list[str] | None = None) -> list[dict]:
+    """The table: the defaults' row first, then each lever (those named in ``only``, if given).
+    The defaults are the levers directory's rows labelled ``defaults_label`` (or "defaults"), else
+    the second directory's labelled ``defaults_label`` (or the compression preset's coevo-0.10)."""
     groups: dict[str, dict[int, dict]] = {}
     for row in read_rows(levers_dir / "rows.jsonl"):
         groups.setdefault(row["label"], {})[int(row["seed"])] = row
-    if DEFAULTS not in groups and compression_dir is not None:
+    own = defaults_label if defaults_label in groups else DEFAULTS
+    if own in groups:
+        groups[DEFAULTS] = groups.pop(own)
+    elif compression_dir is not None:
         groups[DEFAULTS] = {int(r["seed"]): r for r in read_rows(compression_dir / "rows.jsonl")
-                            if r["label"] == defaults_label}
+                            if r["label"] == (defaults_label or COMPRESSION_DEFAULTS)}
+    if only is not None:
+        unknown = sorted(set(only) - set(groups))
+        if unknown:
+            sys.exit(f"{levers_dir} has no rows labelled {unknown[0]!r}; its labels: {', '.join(sorted(groups))}")
+        groups = {label: runs for label, runs in groups.items() if label in only or label == DEFAULTS}
     if not groups.get(DEFAULTS):
         sys.exit(f"{levers_dir} has no '{DEFAULTS}' rows: run the levers spec with its defaults combination, "
                  "or name a `coevo bench --preset compression` directory second")
@@ -72,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("levers", type=Path, help="a `coevo bench benchmarks/specs/levers.toml` directory")
     parser.add_argument("compression", type=Path, nargs="?",
                         help="a `coevo bench --preset compression` directory, if the levers ran without their defaults")
-    parser.add_argument("--defaults", default=COMPRESSION_DEFAULTS,
-                        help="the second directory's label that holds the defaults' runs (coevo-0.05 for round 4)")
+    parser.add_argument("--defaults", default=None,
+                        help="the label of the defaults' runs, in the levers directory or else the second one "
+                             "(default: 'defaults', else the compression preset's coevo-0.10)")
+    parser.add_argument("--only", nargs="+", default=None, help="the levers to report (default: every other label)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--stem", default="levers", help="the files' name: STEM.md and STEM.json (levers-2 for round 2)")
     args = parser.parse_args(argv)
-    table = summarize(args.levers, args.compression, args.defaults)
+    table = summarize(args.levers, args.compression, args.defaults, args.only)
     text = markdown(table)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,8 @@ def plain_generation(encoders: list[PlainNet], decoders: list[PlainNet], lr: np.
                 ps = [p.detach().numpy() for p in net.module.parameters()]
                 ms = [m.numpy() for m in net.masks]
                 n_layers = len(ps) // 2
-                layers = [Layer(ps[2 * i], ps[2 * i + 1], ms[2 * i], ms[2 * i + 1], **unit_flags(cls.role, i, n_layers))
+                layers = [Layer(ps[2 * i], ps[2 * i + 1], ms[2 * i], ms[2 * i + 1],
+                                **unit_flags(cls.role, i, n_layers, config.prune.keep_inputs))
                           for i in range(n_layers)]
                 toolbox.mutate(cls(layers, cell=k), rng=rng, context=context)
                 with torch.no_grad():

@@ -496,6 +496,10 @@ def validate(c: Config) -> None:
     need(c.prune.reset_fraction == "auto" or 0.0 <= c.prune.reset_fraction <= 1.0,
          f"prune.reset_fraction must be in [0, 1] or \"auto\", got {c.prune.reset_fraction}")
     need(c.prune.cases >= 1, f"prune.cases must be >= 1, got {c.prune.cases}")
+    need(0.0 <= c.prune.grow_fraction < 1.0, f"prune.grow_fraction must be in [0, 1) (0 = no regrowth), "
+                                             f"got {c.prune.grow_fraction}")
+    need(not (c.prune.regrow and c.prune.grow_fraction > 0),
+         "prune.grow_fraction revives masked entries, and prune.regrow keeps no mask: unset one of them")
     need(c.selection.tournament_size >= 1,
          f"selection.tournament_size must be >= 1, got {c.selection.tournament_size}")
     need(c.selection.pairing in ("encoder", "independent"),

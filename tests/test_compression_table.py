@@ -55,3 +55,7 @@ def test_the_baseline_with_the_reset_mutation_is_its_own_row_not_mixed_into_the_
 def test_an_empty_bench_says_what_to_run(tmp_path):
     with pytest.raises(SystemExit, match="coevo bench --preset compression"):
         compression.summarize(tmp_path)
+
+
+def test_kept_targets_print_with_the_digits_they_have():
+    assert [compression.kept_label(t) for t in (0.45, 0.1, 0.065, 0.05)] == ["0.45", "0.10", "0.065", "0.05"]

@@ -51,3 +51,13 @@ def test_another_kept_fraction_pairs_with_the_label_named(tmp_path):
     table = {e["lever"]: e for e in levers.summarize(tmp_path / "round4", tmp_path / "round3", "coevo-0.05")}
     assert table["defaults"]["seeds"] == [1, 2]
     assert table["encoder-scale-0.25"]["difference"] == pytest.approx(-0.0075)  # median of -0.01, -0.005
+
+
+def test_the_defaults_label_and_only_pick_pairs_within_one_directory(tmp_path):
+    write_rows(tmp_path / "round3", [row("keep-inputs-0.05", s, v) for s, v in ((1, 0.19), (2, 0.2))]
+               + [row("coevo-0.05", s, v) for s, v in ((1, 0.12), (2, 0.13))] + [row("coevo-0.45", 1, 0.052)])
+    table = {e["lever"]: e for e in levers.summarize(tmp_path / "round3", None, "keep-inputs-0.05", ["coevo-0.05"])}
+    assert list(table) == ["defaults", "coevo-0.05"]
+    assert table["coevo-0.05"]["difference"] == pytest.approx(-0.07)
+    with pytest.raises(SystemExit, match="no rows labelled 'coevo-0.5'"):
+        levers.summarize(tmp_path / "round3", None, "keep-inputs-0.05", ["coevo-0.5"])

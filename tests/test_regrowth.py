@@ -147,3 +147,11 @@ def test_store_masks_refuses_a_dead_input_only_when_inputs_are_kept():
     net.layers[0].weight_mask[:, 1] = False
     stack.store_masks(0, net, "cutter", keep_inputs=False)
     assert not bool(stack.mask[0, torch.as_tensor([1, 4])].any())
+
+
+def test_regrowth_with_the_reference_regrow_is_refused_in_one_line(tmp_path, tiny_overrides, capsys):
+    args = [x for o in tiny_overrides + ["prune.regrow=true", "prune.grow_fraction=0.1"] for x in ("--set", o)]
+    assert main(["run", "--quiet", "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "prune.regrow keeps no mask: unset one of them" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
