@@ -184,7 +184,8 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
 
     context = pair_context(enc, dec, i, generation, settings, shared.config.model.loss, cases, declared_events)
     watch = GlobalRandomWatch()
-    before = {cls: stack.mask[i].cpu().numpy().copy() for cls, stack in ((Encoder, enc), (Decoder, dec))}
+    before = ({cls: stack.mask[i].cpu().numpy().copy() for cls, stack in ((Encoder, enc), (Decoder, dec))}
+              if growth is not None else {})
     nets = {}
     for cls, stack in ((Encoder, enc), (Decoder, dec)):
         net = nets[cls] = stack.network(i, cls, keep_inputs=settings.keep_inputs)
