@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from coevo import config
+from coevo.bench.report import write_table
 from coevo.data import load
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -90,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{missing[0]} is not a finished run directory (no best.pt): name run directories, "
                  f"e.g. RUNS/trials/coevo-0.05/seed-*")
     rows = [inspect(r) for r in args.runs]
-    text = markdown(rows)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.stem}.md").write_text(text + "\n")
-    (args.out / f"{args.stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_table(args.out, args.stem, markdown(rows), rows)
     return 0
 
 

@@ -15,7 +15,6 @@ gradient steps per run. Writes ``benchmarks/results/compression.{md,json,png}``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 from coevo import config as config_module
 from coevo import data
-from coevo.bench.report import median_iqr, paired_comparison, read_rows
+from coevo.bench.report import median_iqr, paired_comparison, read_rows, write_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIDES = ("coevo", "baseline", "baseline-reset")   # baseline-reset: the baseline with coevo's exploration mutation
@@ -154,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the table and plot go")
     args = parser.parse_args(argv)
     table = summarize(args.bench)
-    text = markdown(table)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compression.md").write_text(text + "\n")
-    (args.out / "compression.json").write_text(json.dumps(table, indent=1) + "\n")
+    write_table(args.out, "compression", markdown(table), table)
     plot(table, args.out / "compression.png")
     print(f"wrote {args.out / 'compression.md'}, .json and .png")
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coevo.bench.report import median_iqr, read_rows
+from coevo.bench.report import median_iqr, read_rows, write_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.45, 0.20, 0.10, 0.05)
@@ -145,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the table and plot go")
     args = parser.parse_args(argv)
     result = summarize(args.front, args.compression)
-    text = markdown(result)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "front.md").write_text(text + "\n")
-    (args.out / "front.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_table(args.out, "front", markdown(result), result)
     plot(args.front, result, single_target(args.compression), args.out / "front.png")
     print(f"wrote {args.out / 'front.md'}, .json and .png")
     return 0

@@ -14,12 +14,11 @@ of seeds where the lever's loss is higher) and the Wilcoxon p. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 
-from coevo.bench.report import median_iqr, paired_comparison, read_rows
+from coevo.bench.report import median_iqr, paired_comparison, read_rows, write_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULTS = "defaults"                 # the levers spec's own unchanged combination
@@ -91,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stem", default="levers", help="the files' name: STEM.md and STEM.json (levers-2 for round 2)")
     args = parser.parse_args(argv)
     table = summarize(args.levers, args.compression, args.defaults, args.only)
-    text = markdown(table)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.stem}.md").write_text(text + "\n")
-    (args.out / f"{args.stem}.json").write_text(json.dumps(table, indent=1) + "\n")
+    write_table(args.out, args.stem, markdown(table), table)
     return 0
 
 

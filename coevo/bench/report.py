@@ -116,6 +116,15 @@ def a12_paired(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.mean(x > y) + 0.5 * np.mean(x == y))
 
 
+def write_table(out: Path, stem: str, text: str, data: Any) -> None:
+    """Print a benchmark's markdown table and keep it, with its data, as ``out/STEM.md`` and
+    ``out/STEM.json`` (the files benchmarks/results holds)."""
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
 def median_iqr(values: Sequence[float]) -> list[float] | None:
     """[median, Q1, Q3] of the values, the benchmark tables' "median [Q1-Q3]"; None if there are none."""
     if not len(values):
