@@ -13,13 +13,13 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from coevo import __version__
 from coevo.errors import UserError, user_frame
+from coevo.rundir.provenance import COEVO_VERSION  # not coevo.__version__: a folder named coevo can shadow the package
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coevo", description="Train and prune autoencoders by spatial coevolution.")
-    parser.add_argument("--version", action="version", version=f"coevo {__version__}")
+    parser.add_argument("--version", action="version", version=f"coevo {COEVO_VERSION}")
     debug_help = ("on an error, also print the full traceback (including a plug-in's file and line); "
                   "COEVO_DEBUG=1 does the same")
     parser.add_argument("--debug", action="store_true", help=debug_help)

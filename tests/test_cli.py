@@ -171,6 +171,21 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_folder_named_coevo_in_the_working_directory_does_not_break_a_run(tmp_path, tiny_overrides):
+    # `python -m coevo` puts the working directory first on sys.path: with an editable install,
+    # `import coevo` then gives the empty folder, while coevo's submodules load from the checkout
+    (tmp_path / "coevo").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "coevo", "run", "--quiet", "--out", "r", *sets(tiny_overrides)],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    from importlib import metadata
+
+    assert summary["provenance"]["coevo"] == metadata.version("coevo")
+    version = subprocess.run([sys.executable, "-m", "coevo", "--version"], cwd=tmp_path, capture_output=True,
+                             text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"coevo {metadata.version('coevo')}"
+
 def test_operators_lists_builtins(capsys):
     code, out, _ = run_cli(["operators"], capsys)
     assert code == 0

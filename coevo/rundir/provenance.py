@@ -12,24 +12,28 @@ from pathlib import Path
 LIBRARIES = ("numpy", "torch", "numba", "deap", "scipy")
 
 
-def collect(cwd: str | Path | None = None) -> dict:
-    """The provenance record of a run started in ``cwd`` (default: the current directory)."""
-    import coevo
-
-    commit, dirty = git_commit(cwd)
-    record: dict = {"coevo": coevo.__version__, "git_commit": commit, "git_dirty": dirty,
-                    "python": platform.python_version()}
-    record.update({name: _version(name) for name in LIBRARIES})
-    record["platform"] = platform.platform()
-    record["blas"] = blas()
-    return record
-
-
 def _version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
+
+
+COEVO_VERSION = _version("coevo") or "0+unknown"  # a source tree that was never installed
+"""coevo's version, read once at import from its installed metadata, not from the ``coevo``
+package object: in a directory holding a folder named ``coevo``, ``import coevo`` can give that
+folder (an empty namespace package) while coevo's submodules still load from the install."""
+
+
+def collect(cwd: str | Path | None = None) -> dict:
+    """The provenance record of a run started in ``cwd`` (default: the current directory)."""
+    commit, dirty = git_commit(cwd)
+    record: dict = {"coevo": COEVO_VERSION, "git_commit": commit, "git_dirty": dirty,
+                    "python": platform.python_version()}
+    record.update({name: _version(name) for name in LIBRARIES})
+    record["platform"] = platform.platform()
+    record["blas"] = blas()
+    return record
 
 
 def git_commit(cwd: str | Path | None = None) -> tuple[str | None, bool | None]:
