@@ -8,7 +8,7 @@ baseline inside coevo at kept fractions 0.45, 0.20, 0.10 and 0.05, from a finish
 Per kept fraction: each side's best-pair test L1 and live kept fraction as median [Q1-Q3] over
 the seeds; the paired difference (coevolution - baseline, same seed: same data, byte for byte);
 the paired A12 (the share of seeds where coevolution's loss is higher: below 0.5 it wins) and the
-Wilcoxon signed-rank p; for coevolution also the mean test L1 over its cells; wall seconds and
+Wilcoxon signed-rank p (refused, naming the seed, where a seed's two runs had different data configs); for coevolution also the mean test L1 over its cells; wall seconds and
 gradient steps per run. Writes ``benchmarks/results/compression.{md,json,png}``.
 """
 
@@ -23,7 +23,8 @@ import numpy as np
 
 from coevo import config as config_module
 from coevo import data
-from coevo.bench.report import median_iqr, paired_comparison, read_rows, write_table
+from coevo.bench.report import attach_data, median_iqr, paired_comparison, read_rows, write_table
+from coevo.errors import UserError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIDES = ("coevo", "baseline", "baseline-reset")   # baseline-reset: the baseline with coevo's exploration mutation
@@ -49,7 +50,7 @@ def gradient_steps(bench: Path, row: dict) -> int:
 
 
 def summarize(bench: Path) -> list[dict]:
-    rows = read_rows(bench / "rows.jsonl")
+    rows = attach_data(read_rows(bench / "rows.jsonl"), bench)
     if not rows:
         sys.exit(f"{bench}/rows.jsonl has no rows: run `coevo bench --preset compression --out {bench}` first")
     by = {}
@@ -76,9 +77,12 @@ def summarize(bench: Path) -> list[dict]:
                 "wall_seconds": float(np.median([r["wall_seconds"] for r in runs])),
                 "gradient_steps": gradient_steps(bench, runs[0]),
             }
-        entry.update(paired_comparison(coevo, base))
-        if base_reset:
-            entry["against_baseline_reset"] = paired_comparison(coevo, base_reset)
+        try:  # the table pairs by seed: refused where a seed's two runs had different data
+            entry.update(paired_comparison(coevo, base))
+            if base_reset:
+                entry["against_baseline_reset"] = paired_comparison(coevo, base_reset)
+        except UserError as exc:
+            sys.exit(f"{bench}, kept {target}: {exc}")
         out.append(entry)
     return out
 

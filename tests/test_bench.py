@@ -163,6 +163,8 @@ def test_tiny_sweep_end_to_end_then_resume_skips_and_reruns_crashed(tmp_path, ca
             assert row[key] is not None
         summary = json.loads((out / row["run_dir"] / "summary.json").read_text())
         assert summary["seed"] == row["seed"] and summary["test_loss"] == row["test_loss"]
+        # the data config the report pairs on: what the trial's config.toml holds
+        assert row["data"] == config.to_dict(config.load(out / row["run_dir"] / "config.toml"))["data"]
         assert summary["generations"] == 2
     assert {r["kept_fraction"] for r in rows if r["operator"] == "none"} == {1.0}
     report = (out / "report.md").read_text()

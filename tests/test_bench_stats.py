@@ -1,6 +1,7 @@
 """`coevo bench` statistics checked against scipy and hand computations on crafted data: A12,
-paired and unpaired tests (ties and zero differences included), pairing by seed, the family of
-comparisons with Holm's correction, and the warning when the design cannot reach significance."""
+paired and unpaired tests (ties and zero differences included), pairing by seed only where the
+data match, the family of comparisons with Holm's correction, and the warning when the design
+cannot reach significance."""
 
 from __future__ import annotations
 
@@ -228,3 +229,79 @@ def test_warning_names_the_comparisons_that_cannot_pass_when_others_can():
     warning = br.design_warning(comparisons)
     assert warning is not None and "of the m = 6 comparisons" in warning and "Mann-Whitney U, 12 + 2" in warning
     assert "Wilcoxon" not in warning
+
+
+def with_data(data_rows: list[dict], **data) -> list[dict]:
+    """The rows with a recorded data config (as coevo bench writes it) and the swept data keys in their settings."""
+    for r in data_rows:
+        r["data"] = {"source": "binary_clustering", "n_clusters": 10, "n_dims": 1000, **data}
+        r["settings"] = {**r["settings"], **{f"data.{k}": v for k, v in data.items()}}
+    return data_rows
+
+
+def test_two_combinations_differing_in_data_n_dims_are_not_paired(tmp_path):
+    """A sweep over data.n_dims: the same seed gives each combination other data, so the seeds are
+    not pairs: Mann-Whitney U on all trials, and the report says why."""
+    losses_a, losses_b = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.35}, {1: 0.4, 2: 0.5, 3: 0.6, 4: 0.7}
+    a = with_data(rows("coevolution", "none", 0, losses_a), n_dims=200)
+    b = with_data(rows("coevolution", "random", 1, losses_b), n_dims=1000)
+    none, random_ = sorted(br.summarize(a + b, {"prune.operator": "none"})["coevolution"], key=lambda g: g.index)
+    c = br.compare(none, random_, "test_loss", matched=True)
+    assert not c.paired and c.test == "Mann-Whitney U" and c.pairing == "unpaired: data differ"
+    assert c.p == pytest.approx(stats.mannwhitneyu(list(losses_a.values()), list(losses_b.values())).pvalue)
+    assert c.a12 == br.a12(list(losses_a.values()), list(losses_b.values())) == 0.0
+    assert br.data_difference({r["seed"]: r for r in a}, {r["seed"]: r for r in b}) == "seed 1 (data.n_dims: 200 against 1000)"
+
+    text = report_of(tmp_path, a + b)
+    (pair_row,) = [line for line in text.splitlines() if line.startswith("| none | random | test L1 |")]
+    assert "| Mann-Whitney U | 4 + 4 |" in pair_row and pair_row.endswith("| unpaired: data differ |")
+    assert "Wilcoxon signed-rank |" not in text
+
+
+def test_two_combinations_with_identical_data_are_paired(tmp_path):
+    losses_a, losses_b = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.35}, {1: 0.4, 2: 0.5, 3: 0.6, 4: 0.7}
+    a = with_data(rows("coevolution", "none", 0, losses_a), n_dims=200)
+    b = with_data(rows("coevolution", "random", 1, losses_b), n_dims=200)
+    none, random_ = sorted(br.summarize(a + b, {"prune.operator": "none"})["coevolution"], key=lambda g: g.index)
+    c = br.compare(none, random_, "test_loss", matched=True)
+    assert c.paired and c.test == "Wilcoxon signed-rank" and c.pairing == "paired by seed" and c.n_a == 4
+    assert c.p == pytest.approx(0.125)  # all four differences negative: 2 / 2^4
+    (pair_row,) = [line for line in report_of(tmp_path, a + b).splitlines() if line.startswith("| none | random | test L1 |")]
+    assert "| Wilcoxon signed-rank | 4 pairs |" in pair_row and pair_row.endswith("| paired by seed |")
+
+
+def test_rows_without_a_recorded_data_config_take_it_from_their_run_directory(tmp_path):
+    """Rows of an older bench carry no "data": the report reads each trial's config.toml, so two
+    combinations whose [base]-level data differ (not in their settings) are still not paired."""
+    from coevo import config
+
+    data = rows("coevolution", "none", 0, {1: 0.1, 2: 0.2, 3: 0.3}) + rows("coevolution", "random", 1, {1: 0.4, 2: 0.5, 3: 0.6})
+    out = tmp_path / "bench"
+    for r in data:
+        r["run_dir"] = f"trials/{r['combination']}/seed-{r['seed']}"
+        (out / r["run_dir"]).mkdir(parents=True)
+        n_dims = 200 if r["label"] == "none" else 300
+        (out / r["run_dir"] / "config.toml").write_text(config.dumps(config.load(overrides=[f"data.n_dims={n_dims}"])))
+    attached = br.attach_data(data, out)
+    assert [r["data"]["n_dims"] for r in attached] == [200] * 3 + [300] * 3 and "data" not in data[0]
+    by_mode = br.summarize(attached, {"prune.operator": "none"})
+    assert {c.pairing for c in br.compare_all(by_mode)} == {"unpaired: data differ"}
+    assert br.compare_all(br.summarize(data, {"prune.operator": "none"}))[0].pairing == "paired by seed"
+
+
+def test_paired_comparison_refuses_seeds_whose_runs_had_different_data():
+    x = {s: {"test_loss": 0.1 * s, "data": {"n_dims": 1000}} for s in (1, 2, 3)}
+    y = {s: {"test_loss": 0.2 * s, "data": {"n_dims": 1000 if s < 3 else 200}} for s in (1, 2, 3)}
+    with pytest.raises(br.UserError, match=r"seed 3 \(data.n_dims: 1000 against 200\)"):
+        br.paired_comparison(x, y)
+    y[3]["data"] = {"n_dims": 1000}
+    assert br.paired_comparison(x, y)["wilcoxon_p"] == pytest.approx(0.25)
+
+
+def report_of(tmp_path, data: list[dict]) -> str:
+    for r in data:
+        r.update(loss="l1", generations=3, train_loss_mean=r["test_loss"], run_dir="nowhere")
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / br.ROWS).write_text("".join(json.dumps(r) + "\n" for r in data))
+    return br.write_report(out).read_text()

@@ -59,3 +59,12 @@ def test_an_empty_bench_says_what_to_run(tmp_path):
 
 def test_kept_targets_print_with_the_digits_they_have():
     assert [compression.kept_label(t) for t in (0.45, 0.1, 0.065, 0.05)] == ["0.45", "0.10", "0.065", "0.05"]
+
+
+def test_a_seed_whose_two_runs_had_different_data_is_refused_not_paired(tmp_path):
+    bench = fake_bench(tmp_path, ([0.054, 0.055, 0.060], [0.056, 0.057, 0.059]))
+    cfg = config.load(overrides=["run.mode=canonical", "run.generations=7", "data.n_dims=30", "data.n_clusters=2",
+                                 "data.rows_per_cluster=10", "run.seed=2"])
+    (bench / "trials/baseline-0.10/seed-2/config.toml").write_text(config.dumps(cfg))
+    with pytest.raises(SystemExit, match=r"kept 0.10: cannot pair runs by seed: .* seed 2 \(data.n_dims: 20 against 30\)"):
+        compression.summarize(bench)

@@ -419,8 +419,20 @@ def make_row(trial: Trial, summary: dict) -> dict:
                            "schedule": c.settings["prune.schedule"], "settings": c.settings,
                            "trial": trial.index, "seed": trial.seed}
     row.update({k: summary.get(k) for k in ROW_FIELDS})
+    row["data"] = _data_section(c.config)
     row["run_dir"] = trial.run_dir.as_posix()
     return row
+
+
+def _data_section(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The trial's data config as its run directory's config.toml records it (a data file's path
+    made absolute, as the runner does), so that the report pairs only trials of the same data."""
+    from coevo.rundir.directory import is_file_source
+
+    data = dict(config["data"])
+    if is_file_source(data["source"]):
+        data["source"] = str(Path(data["source"]).resolve())
+    return data
 
 
 def read_rows_repairing(path: Path) -> list[dict]:

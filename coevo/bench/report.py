@@ -2,11 +2,13 @@
 how sure we are, ranked tables, every pair of combinations tested, box plots, curves over
 generations and a loss-vs-kept Pareto scatter.
 
-Statistics. Trial i of every combination of one mode runs with the same seed, hence the same
-data and initial population: a matched design, so two combinations of one mode are compared by a
-two-sided Wilcoxon signed-rank test on their per-seed differences (seeds present in both). Across
-modes the trials are not matched, and a Mann-Whitney U test compares the two samples; so it does
-within a mode when fewer than ``MIN_PAIRS`` seeds are in both. Every pair of combinations (within
+Statistics. Trial i of every combination of one mode runs with the same seed, hence, where their
+``data`` config sections match, the same data and initial population: a matched design, so two
+such combinations are compared by a two-sided Wilcoxon signed-rank test on their per-seed
+differences (seeds present in both). Across modes, or when the data differ (a sweep over
+``data.*`` keys), the trials are not matched, and a Mann-Whitney U test compares the two samples;
+so it does when fewer than ``MIN_PAIRS`` seeds are in both. Each comparison says which
+(:data:`PAIRED`, :data:`DATA_DIFFER`, ...). Every pair of combinations (within
 each mode, and each of one mode against each of another) is tested on test loss and on kept
 fraction, each with its Vargha-Delaney A12 (paired: the share of seeds where A > B, ties half) and
 median difference, and Holm's step-down correction runs over that whole family. The report warns
@@ -53,6 +55,11 @@ PERMUTATION_LIMIT = 200_000
 """Exact permutation p-values (for ties and zero differences) up to this many permutations."""
 WILCOXON = "Wilcoxon signed-rank"
 MANN_WHITNEY = "Mann-Whitney U"
+PAIRED = "paired by seed"
+DATA_DIFFER = "unpaired: data differ"
+MODES_DIFFER = "unpaired: modes differ"
+FEW_SEEDS = "unpaired: too few shared seeds"
+"""Why a comparison is paired or not, as the report's pairs table says it."""
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -116,6 +123,46 @@ def a12_paired(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.mean(x > y) + 0.5 * np.mean(x == y))
 
 
+def attach_data(rows: Sequence[dict], bench: Path) -> list[dict]:
+    """The rows, each with ``data``: its trial's data config section. Rows written before rows
+    recorded it take it from their run directory's config.toml (a copy; the file is unchanged);
+    without either they stay as they are and :func:`data_identity` falls back on their settings."""
+    from coevo import config as config_module
+
+    out = []
+    for row in rows:
+        path = Path(bench) / row.get("run_dir", "") / "config.toml"
+        if "data" not in row and row.get("run_dir") and path.is_file():
+            row = {**row, "data": config_module.to_dict(config_module.load(path))["data"]}
+        out.append(row)
+    return out
+
+
+def data_identity(row: dict) -> tuple[str, Any]:
+    """What, with the seed, decides a trial's data: its ``data`` config section (recorded in the
+    row, or attached by :func:`attach_data`), else the ``data.*`` keys and run preset its sweep
+    varies (the rest of the data config is the spec's [base], shared by every combination)."""
+    if "data" in row:
+        return "config", row["data"]
+    settings = row.get("settings") or {}
+    return "settings", {k: v for k, v in settings.items() if k.startswith("data.") or k == "preset"}
+
+
+def data_difference(x_runs: dict, y_runs: dict) -> str | None:
+    """The first seed both sides ran whose two runs had different data (as a phrase naming the
+    seed and the first differing key), or None when every shared seed's data match."""
+    for seed in sorted(set(x_runs) & set(y_runs)):
+        (kind_x, x), (kind_y, y) = data_identity(x_runs[seed]), data_identity(y_runs[seed])
+        if (kind_x, x) == (kind_y, y):
+            continue
+        if kind_x != kind_y:  # one recorded its data config, the other only its settings
+            return f"seed {seed} (one side's data config is unknown)"
+        key = next(k for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k))
+        name = key if kind_x == "settings" else f"data.{key}"
+        return f"seed {seed} ({name}: {x.get(key)!r} against {y.get(key)!r})"
+    return None
+
+
 def write_table(out: Path, stem: str, text: str, data: Any) -> None:
     """Print a benchmark's markdown table and keep it, with its data, as ``out/STEM.md`` and
     ``out/STEM.json`` (the files benchmarks/results holds)."""
@@ -135,10 +182,16 @@ def median_iqr(values: Sequence[float]) -> list[float] | None:
 
 def paired_comparison(x_runs: dict, y_runs: dict, key: str = "test_loss") -> dict[str, float]:
     """Two sides' rows keyed by seed, compared on the seeds both ran: the median difference
-    (x - y), :func:`a12_paired` and :func:`wilcoxon_p` of ``key``; empty if no seed is shared."""
+    (x - y), :func:`a12_paired` and :func:`wilcoxon_p` of ``key``; empty if no seed is shared.
+    A seed's two runs must have had the same data (:func:`data_difference`), else pairing them
+    means nothing: a UserError says which seed and key differ."""
     seeds = sorted(set(x_runs) & set(y_runs))
     if not seeds:
         return {}
+    differ = data_difference(x_runs, y_runs)
+    if differ is not None:
+        raise UserError(f"cannot pair runs by seed: the two sides' runs of {differ} had different data; "
+                        f"compare runs of the same data config")
     x = [x_runs[s][key] for s in seeds]
     y = [y_runs[s][key] for s in seeds]
     return {"difference": float(np.median(np.subtract(x, y))), "a12": a12_paired(x, y), "wilcoxon_p": wilcoxon_p(x, y)}
@@ -284,6 +337,8 @@ class Comparison:
     (:func:`a12_paired`), else over every pair of one value from each sample (:func:`a12`)."""
     p: float
     p_holm: float = math.nan
+    pairing: str = ""
+    """Why paired or not: :data:`PAIRED`, :data:`DATA_DIFFER`, :data:`MODES_DIFFER` or :data:`FEW_SEEDS`."""
 
     @property
     def test(self) -> str:
@@ -301,23 +356,31 @@ class Comparison:
         if g is not self.b:
             raise ValueError(f"{g.label} is not in this comparison")
         return Comparison(self.b, self.a, self.measure, self.paired, self.n_b, self.n_a, -self.difference,
-                          1.0 - self.a12, self.p, self.p_holm)
+                          1.0 - self.a12, self.p, self.p_holm, self.pairing)
 
 
 def compare(a: Group, b: Group, measure: str, matched: bool) -> Comparison:
     """Test ``a`` against ``b`` on ``measure``: signed-rank on the seeds both have when the trials
-    are ``matched`` (same mode) and at least ``MIN_PAIRS`` seeds are shared, with the paired A12;
+    are ``matched`` (same mode), every shared seed's two trials had the same data
+    (:func:`data_difference`) and at least ``MIN_PAIRS`` seeds are shared, with the paired A12;
     else Mann-Whitney U on all trials of each, with the unpaired A12."""
+    pairing = MODES_DIFFER
     if matched:
+        rows_a = {r["seed"]: r for r in a.rows}
+        rows_b = {r["seed"]: r for r in b.rows}
         xa, xb = a.by_seed(measure), b.by_seed(measure)
         seeds = sorted(xa.keys() & xb.keys())
-        if len(seeds) >= MIN_PAIRS:
+        if data_difference(rows_a, rows_b) is not None:
+            pairing = DATA_DIFFER
+        elif len(seeds) < MIN_PAIRS:
+            pairing = FEW_SEEDS
+        else:
             x, y = np.array([xa[s] for s in seeds]), np.array([xb[s] for s in seeds])
             return Comparison(a, b, measure, True, len(x), len(y), float(np.median(x - y)), a12_paired(x, y),
-                              wilcoxon_p(x, y))
+                              wilcoxon_p(x, y), pairing=PAIRED)
     x, y = a.values(measure), b.values(measure)
     shift = float(np.median(x[:, None] - y[None, :])) if len(x) and len(y) else math.nan
-    return Comparison(a, b, measure, False, len(x), len(y), shift, a12(x, y), mann_whitney_p(x, y))
+    return Comparison(a, b, measure, False, len(x), len(y), shift, a12(x, y), mann_whitney_p(x, y), pairing=pairing)
 
 
 def summarize(rows: Sequence[dict], baseline: dict[str, Any]) -> dict[str, list[Group]]:
@@ -464,14 +527,14 @@ def lead(groups: Sequence[Group], lookup: Lookup, loss: str) -> list[str]:
     if not rivals:
         return lines
     lines += ["", f"| best against | test {loss}: median difference | A12 | Holm p | kept: median difference "
-                  f"| A12 | Holm p | test, n |",
+                  f"| A12 | Holm p | test, n, pairing |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for role, other in rivals:
         loss_c, kept_c = lookup.get(best, other, "test_loss"), lookup.get(best, other, "kept_fraction")
         cells = []
         for c in (loss_c, kept_c):
             cells += ["—"] * 3 if c is None else [_fmt_diff(c.difference), _fmt_a12(c.a12), _fmt_p(c.p_holm, True)]
-        test = f"{loss_c.test}, {_n(loss_c)}" if loss_c is not None else "—"
+        test = f"{loss_c.test}, {_n(loss_c)}, {loss_c.pairing}" if loss_c is not None else "—"
         lines.append(f"| {role}: {other.label} | {' | '.join(cells)} | {test} |")
     return lines
 
@@ -501,13 +564,14 @@ def table(groups: Sequence[Group], lookup: Lookup, loss: str) -> list[str]:
 def pairs_table(comparisons: Sequence[Comparison], loss: str) -> list[str]:
     """Every comparison, one row per pair and measure."""
     names = {"test_loss": f"test {loss}", "kept_fraction": "kept"}
-    lines = ["| A | B | measure | test | n | median difference A − B | A12 | p | Holm p |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| A | B | measure | test | n | median difference A − B | A12 | p | Holm p | pairing |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
     for c in comparisons:
         a, b = ((c.a.label, c.b.label) if c.a.mode == c.b.mode
                 else (f"{c.a.mode}: {c.a.label}", f"{c.b.mode}: {c.b.label}"))
         lines.append(f"| {a} | {b} | {names.get(c.measure, c.measure)} | {c.test} | {_n(c)} "
-                     f"| {_fmt_diff(c.difference)} | {_fmt_a12(c.a12)} | {_fmt_p(c.p)} | {_fmt_p(c.p_holm, True)} |")
+                     f"| {_fmt_diff(c.difference)} | {_fmt_a12(c.a12)} | {_fmt_p(c.p)} | {_fmt_p(c.p_holm, True)} "
+                     f"| {c.pairing} |")
     return lines
 
 
@@ -517,6 +581,7 @@ def write_report(out: Path, baseline: dict[str, Any] | None = None, title: str |
     rows = read_rows(out / ROWS)
     if not rows:
         raise UserError(f"{out} has no finished trials ({ROWS} is missing or empty); nothing to report")
+    rows = attach_data(rows, out)
     baseline = dict(baseline or DEFAULT_BASELINE)
     by_mode = summarize(rows, baseline)
     comparisons = compare_all(by_mode)
@@ -579,14 +644,17 @@ def write_report(out: Path, baseline: dict[str, Any] | None = None, title: str |
     lines += pairs_table(comparisons, loss) if comparisons else ["(one combination: nothing to compare)"]
     lines += ["", "## Statistics", "",
               f"- **Matched trials, paired test.** Trial i of every combination runs with seed `seed_start + i`, "
-              f"so two combinations of one mode share each trial's data and initial population. They are "
+              f"so two combinations of one mode whose data configs (the `data` section of each trial's "
+              f"config) are the same share each trial's data and initial population. They are "
               f"compared by a two-sided {WILCOXON} test (`scipy.stats.wilcoxon`) on the per-seed differences "
-              f"A − B, over the seeds both have finished. Zero differences are kept in the ranking and then "
-              f"dropped (`zero_method=\"pratt\"`); all differences zero gives p = 1.",
-              f"- **Unmatched trials, unpaired test.** Across modes the trials do not share a population, so "
-              f"two combinations are compared by a two-sided {MANN_WHITNEY} test (`scipy.stats.mannwhitneyu`) "
-              f"on all trials of each; so are two of one mode that share fewer than {MIN_PAIRS} seeds. All "
-              f"values equal gives p = 1.",
+              f"A − B, over the seeds both have finished (pairing: \"{PAIRED}\"). Zero differences are kept "
+              f"in the ranking and then dropped (`zero_method=\"pratt\"`); all differences zero gives p = 1.",
+              f"- **Unmatched trials, unpaired test.** Across modes the trials do not share a population "
+              f"(\"{MODES_DIFFER}\"), and combinations whose data configs differ, as in a sweep over `data.*` "
+              f"keys, do not share their data (\"{DATA_DIFFER}\"): two such combinations are compared by a "
+              f"two-sided {MANN_WHITNEY} test (`scipy.stats.mannwhitneyu`) on all trials of each; so are two "
+              f"that share fewer than {MIN_PAIRS} seeds (\"{FEW_SEEDS}\"). The pairs table's last column says "
+              f"which. All values equal gives p = 1.",
               f"- **Exact p-values.** Without ties or zero differences, scipy's exact distributions (up to "
               f"{EXACT_LIMIT} values per sample). With them, the exact distribution of the same rank statistic "
               f"over every sign flip of the differences (paired) or every split of the pooled trials "
