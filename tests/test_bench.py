@@ -90,6 +90,8 @@ def counted(monkeypatch):
      "matches no combination"),
     (lambda s: s + '\n[[combination]]\noperator = "none"\n', "combination 3 repeats combination 1"),
     (lambda s: s + '\n[sweep]\n"train.batch_size" = 5\n', "sweep.train.batch_size must be a non-empty list"),
+    (lambda s: s.replace('name = "tiny"', 'name = "tiny"\npurpose = "final"'),
+     'spec key purpose must be "tuning" or "headline" (or left out), got \'final\''),
 ])
 def test_bad_specs_exit_2_and_write_nothing(tmp_path, capsys, edit, fragment):
     spec = write_spec(tmp_path, edit(TINY_SPEC))
@@ -136,6 +138,49 @@ def test_coevo_operators_lists_the_bench_presets(capsys):
     listed = [line.split()[0] for line in out.splitlines()]
     assert listed == bench_spec.presets() and "paper-sweep" in listed
     assert all(len(line.split(maxsplit=1)) == 2 for line in out.splitlines())  # a description on each line
+
+
+class NoTrials:
+    """An executor that runs nothing: a sweep's checks and messages without its trials."""
+
+    def run(self, trials, out):
+        return iter(())
+
+
+def test_a_headline_spec_on_tuning_seeds_warns_in_one_line_on_stderr(tmp_path, capsys):
+    headline = bench_spec.parse(TINY_SPEC.replace("trials = 2", 'trials = 5\npurpose = "headline"'))
+    assert headline.purpose == "headline" and list(headline.seeds) == [1, 2, 3, 4, 5]
+    tuning = bench_spec.tuning_specs()  # run from the checkout: its benchmarks/specs are known
+    assert tuning["benchmarks/specs/levers.toml"] == range(1, 6) and "benchmarks/specs/pairing.toml" in tuning
+    assert not any(where.startswith("benchmarks/specs/compression") for where in tuning)  # headline specs
+    bench.run(headline, tmp_path / "out", jobs=1, quiet=True, executor=NoTrials())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("coevo bench: warning: headline spec 'tiny' runs seeds 1-5, which tuning specs used (")
+    assert "benchmarks/specs/levers.toml" in err and "seed_start = 101, trials = 10: seeds 101-110" in err
+    partial = bench_spec.parse(TINY_SPEC.replace("trials = 2", 'trials = 5\nseed_start = 4\npurpose = "headline"'))
+    assert "runs seeds 4-5, which tuning specs used (mine)" in bench_spec.seed_overlap_warning(partial, {"mine": range(1, 6)})
+
+
+def test_held_out_headline_seeds_and_specs_not_marked_headline_do_not_warn(tmp_path, capsys):
+    held_out = bench_spec.parse(TINY_SPEC.replace("trials = 2", 'trials = 10\nseed_start = 101\npurpose = "headline"'))
+    assert list(held_out.seeds) == list(range(101, 111)) and bench_spec.seed_overlap_warning(held_out) is None
+    bench.run(held_out, tmp_path / "out", jobs=1, quiet=True, executor=NoTrials())
+    assert capsys.readouterr().err == ""
+    for text in (TINY_SPEC, TINY_SPEC.replace("trials = 2", 'trials = 5\npurpose = "tuning"')):
+        assert bench_spec.seed_overlap_warning(bench_spec.parse(text), {"mine": range(1, 6)}) is None
+    # the shipped headline presets are marked so, and the purpose survives the resolved spec.toml
+    for preset in ("compression", "front"):
+        spec = bench_spec.load(preset=preset)
+        assert spec.purpose == "headline" and bench_spec.parse(spec.dumps(), resolve=False).purpose == "headline"
+    assert bench_spec.parse(TINY_SPEC).purpose is None
+
+
+def test_every_spec_of_the_checkout_parses_and_says_whether_it_tunes_or_reports():
+    specs = sorted(Path(__file__).resolve().parents[1].joinpath("benchmarks", "specs").glob("*.toml"))
+    purposes = {path.name: bench_spec.parse(path.read_text(), source=str(path), resolve=False).purpose for path in specs}
+    assert set(purposes.values()) <= set(bench_spec.PURPOSES), purposes
+    assert {name for name, purpose in purposes.items() if purpose == "tuning"} >= {"levers.toml", "pairing.toml"}
 
 
 def test_spec_round_trips_through_its_resolved_toml():

@@ -1,4 +1,5 @@
-"""benchmarks/levers.py: each lever against the defaults' runs of the same seeds."""
+"""benchmarks/levers.py: each lever against the defaults' runs of the same seeds and data, ranked
+by validation loss (tuning), with test loss beside it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ def write_rows(path, rows):
     (path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def row(label, seed, loss):
-    return {"label": label, "seed": seed, "test_loss": loss, "kept_fraction": 0.1, "test_loss_mean": loss + 0.001}
+def row(label, seed, loss, validation=None, **extra):
+    return {"label": label, "seed": seed, "test_loss": loss, "kept_fraction": 0.1, "test_loss_mean": loss + 0.001,
+            "validation_loss": loss if validation is None else validation, **extra}
 
 
 def test_each_lever_is_paired_with_the_defaults_by_seed(tmp_path):
@@ -61,3 +63,31 @@ def test_the_defaults_label_and_only_pick_pairs_within_one_directory(tmp_path):
     assert table["coevo-0.05"]["difference"] == pytest.approx(-0.07)
     with pytest.raises(SystemExit, match="no rows labelled 'coevo-0.5'"):
         levers.summarize(tmp_path / "round3", None, "keep-inputs-0.05", ["coevo-0.5"])
+
+
+def test_levers_are_ranked_and_compared_by_validation_loss_not_test_loss(tmp_path):
+    """Where validation and test disagree, the validation order wins: "val-best" has the lowest
+    validation loss but the highest test loss, and comes first; the paired statistics are on
+    validation loss, the test difference is only shown."""
+    write_rows(tmp_path / "levers",
+               [row("defaults", s, 0.060, 0.060) for s in (1, 2, 3)]
+               + [row("test-best", s, 0.050 + 0.001 * s, 0.070 + 0.001 * s) for s in (1, 2, 3)]
+               + [row("val-best", s, 0.080 + 0.001 * s, 0.055 + 0.001 * s) for s in (1, 2, 3)])
+    table = levers.summarize(tmp_path / "levers")
+    assert [e["lever"] for e in table] == ["defaults", "val-best", "test-best"]
+    val_best = table[1]
+    assert val_best["difference"] == pytest.approx(0.057 - 0.060)  # validation: the lever is better
+    assert val_best["a12"] == 0.0  # its validation loss is below the defaults' on every seed
+    assert val_best["test"]["difference"] == pytest.approx(0.082 - 0.060)  # test says the opposite, unused
+    text = levers.markdown(table)
+    assert "validation L1 (ranks)" in text and "test L1 (not ranked on)" in text
+    lines = [line for line in text.splitlines() if line.startswith("| val-best") or line.startswith("| test-best")]
+    assert lines[0].startswith("| val-best | 3 | 0.0570 [0.0565-0.0575] | -0.0030 | 0.00 |")
+
+
+def test_a_lever_run_on_other_data_than_the_defaults_is_refused(tmp_path):
+    write_rows(tmp_path / "levers",
+               [row("defaults", s, 0.060, data={"source": "binary_clustering", "n_dims": 1000}) for s in (1, 2)]
+               + [row("wider", s, 0.050, data={"source": "binary_clustering", "n_dims": 200}) for s in (1, 2)])
+    with pytest.raises(SystemExit, match=r"lever 'wider'.*seed 1 \(data.n_dims: 200 against 1000\)"):
+        levers.summarize(tmp_path / "levers")

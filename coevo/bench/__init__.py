@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import sys
 import tomllib
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -37,7 +38,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from coevo import config as config_module
 from coevo.bench import report as bench_report
-from coevo.bench.spec import Spec, Trial, parse
+from coevo.bench.spec import Spec, Trial, parse, seed_overlap_warning
 from coevo.errors import ConfigError, UserError
 from coevo.rundir import lock
 
@@ -329,6 +330,9 @@ def run(spec: Spec, out: Path, jobs: int | None = None, quiet: bool = False,
             raise ConfigError(f"combination {combination.label} ({combination.mode}): {exc}") from None
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a bench directory (no {SPEC_FILE}); choose another --out")
+    overlap = seed_overlap_warning(spec)
+    if overlap:  # a warning, not an error: the sweep still runs
+        print(f"coevo bench: warning: {overlap}", file=sys.stderr)
     if executor is not None and callable(getattr(executor, "start", None)):
         executor.start()  # e.g. connect to Ray: a user error before anything is written
     try:

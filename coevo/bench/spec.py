@@ -5,6 +5,7 @@ A spec is a TOML file (or a preset shipped in :mod:`coevo.bench.presets`)::
     name = "mine"
     trials = 5                  # trials per combination; trial i runs with run.seed = seed_start + i
     seed_start = 1
+    purpose = "headline"        # optional: "tuning" (chooses defaults) or "headline" (reports them)
     generations = 50            # the budget (optional; else base.run.generations)
     baseline = { operator = "none" }   # each combination is tested against this one of its mode
 
@@ -28,6 +29,11 @@ Combinations are the listed ``[[combination]]`` tables (or one empty table) cros
 ``[sweep]`` axis. Every combination's config is built and its operator and schedule resolved
 here, so a bad spec fails with one line naming the key before any trial runs or any file is
 written.
+
+``purpose`` keeps tuning and reporting apart (docs/benchmarking.md, "Tuning seeds and headline
+seeds"): a "tuning" spec chooses a default or a lever on validation loss, a "headline" spec
+reports test loss on held-out seeds, and :func:`seed_overlap_warning` says when a headline spec
+runs a seed a known tuning spec (:func:`tuning_specs`) tuned on. Left out, nothing is checked.
 """
 
 from __future__ import annotations
@@ -54,7 +60,11 @@ directory; ``preset`` starts it from a run preset (``coevo run --preset``) appli
 AXES = ("run.mode", "prune.operator", "prune.schedule")
 """Every combination is described by these, whether or not the spec varies them."""
 
-TOP_KEYS = ("name", "trials", "seed_start", "generations", "baseline", "base", "sweep", "combination")
+TOP_KEYS = ("name", "trials", "seed_start", "purpose", "generations", "baseline", "base", "sweep", "combination")
+PURPOSES = ("tuning", "headline")
+"""Values of the spec key ``purpose``: a tuning spec chooses defaults, a headline spec reports them."""
+HEADLINE_SEEDS = range(101, 111)
+"""The held-out seeds headline specs run (seed_start = 101, trials = 10); tuning specs use 1-5."""
 SECTIONS = tuple(config_module.to_dict(Config()))
 
 
@@ -114,6 +124,13 @@ class Spec:
     listed: tuple[dict[str, Any], ...]
     baseline: dict[str, Any]
     combinations: tuple[Combination, ...]
+    purpose: str | None = None
+    """"tuning", "headline" or None (see :data:`PURPOSES`); not part of :meth:`identity`."""
+
+    @property
+    def seeds(self) -> range:
+        """The seeds its trials run: ``seed_start ... seed_start + trials - 1``."""
+        return range(self.seed_start, self.seed_start + self.trials)
 
     def expand(self) -> list[Trial]:
         """Every trial, combination-major, seeds ``seed_start ... seed_start + trials - 1``."""
@@ -127,8 +144,10 @@ class Spec:
     def dumps(self) -> str:
         """The resolved spec as TOML; :func:`parse` reads it back to an equal spec."""
         lines = ["# coevo bench spec, resolved: every config key of [base] is written out",
-                 f"name = {_toml_value(self.name)}", f"trials = {self.trials}", f"seed_start = {self.seed_start}",
-                 f"baseline = {_inline(self.baseline)}", ""]
+                 f"name = {_toml_value(self.name)}", f"trials = {self.trials}", f"seed_start = {self.seed_start}"]
+        if self.purpose is not None:
+            lines.append(f"purpose = {_toml_value(self.purpose)}")
+        lines += [f"baseline = {_inline(self.baseline)}", ""]
         for section, values in self.base.items():
             lines += config_module.toml_table(f"base.{section}", values)
         if self.sweep:
@@ -193,6 +212,9 @@ def parse(text: str, default_name: str = "bench", source: str = "spec", resolve:
         raise ConfigError(f"spec key name must be a non-empty string, got {name!r}")
     trials = _integer(raw, "trials", None, minimum=1)
     seed_start = _integer(raw, "seed_start", 1, minimum=0)
+    purpose = raw.get("purpose")
+    if purpose is not None and purpose not in PURPOSES:
+        raise ConfigError(f"spec key purpose must be \"tuning\" or \"headline\" (or left out), got {purpose!r}")
     base = _base(raw)
     sweep = _sweep(raw.get("sweep", {}))
     listed = _listed(raw.get("combination", []))
@@ -203,7 +225,68 @@ def parse(text: str, default_name: str = "bench", source: str = "spec", resolve:
     for combination in combinations if resolve else ():
         _resolve(combination, check_data=combination.config["data"] not in checked_data)
         checked_data.append(combination.config["data"])
-    return Spec(name, trials, seed_start, base, sweep, tuple(listed), baseline, tuple(combinations))
+    return Spec(name, trials, seed_start, base, sweep, tuple(listed), baseline, tuple(combinations), purpose)
+
+
+def spec_dirs() -> list[Path]:
+    """Where spec files of a coevo checkout lie: ``benchmarks/specs`` of the checkout coevo is
+    imported from, and of the working directory (either only if it exists)."""
+    import coevo
+
+    found = []
+    for root in (Path(coevo.__file__).resolve().parents[1], Path.cwd()):
+        folder = (root / "benchmarks" / "specs").resolve()
+        if folder.is_dir() and folder not in found:
+            found.append(folder)
+    return found
+
+
+def tuning_specs() -> dict[str, range]:
+    """Every tuning spec coevo knows about, by where it is, with its seeds: the shipped presets
+    and the ``*.toml`` of :func:`spec_dirs` that say ``purpose = "tuning"``. A file that does not
+    parse is not a spec this check can use, and is left out."""
+    sources = [(f"preset {name!r}", lambda name=name: config_module.shipped_text("coevo.bench.presets", name))
+               for name in presets()]
+    sources += [(path.relative_to(folder.parents[1]).as_posix(), path.read_text)  # benchmarks/specs/NAME.toml
+                for folder in spec_dirs() for path in sorted(folder.glob("*.toml"))]
+    found = {}
+    for where, read in sources:
+        try:
+            text = read()
+            if tomllib.loads(text).get("purpose") != "tuning":
+                continue
+            found[where] = parse(text, source=where, resolve=False).seeds
+        except (OSError, tomllib.TOMLDecodeError, UserError):
+            continue
+    return found
+
+
+def seed_overlap_warning(spec: Spec, tuning: dict[str, range] | None = None) -> str | None:
+    """One line when a headline spec runs seeds a tuning spec tuned on (its table would then be
+    measured on the seeds its defaults were chosen on), else None. ``tuning`` defaults to
+    :func:`tuning_specs`."""
+    if spec.purpose != "headline":
+        return None
+    tuning = tuning_specs() if tuning is None else tuning
+    shared = {where: sorted(set(spec.seeds) & set(seeds)) for where, seeds in tuning.items()}
+    shared = {where: seeds for where, seeds in shared.items() if seeds}
+    if not shared:
+        return None
+    seeds = sorted({s for seeds in shared.values() for s in seeds})
+    return (f"headline spec {spec.name!r} runs seeds {_seed_list(seeds)}, which tuning specs used "
+            f"({', '.join(shared)}); give it held-out seeds (seed_start = {HEADLINE_SEEDS[0]}, "
+            f"trials = {len(HEADLINE_SEEDS)}: seeds {HEADLINE_SEEDS[0]}-{HEADLINE_SEEDS[-1]})")
+
+
+def _seed_list(seeds: list[int]) -> str:
+    """[1, 2, 3, 5] as "1-3, 5"."""
+    runs: list[list[int]] = []
+    for s in seeds:
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def _integer(raw: dict, key: str, default: int | None, minimum: int) -> int:
