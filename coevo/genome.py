@@ -171,6 +171,11 @@ class Network:
         :meth:`fold_input` changed."""
         self.bias_edits: dict[int, np.ndarray] = {}
         """Layer index -> bool (out,): the biases :meth:`fold_input` changed."""
+        self.partner_reach: np.ndarray | None = None
+        """The pair's side of the latent layer, bool per latent unit (read-only; set by coevo before
+        a mutation): for an encoder, which latent units its decoder carries on to an output; for a
+        decoder, which ones its encoder's inputs reach. The protection rules keep a path through
+        one of them (:mod:`coevo.operators.protection`); None: the network is judged alone."""
 
     def fold_neuron(self, layer_index: int, source: int, into: int) -> None:
         """Merge neuron ``source`` of layer ``layer_index`` into neuron ``into`` of the same layer

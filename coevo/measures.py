@@ -6,8 +6,9 @@ leave such dead weight behind (a structured operator cuts a neuron, the weights 
 alive), so counting masks flatters them. The measures here look at the encoder and decoder of a
 pair as one chain of layers, from the input units to the output units:
 
-- ``kept``: alive entries on a live path (from an input, or an alive bias, to an output), over
-  all entries. This is the kept fraction coevo reports everywhere.
+- ``kept``: alive entries on a live path from an input unit through the latent layer to an output
+  unit (and the output units' biases), over all entries. This is the kept fraction coevo reports
+  everywhere, and the one ``prune.target_kept`` holds.
 - ``mask_kept``: alive entries over all entries, as the masks say (the old measure).
 - ``compact``: the parameters of the dense network left after removing dead neurons and folding
   constant ones (reached only through biases) into the next layer's bias, over all entries: the
@@ -35,24 +36,29 @@ if TYPE_CHECKING:
 def live_entries(layout: Layout, alive: np.ndarray) -> np.ndarray:
     """(N, P) bool alive entries of N networks of ``layout`` -> (N, P) bool entries on a live path.
 
-    A neuron is reached when an alive weight from a reached neuron (or an input unit) or its alive
-    bias feeds it; it is useful when an alive weight takes it to a useful neuron (or it is an
-    output unit). A weight is live when its source is reached and its target useful; a bias when
-    its neuron is useful.
+    A neuron is driven when an alive weight from an input unit or a driven neuron feeds it; it is
+    useful when an alive weight takes it to a useful neuron (or it is an output unit). A weight is
+    live when its source is driven (or an input unit) and its target useful; a bias when its
+    neuron is driven and useful, or an output unit's (it sets that output). So only entries on an
+    input -> output path count, plus the output biases: a neuron reached only through biases
+    computes a constant, which the next layer's bias can hold (the compact export folds it), and a
+    pair cut in two at the latent layer counts nothing but its output biases.
     """
     alive = np.asarray(alive, dtype=bool)
     views = layout.split(alive)
     n = alive.shape[0]
-    reached_inputs = []  # per layer: which of its inputs are reached
+    sources, driven = [], []  # per layer: which of its inputs are driven; which of its neurons are
     reached = np.ones((n, layout.layers[0].fan_in), dtype=bool)
-    for w, b in views:
-        reached_inputs.append(reached)
-        reached = (w & reached[:, None, :]).any(axis=2) | b
+    for w, _b in views:
+        sources.append(reached)
+        reached = (w & reached[:, None, :]).any(axis=2)
+        driven.append(reached)
+    driven[-1] = np.ones_like(driven[-1])  # output units: their biases always count
     live = np.zeros_like(alive)
     useful = np.ones((n, layout.layers[-1].fan_out), dtype=bool)
-    for (w, b), source, (lw, lb) in zip(views[::-1], reached_inputs[::-1], layout.split(live)[::-1]):
+    for (w, b), source, on, (lw, lb) in zip(views[::-1], sources[::-1], driven[::-1], layout.split(live)[::-1]):
         lw[...] = w & source[:, None, :] & useful[:, :, None]
-        lb[...] = b & useful
+        lb[...] = b & useful & on
         useful = (w & useful[:, :, None]).any(axis=1)
     return live
 

@@ -32,7 +32,7 @@ import numpy as np
 from coevo.genome import Network
 from coevo.operators.base import PruneContext, register
 from coevo.operators.kernels import stochastic_count
-from coevo.operators.protection import masks_of, on_path
+from coevo.operators.protection import ends_of, masks_of, on_path
 
 
 def merge_saliency(net: Network, layer_index: int) -> np.ndarray:
@@ -54,7 +54,7 @@ def merge_saliency(net: Network, layer_index: int) -> np.ndarray:
     if layer.input_units:  # a neuron holding an input's last alive weight may not be removed
         holders = layer.weight_mask & (layer.weight_mask.sum(axis=0) == 1)[None, :]
         source &= ~holders.any(axis=1)
-    path = on_path(masks_of(net))[layer_index]
+    path = on_path(masks_of(net), **ends_of(net))[layer_index]
     if path.sum() == 1:
         source &= ~path  # the layer's last neuron on an input -> output path
     s[~alive, :] = np.inf

@@ -4,14 +4,20 @@
    where the run asks for it (``prune.keep_inputs``; off by default: the layer is then not marked
    as holding input units, so an input that carries nothing may lose all its weights);
 2. every output unit (a row of the decoder's last layer) keeps an alive weight or its bias;
-3. the network stays connected: some path of alive weights runs from its inputs to its outputs,
-   so every layer keeps a neuron with an alive incoming weight that leads somewhere (a layer of
-   bias-only neurons would make everything after it a constant).
+3. the pair stays connected: some path of alive weights runs from the autoencoder's inputs through
+   a latent unit to its outputs, through the encoder AND the decoder, so every layer keeps a neuron
+   with an alive incoming weight that leads somewhere (a layer of bias-only neurons would make
+   everything after it a constant).
 
-A network is an encoder or a decoder on its own: an operator sees one at a time, so "inputs" of a
-decoder are all its latent inputs and "outputs" of an encoder all its latent neurons. Every input
--> output path crosses exactly one neuron of each layer, so a neuron can go without disconnecting
-the network exactly when another neuron of its layer lies on such a path (:func:`on_path`).
+An operator sees one network at a time, but rule 3 is a property of the pair: an encoder that
+keeps only latent unit 0 and a decoder that reads only latent unit 1 are each connected, and
+together output a constant. So a network carries its partner's side of the latent layer
+(:attr:`coevo.genome.Network.partner_reach`, set by coevo before each mutation, see
+:func:`partner_reach`): an encoder's paths must end at a latent unit its decoder carries on to an
+output, a decoder's must start at a latent unit its encoder's inputs reach. A network whose
+``partner_reach`` is None (built by hand) is judged alone: every latent unit counts. Every path
+crosses exactly one neuron of each layer, so a neuron can go without disconnecting the pair
+exactly when another neuron of its layer lies on such a path (:func:`on_path`).
 
 The selector (:mod:`coevo.operators.selector`) applies these rules to every criterion; operators
 with their own procedure (lexicase filtering, merging, latent folds) ask :func:`removable` before
@@ -36,9 +42,14 @@ def masks_of(net: Network) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(layer.weight_mask, layer.bias_mask) for layer in net.layers]
 
 
-def forward_reach(masks: Masks) -> list[np.ndarray]:
-    """Per layer, the neurons reached from the network's inputs through alive weights."""
-    reached, previous = [], None
+Ends = np.ndarray | None
+"""Which of a network's inputs a path may start from (``sources``) or which of its last layer's
+neurons it may end at (``sinks``), bool; None: all of them."""
+
+
+def forward_reach(masks: Masks, sources: Ends = None) -> list[np.ndarray]:
+    """Per layer, the neurons reached from the network's inputs (those in ``sources``) through alive weights."""
+    reached, previous = [], sources
     for weight, _ in masks:
         now = weight.any(axis=1) if previous is None else weight[:, previous].any(axis=1)
         reached.append(now)
@@ -46,23 +57,54 @@ def forward_reach(masks: Masks) -> list[np.ndarray]:
     return reached
 
 
-def backward_reach(masks: Masks) -> list[np.ndarray]:
+def backward_reach(masks: Masks, sinks: Ends = None) -> list[np.ndarray]:
     """Per layer, the neurons from which an alive-weight path leads to the network's outputs
-    (every neuron of the last layer is an output)."""
-    reach = [np.ones(masks[-1][0].shape[0], dtype=bool)]
+    (the neurons of the last layer in ``sinks``; every one when None)."""
+    last = masks[-1][0].shape[0]
+    reach = [np.ones(last, dtype=bool) if sinks is None else np.asarray(sinks, dtype=bool)]
     for weight, _ in masks[:0:-1]:
         reach.append(weight[reach[-1]].any(axis=0))
     return reach[::-1]
 
 
-def on_path(masks: Masks) -> list[np.ndarray]:
-    """Per layer, the neurons on some input -> output path of alive weights."""
-    return [f & b for f, b in zip(forward_reach(masks), backward_reach(masks))]
+def on_path(masks: Masks, sources: Ends = None, sinks: Ends = None) -> list[np.ndarray]:
+    """Per layer, the neurons on some input -> output path of alive weights (from ``sources``, to ``sinks``)."""
+    return [f & b for f, b in zip(forward_reach(masks, sources), backward_reach(masks, sinks))]
 
 
-def connected(masks: Masks) -> bool:
-    """Whether some path of alive weights runs from the inputs to the outputs."""
-    return bool(forward_reach(masks)[-1].any())
+def connected(masks: Masks, sources: Ends = None, sinks: Ends = None) -> bool:
+    """Whether some path of alive weights runs from the inputs (``sources``) to the outputs (``sinks``)."""
+    return bool(on_path(masks, sources, sinks)[-1].any())
+
+
+def ends_of(net: Network) -> dict[str, Ends]:
+    """``sources`` and ``sinks`` of ``net``'s paths as its pair sees them (see the module's
+    docstring), as keyword arguments of :func:`on_path`. A pair that is already cut at the latent
+    layer (a checkpoint from before the rule) keeps the network's own paths instead."""
+    ends = _ends(net.role, getattr(net, "partner_reach", None))
+    if ends["sources"] is None and ends["sinks"] is None:
+        return ends
+    return ends if connected(masks_of(net), **ends) else _ends(net.role, None)
+
+
+def _ends(role: str, reach: Ends) -> dict[str, Ends]:
+    if reach is None:
+        return {"sources": None, "sinks": None}
+    return {"sources": reach, "sinks": None} if role == "decoder" else {"sources": None, "sinks": reach}
+
+
+def partner_reach(role: str, partner: Masks) -> np.ndarray:
+    """What a ``role`` network's partner offers at the latent layer, from the partner's masks: for
+    an encoder (partner a decoder), the latent units from which the decoder has an alive path to
+    an output; for a decoder (partner an encoder), the latent units its encoder's inputs reach."""
+    if role == "encoder":
+        return partner[0][0][backward_reach(partner)[0]].any(axis=0)
+    return forward_reach(partner)[-1]
+
+
+def pair_connected(encoder: Masks, decoder: Masks) -> bool:
+    """Whether a path of alive weights runs from the encoder's inputs through a latent unit to the decoder's outputs."""
+    return connected(decoder, sources=forward_reach(encoder)[-1])
 
 
 def removable(net: Network, layer: int, neuron: int) -> bool:
@@ -75,21 +117,25 @@ def removable(net: Network, layer: int, neuron: int) -> bool:
         holds = lay.weight_mask[neuron]
         if np.any(lay.weight_mask[:, holds].sum(axis=0) <= 1):
             return False
-    path = on_path(masks_of(net))[layer]
+    path = on_path(masks_of(net), **ends_of(net))[layer]
     return not path[neuron] or int(path.sum()) > 1
 
 
 def removable_input(net: Network, unit: int) -> bool:
-    """Whether masking input ``unit``'s column (a decoder's latent input) keeps the network connected."""
+    """Whether masking input ``unit``'s column (a decoder's latent input) keeps the pair connected."""
     first = net.layers[0].weight_mask
     leads = first[backward_reach(masks_of(net))[0]].any(axis=0)  # inputs on an input -> output path
+    sources = ends_of(net)["sources"]
+    if sources is not None:
+        leads = leads & sources
     return not leads[unit] or int(leads.sum()) > 1
 
 
-def violation(role: str, old: Masks, new: Masks, keep_inputs: bool = True) -> str | None:
+def violation(role: str, old: Masks, new: Masks, keep_inputs: bool = True, partner: Ends = None) -> str | None:
     """What rule ``new`` breaks that ``old`` kept, in words, or None. Rules an old network already
     broke (say, a checkpoint written before they existed) are not charged to the operator. With
-    ``keep_inputs`` False (``prune.keep_inputs``) an input unit may lose its last weight."""
+    ``keep_inputs`` False (``prune.keep_inputs``) an input unit may lose its last weight.
+    ``partner``: the network's :func:`partner_reach`, so that rule 3 holds over the pair."""
     first, last = new[0][0], new[-1]
     if role == "encoder" and keep_inputs:
         lost = np.flatnonzero(~first.any(axis=0) & old[0][0].any(axis=0))
@@ -101,11 +147,16 @@ def violation(role: str, old: Masks, new: Masks, keep_inputs: bool = True) -> st
         lost = np.flatnonzero(~alive & was)
         if lost.size:
             return f"output unit {int(lost[0])} lost its last alive weight and its bias"
+    ends = _ends(role, partner)
     if connected(old) and not connected(new):
         reach = forward_reach(new)
         layer = next(i for i, r in enumerate(reach) if not r.any())
         return (f"no path of alive weights is left from its inputs to its outputs (no neuron of layer {layer} "
                 f"has an alive weight from one reached before it)")
+    if partner is not None and connected(old, **ends) and not connected(new, **ends):
+        side = "its decoder reads" if role == "encoder" else "its encoder's inputs reach"
+        return (f"the pair is cut in two at the latent layer: no path of alive weights runs through a latent "
+                f"unit that {side}")
     return None
 
 
@@ -155,21 +206,25 @@ def protected_entries(net: Network, keep: list[tuple[np.ndarray, np.ndarray | No
         on_bias = cols == last.weight_mask.shape[1]
         protected[-1][0][rows[~on_bias], cols[~on_bias]] = True
         protected[-1][1][rows[on_bias]] = True
-    path = on_path(masks)
+    bounds = ends_of(net)
+    path = on_path(masks, **bounds)
     if not path[-1].any():
         return protected
+    inputs = (np.ones(masks[0][0].shape[1], dtype=bool) if bounds["sources"] is None
+              else np.asarray(bounds["sources"], dtype=bool))
     # the path: from the last layer back, each step the best alive weight into the current neuron
-    # from a neuron of the layer below that is itself on a path (any input for the first layer)
+    # from a neuron of the layer below that is itself on a path (any input for the first layer,
+    # among those the partner reaches)
     ends = np.flatnonzero(path[-1])
     if keep is None:
         j = int(ends[rng.integers(ends.size)])
     else:
         w_last = keep[-1][0]
-        below = path[-2] if len(masks) > 1 else np.ones(w_last.shape[1], dtype=bool)
+        below = path[-2] if len(masks) > 1 else inputs
         reach = np.where(masks[-1][0] & below[None, :], w_last, -np.inf).max(axis=1)
         j = int(ends[np.argmax(reach[ends])])
     for layer in range(len(masks) - 1, -1, -1):
-        below = path[layer - 1] if layer > 0 else np.ones(masks[0][0].shape[1], dtype=bool)
+        below = path[layer - 1] if layer > 0 else inputs
         alive = masks[layer][0][j] & below
         i = int(best(None if keep is None else keep[layer][0][j], alive, 0))
         protected[layer][0][j, i] = True

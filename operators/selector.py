@@ -24,7 +24,8 @@ Unit ``neuron`` cuts a neuron's incoming weights and bias, and its outgoing weig
 live in the same network (they multiply a constant zero from then on). The decoder's output units
 are never cut; a neuron of the encoder's first layer is cut only if every input it feeds keeps a
 weight into another neuron; a neuron is cut only while another of its layer stays on an input ->
-output path. In place: the selector changes the masks of the network it is given.
+output path of the pair (:func:`coevo.operators.protection.ends_of`). In place: the selector
+changes the masks of the network it is given.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 
 from coevo.genome import Network
 from coevo.operators.kernels import lowest_capped, lowest_with_random_ties, stochastic_count, uniform_sample
-from coevo.operators.protection import input_cover, on_path, protected_entries
+from coevo.operators.protection import ends_of, input_cover, on_path, protected_entries
 
 Scope = Literal["layer", "global", "model"]
 Unit = Literal["weight", "neuron"]
@@ -262,7 +263,8 @@ def select_neurons(net: Network, scores: list[np.ndarray] | None, amount: float,
     values = np.zeros(len(cands)) if scores is None else np.array([scores[i][j] for i, j in cands])
     order = np.lexsort((keys, values))
     cover = input_cover(net)
-    path = on_path(masks)
+    ends = ends_of(net)  # the pair's paths: through a latent unit the partner carries on
+    path = on_path(masks, **ends)
     done = {i: 0 for i in eligible}
     for k in order:
         if sum(done.values()) >= total:
@@ -284,7 +286,7 @@ def select_neurons(net: Network, scores: list[np.ndarray] | None, amount: float,
         cut[i][j] = True
         done[i] += 1
         if path[i][j]:
-            path = on_path(masks)
+            path = on_path(masks, **ends)
     return cut
 
 

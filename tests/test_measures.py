@@ -22,14 +22,14 @@ from coevo.operators.random_pruning import random_prune
 
 def _graph_count(layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]:
     """Live entries of a chain of (weight alive, bias alive) layers by explicit graph search:
-    nodes are (layer boundary, unit); an entry is live when a path from an input unit or a bias
-    runs through it to an output unit. Returns (live entries, all entries)."""
+    nodes are (layer boundary, unit); a weight is live when a path of alive weights from an input
+    unit runs through it to an output unit, a bias when its unit lies on such a path or is an
+    output unit. Returns (live entries, all entries)."""
     edges: dict[tuple, list[tuple]] = {}
     starts = {(0, j) for j in range(layers[0][0].shape[1])}
     for l, (w, b) in enumerate(layers):
         for i, j in zip(*np.nonzero(w)):
             edges.setdefault((l, int(j)), []).append((l + 1, int(i)))
-        starts |= {(l + 1, int(i)) for i in np.flatnonzero(b)}
 
     def closure(seeds, step):
         seen, todo = set(seeds), list(seeds)
@@ -51,7 +51,8 @@ def _graph_count(layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, int]
     for l, (w, b) in enumerate(layers):
         total += w.size + b.size
         live += sum((l, int(j)) in reached and (l + 1, int(i)) in useful for i, j in zip(*np.nonzero(w)))
-        live += sum((l + 1, int(i)) in useful for i in np.flatnonzero(b))
+        live += sum((l + 1, int(i)) in useful and ((l + 1, int(i)) in reached or l + 1 == last)
+                    for i in np.flatnonzero(b))
     return live, total
 
 
@@ -76,9 +77,10 @@ def test_live_entries_on_a_hand_made_chain():
 
 def test_constant_neurons_fold_into_the_next_bias():
     layout = Layout((LayerSpec(2, 2, "relu"), LayerSpec(2, 1, "sigmoid")))
-    # hidden 0 driven by input 0; hidden 1 only by its bias (a constant): live, but compact folds it
+    # hidden 0 driven by input 0; hidden 1 only by its bias (a constant the output bias could hold):
+    # not on an input -> output path, so its bias and outgoing weight do not count, and compact folds it
     alive = np.array([[1, 0, 0, 0, 0, 1, 1, 1, 1]], bool)
-    assert live_entries(layout, alive).sum() == 5  # w[0,0], bias 1, both outgoing weights, output bias
+    assert live_entries(layout, alive).sum() == 3  # w[0,0], hidden 0's outgoing weight, the output bias
     assert compact_size(layout, alive).tolist() == [2 * 1 + 1 + 1 * 1 + 1]
 
 

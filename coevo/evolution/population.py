@@ -126,9 +126,11 @@ class Stack:
         net.memory = self.memory[k].cpu().numpy().copy()
         return net
 
-    def store_masks(self, k: int, net: Network, operator: str, keep_inputs: bool = True) -> None:
+    def store_masks(self, k: int, net: Network, operator: str, keep_inputs: bool = True,
+                    partner: np.ndarray | None = None) -> None:
         """Write an operator's masks back after checking the contract; errors name the operator.
-        ``keep_inputs`` False lifts the rule that every input unit keeps a weight (``prune.keep_inputs``).
+        ``keep_inputs`` False lifts the rule that every input unit keeps a weight (``prune.keep_inputs``);
+        ``partner`` (:func:`coevo.operators.protection.partner_reach`) checks the pair's path too.
 
         If the operator folded neurons (:meth:`Network.fold_neuron`), the weight entries the folds
         touched are written back too, after checking that no other weight or bias changed."""
@@ -150,7 +152,7 @@ class Stack:
         if np.any(new & ~old):
             raise OperatorError(f"pruning operator {operator!r} revived pruned entries; masks may only go from True to False")
         before = [(wm, bm) for wm, bm in layout.split(old)]
-        broken = violation(net.role, before, [(wm, bm) for wm, bm in layout.split(new)], keep_inputs)
+        broken = violation(net.role, before, [(wm, bm) for wm, bm in layout.split(new)], keep_inputs, partner)
         if broken:
             raise OperatorError(f"pruning operator {operator!r} broke a protection rule of the {net.role}: {broken}; "
                                 f"let coevo's selector choose (coevo.operators.criterion or select_and_prune), "

@@ -9,6 +9,7 @@ pruning context an operator is handed is built in :mod:`coevo.evolution.context`
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -21,9 +22,10 @@ from coevo.evolution import regrowth, topology
 from coevo.evolution.context import pair_context
 from coevo.evolution.front import kept_ladder, multi_objective
 from coevo.evolution.population import Stack
-from coevo.genome import Decoder, Encoder
+from coevo.genome import Decoder, Encoder, Layout
 from coevo.measures import KeptFractions, stack_kept_fractions
 from coevo.operators.base import needs_of
+from coevo.operators.protection import pair_connected, partner_reach
 from coevo.registry import GlobalRandomWatch
 from coevo.schedules import Pruning
 from coevo.training import batched, cpu_kernels
@@ -134,23 +136,33 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
                 amount = 0.0 if at_rest else 1.0 - goal / fractions.mask_kept[i]
             if target > 0 and not at_rest:  # at the target: no more; near it: only what reaches it
                 at_rest = kept[i] <= target
-                amount = 0.0 if at_rest else min(amount, 1.0 - target / kept[i])
+                # the operator cuts a share of the mask's alive entries: ask for the live excess of them
+                amount = 0.0 if at_rest else min(amount, (kept[i] - target) / fractions.mask_kept[i])
             if at_rest and settings.grow_fraction == 0:
                 continue  # (with regrowth a pair at rest still moves connections: a swap)
+            drawn = copy.deepcopy(rng)  # every attempt at this pair's mutation draws the same numbers
+
+            def attempt(share: float, i: int = i, k: int = k, drawn: np.random.Generator = drawn) -> set[str]:
+                growth = None
+                if settings.grow_fraction > 0:
+                    growth = (regrowth.regrow_share(share, settings.grow_fraction),
+                              derive_rng(cfg.run.seed, generation, int(k), GROW))
+                    share = regrowth.operator_amount(share, settings.grow_fraction)
+                with cpu_kernels.one_blas_thread():  # an operator's matrix products: threads cost more than they give
+                    happened = _mutate_pair(new_enc, new_dec, i, copy.deepcopy(drawn), generation, shared, mutate,
+                                            operator_name, derive_rng(cfg.run.seed, generation, int(k), CASES),
+                                            share, declared, growth)
+                if reset_fraction > 0:  # part of the mutation: the target holds for what the pair keeps after it
+                    _reset_weights(new_enc, new_dec, i, reset_fraction,
+                                   derive_rng(cfg.run.seed, generation, int(k), RESET))
+                return happened
+
+            floor = target - target_tolerance(new_enc.layout, new_dec.layout) if target > 0 else None
+            happened = within_target(attempt, amount, new_enc, new_dec, i, floor)
+            if happened is None:
+                continue  # any cut at all would have taken the pair below its target
             pruned[i] = True
-            growth = None
-            if settings.grow_fraction > 0:
-                growth = (regrowth.regrow_share(amount, settings.grow_fraction),
-                          derive_rng(cfg.run.seed, generation, int(k), GROW))
-                amount = regrowth.operator_amount(amount, settings.grow_fraction)
-            with cpu_kernels.one_blas_thread():  # an operator's matrix products: threads cost more than they give
-                happened = _mutate_pair(new_enc, new_dec, i, rng, generation, shared, mutate, operator_name,
-                                        derive_rng(cfg.run.seed, generation, int(k), CASES), amount, declared,
-                                        growth)
             events[i] = [name in happened for name in declared]
-            if reset_fraction > 0:
-                _reset_weights(new_enc, new_dec, i, reset_fraction,
-                               derive_rng(cfg.run.seed, generation, int(k), RESET))
         if pruned.any():
             for stack in (new_enc, new_dec):
                 stack.apply_masks()
@@ -159,11 +171,68 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     return Variation(cells, new_enc, new_dec, pruned, train_loss, events)
 
 
+TARGET_STEPS = 6
+"""Bisection steps on the amount when a mutation overshoots the target: the amount kept is within
+1/64 of the largest that holds it."""
+
+
+def target_tolerance(enc_layout: Layout, dec_layout: Layout) -> float:
+    """How far below ``prune.target_kept`` a pair may end: one entry per layer (each layer's cut is
+    rounded), as a fraction of the pair's entries."""
+    return (len(enc_layout.layers) + len(dec_layout.layers)) / (enc_layout.size + dec_layout.size)
+
+
+def pair_kept(enc: Stack, dec: Stack, i: int) -> float:
+    """Pair i's live kept fraction, the measure the logbook reports (:mod:`coevo.measures`)."""
+    return float(stack_kept_fractions(enc[np.array([i])], dec[np.array([i])]).kept[0])
+
+
+def within_target(attempt: Callable[[float], set[str]], amount: float, enc: Stack, dec: Stack, i: int,
+                  floor: float | None) -> set[str] | None:
+    """Mutate pair i with ``attempt(amount)``; if that leaves its live kept fraction below
+    ``floor``, bisect for the largest amount that does not (structured cuts and the dead weight
+    they leave behind take more entries than the amount says). Returns the operator's events, or
+    None (pair i unchanged) when even amount 0 overshoots (an operator that ignores the amount,
+    or the reset mutation alone). Each attempt starts from pair i as it was, and draws the same
+    random numbers."""
+    if floor is None:
+        return attempt(amount)
+    index = np.array([i])
+    saved = enc[index], dec[index]
+    happened = attempt(amount)
+    if pair_kept(enc, dec, i) >= floor:
+        return happened
+    enc.put(i, saved[0]), dec.put(i, saved[1])
+    happened = attempt(0.0)  # the smallest mutation there is (the reset alone may overshoot)
+    if pair_kept(enc, dec, i) < floor:
+        enc.put(i, saved[0]), dec.put(i, saved[1])
+        return None
+    lo, hi, best = 0.0, amount, (enc[index], dec[index], happened)
+    for _ in range(TARGET_STEPS):
+        mid = (lo + hi) / 2
+        enc.put(i, saved[0]), dec.put(i, saved[1])
+        happened = attempt(mid)
+        if pair_kept(enc, dec, i) >= floor:
+            lo, best = mid, (enc[index], dec[index], happened)
+        else:
+            hi = mid
+    kept_enc, kept_dec, happened = best
+    enc.put(i, kept_enc), dec.put(i, kept_dec)
+    return happened
+
+
 def _reset_weights(enc: Stack, dec: Stack, i: int, fraction: float, rng: np.random.Generator) -> None:
     """Exploration without regrowth: zero each alive weight of pair i (and its Adam moments) with
-    probability ``fraction``; the masks are untouched, so the zeros train again."""
-    for stack in (enc, dec):
-        draw = torch.as_tensor(rng.random(stack.layout.size) < fraction, device=stack.mask.device) & stack.mask[i]
+    probability ``fraction``; the masks are untouched, so the zeros train again. A reset that would
+    leave no input -> latent -> output path of non-zero entries is skipped (a pair that outputs a
+    constant until it retrains would be judged as one)."""
+    draws = [torch.as_tensor(rng.random(stack.layout.size) < fraction, device=stack.mask.device) & stack.mask[i]
+             for stack in (enc, dec)]
+    after = [stack.layout.split((stack.mask[i] & (stack.params[i] != 0) & ~draw).cpu().numpy())
+             for stack, draw in zip((enc, dec), draws)]
+    if not pair_connected(*after):
+        return
+    for stack, draw in zip((enc, dec), draws):
         for field in (stack.params, stack.exp_avg, stack.exp_avg_sq):
             field[i].masked_fill_(draw, 0.0)
 
@@ -187,8 +256,12 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
     before = ({cls: stack.mask[i].cpu().numpy().copy() for cls, stack in ((Encoder, enc), (Decoder, dec))}
               if growth is not None else {})
     nets = {}
-    for cls, stack in ((Encoder, enc), (Decoder, dec)):
+    for cls, stack, other in ((Encoder, enc, dec), (Decoder, dec, enc)):
         net = nets[cls] = stack.network(i, cls, keep_inputs=settings.keep_inputs)
+        # the partner as it is now (the decoder sees the encoder this mutation left): rule 3 holds over the pair
+        partner = partner_reach(cls.role, other.layout.split(other.mask[i].cpu().numpy()))
+        net.partner_reach = partner.copy()
+        net.partner_reach.flags.writeable = False
         try:
             result = mutate(net, rng=rng, context=context, amount=amount)
         except UserError:
@@ -197,7 +270,7 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
             raise OperatorError(f"pruning operator {operator_name!r} raised {type(exc).__name__}: {exc}") from exc
         if isinstance(result, tuple) and len(result) == 1:
             result = result[0]  # DEAP style: (individual,)
-        stack.store_masks(i, net if result is None else result, operator_name, settings.keep_inputs)
+        stack.store_masks(i, net if result is None else result, operator_name, settings.keep_inputs, partner)
     watch.check(f"pruning operator {operator_name!r}", "draw from its rng argument (seeded per cell) so that runs reproduce")
     if growth is not None:
         share, grow_rng = growth
