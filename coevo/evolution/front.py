@@ -13,9 +13,11 @@ schedule. So the cells prune towards a ladder of sizes, from ``prune.target_kept
 Which pair sits on which rung is up to selection: a pair may move to a cell that prunes it
 further, and a small pair that reconstructs as well as a large one may take its place.
 
-The front is an archive, DEAP's ``tools.ParetoFront``, of every centre pair the run measured,
-by validation loss and live kept fraction: the non-dominated pairs over the whole run, not only
-the last generation's. It is checkpointed with the run, so a resume continues it exactly.
+The front is an archive, DEAP's ``tools.ParetoFront``, of the centre pairs the run measured, by
+validation loss and live kept fraction: the non-dominated pairs over the whole run, not only the
+last generation's, truncated by NSGA-II's crowding distance to at most ``MAX_POINTS`` (so once it
+is full, a non-dominated pair in a crowded stretch may be dropped). It is checkpointed with the
+run, so a resume continues it exactly.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ OBJECTIVES = (("loss",), ("loss", "kept"))
 """The objective lists a run may select on."""
 
 MAX_POINTS = 64
-"""The front keeps at most this many pairs: beyond it, the most crowded point goes (SPEA2's
-truncation), so the archive and the checkpoints stay small while its ends are kept."""
+"""The front keeps at most this many pairs: beyond it, the point of smallest NSGA-II crowding
+distance (``assignCrowdingDist``, recomputed after each removal) goes, so the archive and the
+checkpoints stay small while its ends (infinite distance) are kept. The archive is then the
+non-dominated set truncated by crowding distance to this many points, not every non-dominated pair."""
 
 if not hasattr(creator, "FrontFitness"):
     creator.create("FrontFitness", base.Fitness, weights=(-1.0, -1.0))
@@ -100,7 +104,8 @@ def _similar(a: FrontIndividual, b: FrontIndividual) -> bool:
 
 
 class Front:
-    """The run's archive of non-dominated pairs by (validation loss, live kept fraction)."""
+    """The run's archive of non-dominated pairs by (validation loss, live kept fraction),
+    truncated by crowding distance to ``MAX_POINTS``."""
 
     def __init__(self) -> None:
         self.archive = tools.ParetoFront(similar=_similar)
