@@ -1,15 +1,17 @@
-"""The compression table (README, "Compression"): coevolution at its defaults against the plain
-baseline inside coevo at kept fractions 0.45, 0.20, 0.10 and 0.05, from a finished
-`coevo bench --preset compression` directory.
+"""The compression table (README, "Compression"): coevolution at its defaults against its two
+controls, ten isolated cells (grid.radius = 0) and the plain baseline inside coevo, at each kept
+fraction, from a finished `coevo bench --preset compression` directory.
 
     .venv/bin/coevo bench --preset compression --jobs 2 --out runs/compression
     .venv/bin/python benchmarks/compression.py runs/compression
 
-Per kept fraction: each side's best-pair test L1 and live kept fraction as median [Q1-Q3] over
-the seeds; the paired difference (coevolution - baseline, same seed: same data, byte for byte);
-the paired A12 (the share of seeds where coevolution's loss is higher: below 0.5 it wins) and the
-Wilcoxon signed-rank p (refused, naming the seed, where a seed's two runs had different data configs); for coevolution also the mean test L1 over its cells; wall seconds and
-gradient steps per run. Writes ``benchmarks/results/compression.{md,json,png}``.
+Per kept fraction: each side's best-pair test L1 (the pair its run chose by validation loss) and
+live kept fraction as median [Q1-Q3] over the seeds; coevolution against each control, paired by
+seed (same data, byte for byte): the median difference (coevolution - control), the paired A12
+(the share of seeds where coevolution's loss is higher: below 0.5 it wins) and the Wilcoxon
+signed-rank p (refused, naming the seed, where a seed's two runs had different data configs); for
+coevolution also the mean test L1 over its cells; wall seconds and gradient steps per run.
+Writes ``benchmarks/results/compression.{md,json,png}`` (``--stem`` for another name).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from coevo.bench.report import attach_data, median_iqr, paired_comparison, read_
 from coevo.errors import UserError
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SIDES = ("coevo", "baseline", "baseline-reset")   # baseline-reset: the baseline with coevo's exploration mutation
+SIDES = ("coevo", "isolated", "baseline", "baseline-reset")
+"""coevo: coevolution; isolated: the same cells with grid.radius = 0; baseline: one autoencoder;
+baseline-reset: the baseline with coevolution's exploration mutation."""
+CONTROLS = ("isolated", "baseline", "baseline_reset")
 
 
 def side_of(row: dict) -> str:
@@ -60,12 +65,12 @@ def summarize(bench: Path) -> list[dict]:
             by.setdefault((target_of(row), side), {})[row["seed"]] = row
     out = []
     for target in sorted({t for t, _ in by}, key=float, reverse=True):
-        coevo, base = by.get((target, "coevo"), {}), by.get((target, "baseline"), {})
-        base_reset = by.get((target, "baseline-reset"), {})
-        seeds = sorted(set(coevo) & set(base))
+        coevo = by.get((target, "coevo"), {})
+        groups = {side.replace("-", "_"): by.get((target, side), {}) for side in SIDES}
+        seeds = sorted(set(coevo).intersection(*[g for name, g in groups.items() if name != "coevo" and g]))
         entry = {"target": float(target), "seeds": seeds,
-                 "floor": next(iter((coevo or base).values())).get("test_loss_floor")}
-        for side, group in (("coevo", coevo), ("baseline", base), ("baseline_reset", base_reset)):
+                 "floor": next(iter(next(g for g in groups.values() if g).values())).get("test_loss_floor")}
+        for side, group in groups.items():
             runs = [group[s] for s in seeds if s in group] or list(group.values())
             if not runs:
                 continue
@@ -78,9 +83,9 @@ def summarize(bench: Path) -> list[dict]:
                 "gradient_steps": gradient_steps(bench, runs[0]),
             }
         try:  # the table pairs by seed: refused where a seed's two runs had different data
-            entry.update(paired_comparison(coevo, base))
-            if base_reset:
-                entry["against_baseline_reset"] = paired_comparison(coevo, base_reset)
+            for control in CONTROLS:
+                if coevo and groups[control]:
+                    entry[f"against_{control}"] = paired_comparison(coevo, groups[control])
         except UserError as exc:
             sys.exit(f"{bench}, kept {target}: {exc}")
         out.append(entry)
@@ -96,28 +101,42 @@ def markdown(table: list[dict]) -> str:
     def q(v: list[float], digits: int = 4) -> str:
         return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}-{v[2]:.{digits}f}]"
 
-    lines = ["| kept target | coevo test L1 | coevo kept | cells' mean | baseline test L1 | baseline kept "
-             "| difference | A12 | p | wall s coevo / baseline | gradient steps coevo / baseline |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    def versus(e: dict, control: str) -> str:
+        vs = e.get(f"against_{control}")
+        if not vs:
+            return "| | | "
+        return f"| {vs['difference']:+.4f} | {vs['a12']:.2f} | {vs['wilcoxon_p']:.3f} "
+
+    lines = ["| kept target | coevolution | isolated cells | baseline | vs isolated: difference | A12 | p "
+             "| vs baseline: difference | A12 | p | live kept coevo / isolated / baseline | wall s "
+             "coevo / isolated / baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
-        c, b = e.get("coevo"), e.get("baseline")
-        if not c or not b:
+        c = e.get("coevo")
+        if not c:
             continue
-        lines.append(f"| {kept_label(e['target'])} | {q(c['test_loss'])} | {q(c['kept_fraction'], 3)} "
-                     f"| {c['test_loss_mean'][0]:.4f} | {q(b['test_loss'])} | {q(b['kept_fraction'], 3)} "
-                     f"| {e['difference']:+.4f} | {e['a12']:.2f} | {e['wilcoxon_p']:.3f} "
-                     f"| {c['wall_seconds']:.0f} / {b['wall_seconds']:.0f} "
-                     f"| {c['gradient_steps']:,} / {b['gradient_steps']:,} |")
-        br, vs = e.get("baseline_reset"), e.get("against_baseline_reset")
-        if br and vs:
-            lines.append(f"| {kept_label(e['target'])}, baseline with reset 0.01 | {q(c['test_loss'])} | {q(c['kept_fraction'], 3)} "
-                         f"| {c['test_loss_mean'][0]:.4f} | {q(br['test_loss'])} | {q(br['kept_fraction'], 3)} "
-                         f"| {vs['difference']:+.4f} | {vs['a12']:.2f} | {vs['wilcoxon_p']:.3f} "
-                         f"| {c['wall_seconds']:.0f} / {br['wall_seconds']:.0f} "
-                         f"| {c['gradient_steps']:,} / {br['gradient_steps']:,} |")
+        i, b = e.get("isolated"), e.get("baseline")
+        kept = " / ".join(f"{x['kept_fraction'][0]:.3f}" if x else "-" for x in (c, i, b))
+        wall = " / ".join(f"{x['wall_seconds']:.0f}" if x else "-" for x in (c, i, b))
+        lines.append(f"| {kept_label(e['target'])} | {q(c['test_loss'])} | {q(i['test_loss']) if i else '-'} "
+                     f"| {q(b['test_loss']) if b else '-'} {versus(e, 'isolated')}{versus(e, 'baseline')}"
+                     f"| {kept} | {wall} |")
+        br = e.get("baseline_reset")
+        if br and e.get("against_baseline_reset"):
+            lines.append(f"| {kept_label(e['target'])}, baseline with reset 0.01 | {q(c['test_loss'])} | "
+                         f"| {q(br['test_loss'])} | | | {versus(e, 'baseline_reset')}"
+                         f"| {c['kept_fraction'][0]:.3f} / - / {br['kept_fraction'][0]:.3f} "
+                         f"| {c['wall_seconds']:.0f} / - / {br['wall_seconds']:.0f} |")
     n = max((len(e["seeds"]) for e in table), default=0)
-    lines += ["", f"Median [Q1-Q3] over {n} seeds; difference, A12 (paired: the share of seeds where "
-              "coevolution's test L1 is higher) and the Wilcoxon signed-rank p pair each seed's runs."]
+    seeds = sorted({s for e in table for s in e["seeds"]})
+    span = f"seeds {seeds[0]}-{seeds[-1]}" if seeds else "no seeds"
+    steps = next((e for e in table if e.get("coevo") and e.get("baseline")), None)
+    lines += ["", f"Best-pair test L1, median [Q1-Q3] over {n} seeds ({span}); each difference (coevolution - "
+              "control), A12 (the share of seeds where coevolution's test L1 is higher) and Wilcoxon signed-rank p "
+              "pair each seed's runs (same data)."]
+    if steps:
+        lines.append(f"Gradient steps per run: coevolution and isolated cells {steps['coevo']['gradient_steps']:,}, "
+                     f"the baseline {steps['baseline']['gradient_steps']:,}.")
     return "\n".join(lines)
 
 
@@ -127,15 +146,16 @@ def plot(table: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for side, colour in (("coevo", "tab:blue"), ("baseline", "tab:orange")):
+    names = {"coevo": "coevolution (defaults)", "isolated": "isolated cells (grid.radius = 0)",
+             "baseline": "baseline (canonical magnitude)"}
+    for side, colour in (("coevo", "tab:blue"), ("isolated", "tab:green"), ("baseline", "tab:orange")):
         pts = [(e[side]["kept_fraction"][0], e[side]["test_loss"]) for e in table if side in e]
         if not pts:
             continue
         kept = [p[0] for p in pts]
         med = [p[1][0] for p in pts]
         err = [[p[1][0] - p[1][1] for p in pts], [p[1][2] - p[1][0] for p in pts]]
-        ax.errorbar(kept, med, yerr=err, marker="o", capsize=3, color=colour,
-                    label="coevolution (defaults)" if side == "coevo" else "baseline (canonical magnitude)")
+        ax.errorbar(kept, med, yerr=err, marker="o", capsize=3, color=colour, label=names[side])
     floor = next((e["floor"] for e in table if e.get("floor") is not None), None)
     if floor:
         ax.axhline(floor, color="grey", linestyle=":", label="floor")
@@ -155,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", type=Path, help="a `coevo bench --preset compression` directory")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the table and plot go")
+    parser.add_argument("--stem", default="compression", help="file name of the table and plot (default compression)")
     args = parser.parse_args(argv)
     table = summarize(args.bench)
-    write_table(args.out, "compression", markdown(table), table)
-    plot(table, args.out / "compression.png")
-    print(f"wrote {args.out / 'compression.md'}, .json and .png")
+    write_table(args.out, args.stem, markdown(table), table)
+    plot(table, args.out / f"{args.stem}.png")
+    print(f"wrote {args.out / (args.stem + '.md')}, .json and .png")
     return 0
 
 

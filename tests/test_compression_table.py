@@ -1,4 +1,4 @@
-"""benchmarks/compression.py pairs each seed's coevolution run with the same seed's baseline run."""
+"""benchmarks/compression.py pairs each seed's coevolution run with the same seed's isolated-cells and baseline runs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from benchmarks import compression
 from coevo import config
 
 
-def fake_bench(tmp_path, losses):
+def fake_bench(tmp_path, losses, isolated=None):
     rows = []
     sides = [("coevo-0.10", "coevolution", losses[0]), ("baseline-0.10", "canonical", losses[1])]
     if len(losses) > 2:
         sides.append(("baseline-reset-0.10", "canonical", losses[2]))
+    if isolated is not None:
+        sides.append(("isolated-0.10", "coevolution", isolated))
     for label, mode, values in sides:
         for seed, loss in enumerate(values, 1):
             run_dir = f"trials/{label}/seed-{seed}"
@@ -33,8 +35,9 @@ def test_the_table_pairs_seeds_and_counts_gradient_steps(tmp_path):
     bench = fake_bench(tmp_path, ([0.054, 0.055, 0.060], [0.056, 0.057, 0.059]))
     (entry,) = compression.summarize(bench)
     assert entry["seeds"] == [1, 2, 3]
-    assert entry["difference"] == pytest.approx(-0.002)  # median of -0.002, -0.002, +0.001
-    assert entry["a12"] == pytest.approx(1 / 3)  # coevolution's loss is higher on one seed of three
+    vs = entry["against_baseline"]
+    assert vs["difference"] == pytest.approx(-0.002)  # median of -0.002, -0.002, +0.001
+    assert vs["a12"] == pytest.approx(1 / 3)  # coevolution's loss is higher on one seed of three
     # 20 training rows (2 clusters x 10) in batches of 5: 4 steps an epoch; coevolution has 10 cells
     assert entry["baseline"]["gradient_steps"] == 7 * 4
     assert entry["coevo"]["gradient_steps"] == 10 * 7 * 4
@@ -46,7 +49,7 @@ def test_the_baseline_with_the_reset_mutation_is_its_own_row_not_mixed_into_the_
     bench = fake_bench(tmp_path, ([0.054, 0.055, 0.060], [0.056, 0.057, 0.059], [0.050, 0.051, 0.052]))
     (entry,) = compression.summarize(bench)
     assert entry["baseline"]["test_loss"][0] == pytest.approx(0.057)  # the plain baseline's median only
-    assert entry["difference"] == pytest.approx(-0.002)
+    assert entry["against_baseline"]["difference"] == pytest.approx(-0.002)
     assert entry["against_baseline_reset"]["difference"] == pytest.approx(0.004)  # median of 0.004, 0.004, 0.008
     assert entry["against_baseline_reset"]["a12"] == pytest.approx(1.0)
     assert "| 0.10, baseline with reset 0.01 | 0.0550" in compression.markdown([entry])
@@ -68,3 +71,16 @@ def test_a_seed_whose_two_runs_had_different_data_is_refused_not_paired(tmp_path
     (bench / "trials/baseline-0.10/seed-2/config.toml").write_text(config.dumps(cfg))
     with pytest.raises(SystemExit, match=r"kept 0.10: cannot pair runs by seed: .* seed 2 \(data.n_dims: 20 against 30\)"):
         compression.summarize(bench)
+
+
+def test_isolated_cells_are_a_control_of_their_own_paired_by_seed(tmp_path):
+    bench = fake_bench(tmp_path, ([0.054, 0.055, 0.060], [0.056, 0.057, 0.059]), isolated=[0.058, 0.060, 0.061])
+    (entry,) = compression.summarize(bench)
+    assert entry["isolated"]["test_loss"][0] == pytest.approx(0.060)
+    assert entry["against_isolated"]["difference"] == pytest.approx(-0.004)  # median of -0.004, -0.005, -0.001
+    assert entry["against_isolated"]["a12"] == pytest.approx(0.0)
+    assert entry["against_baseline"]["difference"] == pytest.approx(-0.002)  # the baseline is untouched by it
+    row = next(line for line in compression.markdown([entry]).splitlines() if line.startswith("| 0.10 |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1:4] == ["0.0550 [0.0545-0.0575]", "0.0600 [0.0590-0.0605]", "0.0570 [0.0565-0.0580]"]
+    assert cells[4] == "-0.0040" and cells[7] == "-0.0020"
