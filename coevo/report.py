@@ -163,7 +163,20 @@ def stale_files(run_dir: Path, summary: dict) -> list[str]:
     return rundir.stale_derived(Path(run_dir), summary.get("best_pair"))
 
 
+def quality_warnings(summary: dict) -> list[str]:
+    """What a reader of the summary must not miss: a best pair no better than the constant model
+    that predicts each dimension's training majority (or mean) has learnt nothing about rows."""
+    test, baseline = summary.get("test_loss"), summary.get("test_loss_baseline")
+    if not isinstance(test, float) or not isinstance(baseline, float) or test < baseline:
+        return []
+    return [f"the best pair's test loss {test:.4g} is no better than the baseline {baseline:.4g} (predicting "
+            f"each dimension's training majority): it learnt nothing about individual rows; run more "
+            f"generations (run.generations), prune less (prune.target_kept) or check the data"]
+
+
 def format_summary(summary: dict) -> str:
+    """The summary as aligned ``key  value`` lines (n/a where a value does not apply), then its
+    warnings and the front."""
     keys = ["mode", "operator", "schedule", "generations", "seed", "test_loss", "test_loss_floor",
             "test_loss_baseline", "validation_loss", "train_loss", "kept_fraction", "kept_fraction_encoder",
             "kept_fraction_decoder", "mask_kept_fraction", "compact_fraction", "seconds_per_generation",
@@ -172,7 +185,9 @@ def format_summary(summary: dict) -> str:
     lines = []
     for k in keys:
         v = summary.get(k)
-        lines.append(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        lines.append(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {'n/a' if v is None else v}")
+    warnings = summary["warnings"] if "warnings" in summary else quality_warnings(summary)  # older runs have none
+    lines += [f"warning: {w}" for w in warnings]
     if summary.get("front"):
         lines.append(format_front(summary))
     return "\n".join(lines)

@@ -332,6 +332,7 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         "parameters": enc.layout.size + dec.layout.size,
         "provenance": provenance.collect(),
     }
+    summary["warnings"] = report.quality_warnings(summary)
     for name in operator_needs(cfg).events:  # e.g. early_bird_generation: null if it never happened
         summary[f"{name}_generation"] = state.events.get(name)
     model = {"encoder": state_dict(enc.layout, enc.params[best], enc.mask[best]),

@@ -186,6 +186,31 @@ def test_a_folder_named_coevo_in_the_working_directory_does_not_break_a_run(tmp_
                              text=True)
     assert version.returncode == 0 and version.stdout.strip() == f"coevo {metadata.version('coevo')}"
 
+def test_a_run_worse_than_the_majority_baseline_warns(tmp_path, tiny_overrides, capsys):
+    # a learning rate of 1e-9 leaves the sigmoid outputs near 0.5: L1 about 0.5, the baseline about 0.27
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(["run", "--quiet", "--out", str(out),
+                               *sets(tiny_overrides + ["train.learning_rate=1e-9", "train.lr_sigma=0"])], capsys)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_loss"] > summary["test_loss_baseline"]
+    assert len(summary["warnings"]) == 1 and "no better than the baseline" in summary["warnings"][0]
+    assert f"warning: {summary['warnings'][0]}" in stdout.splitlines()
+    code, stdout, _ = run_cli(["report", str(out)], capsys)
+    assert code == 0 and "warning: " in stdout
+
+
+def test_the_summary_warns_only_below_the_baseline_and_prints_no_none():
+    from coevo.report import format_summary, quality_warnings
+
+    assert quality_warnings({"test_loss": 0.05, "test_loss_baseline": 0.27}) == []
+    assert quality_warnings({"test_loss": 0.33, "test_loss_baseline": 0.27}) != []
+    text = format_summary({"test_loss": 0.05, "test_loss_floor": None, "test_loss_baseline": 0.27})
+    assert "None" not in text and "warning" not in text
+    assert any(line.split() == ["test_loss_floor", "n/a"] for line in text.splitlines())
+    old = format_summary({"test_loss": 0.4, "test_loss_baseline": 0.27})  # a summary.json from before warnings
+    assert "warning: the best pair's test loss 0.4 is no better than the baseline 0.27" in old
+
 def test_operators_lists_builtins(capsys):
     code, out, _ = run_cli(["operators"], capsys)
     assert code == 0

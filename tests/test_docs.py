@@ -7,7 +7,7 @@ named for it), on a tiny budget; a block that is not run says why, in a comment 
   tests in FILE_BLOCKS write and use them (the operator examples: tests/test_plugins.py,
   tests/test_pruning_core.py, tests/test_seed_operators.py; make_rows.py: here).
 - other python blocks are executed in a fresh directory that holds a tiny finished run at
-  ``runs/quick`` (D = 1000, as the blocks assume), with ``run__generations=20`` cut to 2.
+  ``runs/quick`` (D = 1000, as the blocks assume), with ``run__generations=N`` cut to 2.
 - bash blocks: every ``coevo`` line is run in-process with tiny settings appended
   (``coevo run``: TINY, 2 generations; ``resume --generations N``: 4), except ``coevo bench``,
   whose preset or spec is resolved (validated) but not swept: a sweep takes minutes. Lines of
@@ -118,7 +118,7 @@ def test_python_blocks(page, code, skip, quick_run, tmp_path, monkeypatch, capsy
         (tmp_path / item).symlink_to(quick_run / item)
     monkeypatch.chdir(tmp_path)
     ast.parse(code)
-    exec(compile(code.replace("run__generations=20", "run__generations=2"), f"{page.name}", "exec"), {})
+    exec(compile(re.sub(r"run__generations=\d+", "run__generations=2", code), f"{page.name}", "exec"), {})
 
 
 @pytest.mark.parametrize("page, code, skip", all_blocks("toml"))
