@@ -145,7 +145,7 @@ class PruneConfig:
     operator: str = "magnitude"
     """Pruning operator: a registered name (see `coevo operators`) or 'module:function'. The
     default ranks |w| over the whole autoencoder (its scope 'model', the encoder's scores halved):
-    chosen by measured sweeps (issue 19); the paper's is 'random' (--preset paper)."""
+    chosen by measured sweeps (docs/results.md); the paper's is 'random' (--preset paper)."""
     schedule: str = "gradual"
     """Pruning schedule: a registered name or 'module:function'. The default, Zhu & Gupta's cubic
     ramp to ``target_kept`` over the first 75% of the run, then training only."""
