@@ -8,6 +8,7 @@ import contextlib
 import errno
 import importlib.util
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -250,7 +251,23 @@ def _os_failure(exc: OSError) -> str:
     return f"{what}{where}; {fix}"
 
 
+def _split_override(argv: Sequence[str]) -> str | None:
+    """The one-line fix for ``--set KEY VALUE`` (two words), of which argparse would say only
+    "unrecognized arguments: VALUE"; None when every --set is one word."""
+    for i, word in enumerate(argv[:-2]):
+        key, value = argv[i + 1], argv[i + 2]
+        if word == "--set" and "=" not in key and not value.startswith("-"):
+            return (f"--set {key} {value}: an override is one KEY=VALUE word, "
+                    f"e.g. --set {shlex.quote(f'{key}={value}')}")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = _split_override(argv)
+    if split is not None:
+        print(f"coevo: error: {split}", file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     debug = _debug(args)
     try:

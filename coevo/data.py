@@ -84,6 +84,10 @@ def _read_rows(path: Path) -> np.ndarray:
     except DataError:
         raise
     except (OSError, ValueError, EOFError) as exc:
+        if suffix == ".csv" and isinstance(exc, ValueError) and _numbers_after_first_line(path):
+            first = path.read_text(errors="replace").splitlines()[0][:60]
+            raise DataError(f"data file {path} cannot be read as csv: its first line {first!r} is a header row, and "
+                            f"coevo reads numbers only; remove the header row (tail -n +2 {path.name} > rows.csv)") from None
         raise DataError(f"data file {path} cannot be read as {suffix[1:]}: {str(exc).splitlines()[0]}") from None
     if rows.ndim != 2 or rows.shape[0] < 3 or rows.shape[1] < 1:
         raise DataError(f"data file {path} must hold a 2-D array of at least 3 rows, got shape {rows.shape}")
@@ -98,6 +102,14 @@ def _read_rows(path: Path) -> np.ndarray:
             "scale the rows to [0, 1] first"
         )
     return rows.astype(np.float32)
+
+
+def _numbers_after_first_line(path: Path) -> bool:
+    """Whether a CSV that failed to parse parses without its first line: then that line is a header."""
+    try:
+        return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=1).size > 0
+    except (OSError, ValueError):
+        return False
 
 
 def _split(rows: np.ndarray, labels: np.ndarray | None, cfg: DataConfig, rng: np.random.Generator) -> Dataset:

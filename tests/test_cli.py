@@ -143,6 +143,15 @@ def test_user_mistakes_exit_2_and_create_nothing(tmp_path, tiny_overrides, capsy
     assert not out.exists()
 
 
+def test_set_with_a_space_instead_of_equals_names_the_fix(tmp_path, capsys):
+    out = tmp_path / "refused"
+    code, _, err = run_cli(["run", "--quiet", "--out", str(out), "--set", "run.generations", "5"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("coevo: error: ") and "KEY=VALUE" in err and "--set run.generations=5" in err
+    assert not out.exists()
+    code, _, err = run_cli(["run", "--print-config", "--set", 'selection.objectives', '["loss", "kept"]'], capsys)
+    assert code == 2 and """--set 'selection.objectives=["loss", "kept"]'""" in err
+
 def test_bad_data_values_are_refused(tmp_path, tiny_overrides, capsys):
     rows = np.random.default_rng(0).random((30, 5))
     rows[3, 2] = np.nan

@@ -58,6 +58,15 @@ def test_missing_and_unreadable_files(tmp_path):
         data.load(config.DataConfig(source=str(tmp_path / "junk.csv")), 0)
 
 
+def test_a_csv_header_row_is_named_with_its_fix(tmp_path):
+    (tmp_path / "header.csv").write_text("pixel_0,pixel_1\n0,1\n1,0.5\n0.25,0\n")
+    with pytest.raises(DataError, match=r"first line 'pixel_0,pixel_1' is a header row.*remove the header row"):
+        data.load(config.DataConfig(source=str(tmp_path / "header.csv")), 0)
+    (tmp_path / "bad.csv").write_text("0,1\n1,x\n0.25,0\n")  # a bad value further down is no header
+    with pytest.raises(DataError, match="cannot be read") as bad:
+        data.load(config.DataConfig(source=str(tmp_path / "bad.csv")), 0)
+    assert "is a header row" not in str(bad.value)
+
 def test_digits_ship_with_scikit_learn_and_train(tmp_path):
     pytest.importorskip("sklearn")
     ds = data.load(config.DataConfig(source="digits"), 0)
