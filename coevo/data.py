@@ -57,17 +57,22 @@ def manifold(intrinsic_dim: int, n_dims: int, n_rows: int, rng: np.random.Genera
     """A ``d``-dimensional nonlinear manifold in ``D`` dimensions: t ~ U[0, 1]^d mapped by D
     random Fourier features, x_k = sin(w_k . t + phi_k) with w_k ~ N(0, (pi / sqrt(d))^2 I_d),
     so each coordinate bends through about half a period over the cube; then every coordinate
-    is min-max scaled to [0, 1] over all rows. For D >= 2d + 1 such a random smooth map is
-    generically an embedding, and its Jacobian has rank d almost everywhere, so the data's
-    intrinsic dimension is d. No noise. Train, validation and test draw ``n_rows`` points each."""
+    is min-max scaled to [0, 1] by the training split's range (validation and test rows clipped
+    to [0, 1]), so that nothing about the held-out rows leaks into the data a model trains on.
+    For D >= 2d + 1 such a random smooth map is generically an embedding, and its Jacobian has
+    rank d almost everywhere, so the data's intrinsic dimension is d. No noise. Train,
+    validation and test draw ``n_rows`` points each."""
     omega = rng.normal(0.0, np.pi / np.sqrt(intrinsic_dim), size=(intrinsic_dim, n_dims))
     phase = rng.uniform(0.0, 2 * np.pi, size=n_dims)
     t = rng.random((3 * n_rows, intrinsic_dim))
-    rows = np.sin(t @ omega + phase)
-    low, high = rows.min(axis=0), rows.max(axis=0)
-    rows = ((rows - low) / np.where(high > low, high - low, 1.0)).clip(0.0, 1.0).astype(np.float32)
-    train, val, test = np.split(rows, 3)
-    return Dataset(train, val, test)
+    train, val, test = np.split(np.sin(t @ omega + phase), 3)
+    low, high = train.min(axis=0), train.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+
+    def scale(rows: np.ndarray) -> np.ndarray:
+        return ((rows - low) / span).clip(0.0, 1.0).astype(np.float32)
+
+    return Dataset(scale(train), scale(val), scale(test))
 
 
 def _read_rows(path: Path) -> np.ndarray:

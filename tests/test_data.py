@@ -67,6 +67,24 @@ def test_a_csv_header_row_is_named_with_its_fix(tmp_path):
         data.load(config.DataConfig(source=str(tmp_path / "bad.csv")), 0)
     assert "is a header row" not in str(bad.value)
 
+def test_manifold_scaling_uses_the_training_split_only():
+    n_rows, d, dims = 50, 2, 30
+    ds = data.manifold(d, dims, n_rows, np.random.default_rng(7))
+    # the same draws, unscaled: the three splits in order, as data.manifold makes them
+    rng = np.random.default_rng(7)
+    omega = rng.normal(0.0, np.pi / np.sqrt(d), size=(d, dims))
+    phase = rng.uniform(0.0, 2 * np.pi, size=dims)
+    raw = np.split(np.sin(rng.random((3 * n_rows, d)) @ omega + phase), 3)
+    low, high = raw[0].min(axis=0), raw[0].max(axis=0)
+    for scaled, rows in zip((ds.train, ds.validation, ds.test), raw):
+        np.testing.assert_allclose(scaled, ((rows - low) / (high - low)).clip(0, 1), atol=1e-6)
+    # every training column spans [0, 1] exactly; held-out extremes beyond the training range
+    # (there are some at 50 rows) are clipped, not folded into the scale
+    assert np.all(ds.train.min(axis=0) == 0.0) and np.all(ds.train.max(axis=0) == 1.0)
+    held_out = np.concatenate(raw[1:])
+    assert (held_out.min(axis=0) < low).any() or (held_out.max(axis=0) > high).any()
+    assert 0.0 <= min(ds.validation.min(), ds.test.min()) and max(ds.validation.max(), ds.test.max()) <= 1.0
+
 def test_digits_ship_with_scikit_learn_and_train(tmp_path):
     pytest.importorskip("sklearn")
     ds = data.load(config.DataConfig(source="digits"), 0)
