@@ -104,17 +104,27 @@ def test_a_mutation_with_regrowth_moves_connections_and_prunes_what_the_plain_on
         assert not bool((p.mask & ~before).any())  # the plain prune never revives
 
 
-def test_a_pair_at_its_target_swaps_connections_when_regrowth_is_on(tmp_path, tiny_overrides, capsys):
-    base = tiny_overrides + ["prune.operator=magnitude", "prune.probability=1", "prune.amount=0.5",
-                             "prune.target_kept=0.5", "run.generations=6", "prune.reset_fraction=0"]
-    runs = {}
-    for name, extra in (("plain", []), ("grow", ["prune.grow_fraction=0.3"])):
-        out = tmp_path / name
-        args = [x for o in base + extra for x in ("--set", o)]
-        assert main(["run", "--quiet", "--out", str(out), *args]) == 0, capsys.readouterr().err
-        runs[name] = json.loads((out / "summary.json").read_text())
-    assert runs["plain"]["kept_fraction"] <= 0.55 and runs["grow"]["kept_fraction"] <= 0.56
-    assert runs["grow"]["test_loss"] != runs["plain"]["test_loss"]
+@pytest.mark.xfail(strict=True, reason="coevo/evolution/variation.py refuses every swap at the target: revived "
+                   "entries start at 0, so the live kept fraction drops by the swapped share, below the target's floor")
+def test_a_pair_at_its_target_swaps_connections_when_regrowth_is_on(tiny_overrides):
+    from coevo.measures import stack_kept_fractions
+
+    common = tiny_overrides + ["prune.operator=magnitude", "prune.probability=1", "prune.reset_fraction=0",
+                               "prune.params.scope=layer", "prune.amount=0.2"]
+    start = vary(common + ["prune.amount=0.5", "prune.target_kept=0"])
+    before = (start.encoders.mask.clone(), start.decoders.mask.clone())
+    target = float(stack_kept_fractions(start.encoders, start.decoders).kept.max())  # every pair is at its target
+    plain = vary(common + [f"prune.target_kept={target!r}"], (start.encoders, start.decoders))
+    assert not plain.pruned.any()  # at the target the plain mutation cuts nothing
+    assert torch.equal(plain.encoders.mask, before[0]) and torch.equal(plain.decoders.mask, before[1])
+    grown = vary(common + [f"prune.target_kept={target!r}", "prune.grow_fraction=0.3"], (start.encoders, start.decoders))
+    assert grown.pruned.all()  # ... and with regrowth every pair swaps connections
+    for stack, old in ((grown.encoders, before[0]), (grown.decoders, before[1])):
+        revived, cut = stack.mask & ~old, old & ~stack.mask
+        # a swap: per network, as many old dead entries revive as alive ones are cut, so the count holds
+        assert torch.equal(revived.sum(dim=1), cut.sum(dim=1)) and bool((revived.sum(dim=1) > 0).all())
+        assert torch.equal(stack.mask.sum(dim=1), old.sum(dim=1))
+        assert torch.all(stack.params[revived] == 0) and torch.all(stack.exp_avg_sq[revived] == 0)
 
 
 def test_keep_inputs_false_lets_a_prune_cut_inputs_and_true_never_does(tmp_path, tiny_overrides, capsys):
