@@ -57,15 +57,25 @@ def test_independent_pairing_selects_the_decoder_by_its_own_fitness():
     assert [p.tolist() for p in select_parents(neighbours, enc_fit, dec_fit, toolbox, "independent")] == [[4], [2]]
 
 
-def test_binary_tournament_never_picks_the_worst():
-    cfg = config.load(None, ["selection.tournament_size=2"])
-    enc_fit, dec_fit = solution_concept(L, "best")
-    random.seed(1)
-    wins = [select_parents(np.array([[0, 1, 2]]), enc_fit, dec_fit, make_toolbox(cfg), "encoder")[0][0]
-            for _ in range(300)]
-    counts = np.bincount(wins, minlength=3)
-    # P(win) for the best of 3 under binary tournament with replacement = 5/9, worst = 1/9
-    assert counts[0] > counts[1] > counts[2]
+def test_a_tournament_returns_the_fitter_of_its_draws_so_the_worst_wins_only_when_drawn_every_time():
+    # DEAP's selTournament draws s aspirants with replacement (random.choice) and returns the
+    # fittest: the unique worst of n wins only when all s draws are it, probability (1 / n)^s
+    fitness = solution_concept(L, "best")[0]  # cells 0, 1, 2: 0.1, 0.2, 0.6 (lower is fitter)
+    for size, n_draws in ((2, 3000), (3, 3000)):
+        toolbox = make_toolbox(config.load(None, [f"selection.tournament_size={size}"]))
+        random.seed(size)
+        wins = []
+        for _ in range(n_draws):
+            state = random.getstate()
+            wins.append(int(select_parents(np.array([[0, 1, 2]]), fitness, fitness, toolbox, "encoder")[0][0]))
+            random.setstate(state)
+            drawn = [random.randrange(3) for _ in range(size)]  # random.choice's draws over 3 handles
+            assert wins[-1] == min(drawn, key=lambda cell: fitness[0, cell])
+            assert (wins[-1] == 2) == (drawn == [2] * size)  # the worst only when it was every aspirant
+        counts = np.bincount(wins, minlength=3)
+        for cell, p in enumerate([1 - (2 / 3) ** size, (2 / 3) ** size - (1 / 3) ** size, (1 / 3) ** size]):
+            sd = np.sqrt(n_draws * p * (1 - p))  # binomial: 5 standard deviations either way
+            assert abs(counts[cell] - n_draws * p) < 5 * sd, (size, counts.tolist())
 
 
 def test_independent_binary_tournament_on_decoders_follows_decoder_fitness():
