@@ -14,15 +14,27 @@ def write_rows(path, rows):
     (path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def front_point(kept: float, validation: float, test: float, generation: int, cell: int) -> dict:
+    """One point of summary.json["front"], with every field coevo writes (coevo.runner.front_summary)."""
+    return {"kept_fraction": kept, "validation_loss": validation, "test_loss": test,
+            "compact_fraction": round(kept * 0.9, 4), "kept_fraction_encoder": kept, "kept_fraction_decoder": kept,
+            "generation": generation, "cell": cell}
+
+
 def fake_benches(tmp_path):
-    fronts = {1: [(0.09, 0.056), (0.18, 0.053), (0.5, 0.0525)],
-              2: [(0.12, 0.060), (0.3, 0.054)]}  # seed 2: no point at or below 0.10
+    # (kept, validation, test): non-dominated on (validation, kept), so validation falls as kept
+    # grows; test does not follow it. Where they disagree the table must pick by validation: at
+    # 0.45 seed 1's best-validation point is 0.30 (test 0.0545), its best test the 0.18 (0.0535);
+    # at 0.20 the best-validation point is 0.18 (0.0535), the best test the 0.15 (0.0530)
+    fronts = {1: [(0.09, 0.0580, 0.056), (0.15, 0.0560, 0.0530), (0.18, 0.0540, 0.0535), (0.30, 0.0530, 0.0545),
+                  (0.5, 0.0520, 0.0525)],
+              2: [(0.12, 0.0610, 0.060), (0.3, 0.0550, 0.054)]}  # seed 2: no point at or below 0.10
     rows = []
     for seed, points in fronts.items():
         run_dir = f"trials/front/seed-{seed}"
         (tmp_path / "front" / run_dir).mkdir(parents=True)
         summary = {"test_loss_floor": 0.05,
-                   "front": [{"kept_fraction": k, "test_loss": t, "validation_loss": t} for k, t in points]}
+                   "front": [front_point(k, v, t, 380 + i, i % 10) for i, (k, v, t) in enumerate(points)]}
         (tmp_path / "front" / run_dir / "summary.json").write_text(json.dumps(summary))
         rows.append({"label": "front", "seed": seed, "run_dir": run_dir, "wall_seconds": 100.0})
     write_rows(tmp_path / "front", rows)
@@ -40,14 +52,17 @@ def fake_benches(tmp_path):
 def test_the_front_is_read_at_or_below_each_kept_fraction(tmp_path):
     result = front.summarize(*fake_benches(tmp_path))
     by = {e["kept"]: e for e in result["table"]}
-    # at 0.45 the best point at or below it: seed 1's 0.18 point (0.053), seed 2's 0.3 point (0.054)
-    assert by[0.45]["front"][0] == pytest.approx(0.0535)
+    # at 0.45 the best-validation point at or below it: seed 1's 0.30 (test 0.0545), seed 2's 0.3
+    # (0.054); picking by test would give seed 1's 0.18 point and a median of 0.05375
+    assert by[0.45]["front"][0] == pytest.approx(0.05425)
     assert by[0.45]["within_10pct"] == 2
+    # at 0.20: seed 1's 0.18 point (0.0535, not the 0.15 point's lower test 0.0530), seed 2's 0.12 (0.060)
+    assert by[0.20]["front"][0] == pytest.approx((0.0535 + 0.060) / 2)
     # at 0.10 only seed 1 has a point, and 0.056 is more than 10% above its single-target 0.050
     assert by[0.10]["front_seeds"] == 1 and by[0.10]["within_10pct"] == 0 and by[0.10]["paired_seeds"] == 1
     assert by[0.05]["front"] is None and "ratio" not in by[0.05]
     assert by[0.10]["baseline"][0] == pytest.approx(0.0545)  # median of 0.051 and 0.058; the reset row left out
-    assert result["points_per_seed"] == [3, 2]
+    assert result["points_per_seed"] == [5, 2]
     assert result["wall_seconds_single_targets"] == pytest.approx(800.0)
     text = front.markdown(result)
     assert "| 0.05 | - (0 seeds with a point)" in text
