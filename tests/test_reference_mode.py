@@ -163,3 +163,85 @@ def test_summary_puts_the_loss_in_context(tmp_path, tiny_overrides, capsys):
     assert summary["test_loss_floor"] < summary["test_loss_baseline"] < 0.5
     assert main(["report", str(summary["dir"])]) == 0
     assert "test_loss_baseline" in capsys.readouterr().out
+
+
+def _regrow_pair(overrides: list[str]):
+    """A fresh problem's stacks, cell 0 as (encoder, decoder) Networks, and a context with ``cfg.prune``."""
+    from coevo.evolution.problem import build
+    from coevo.genome import Decoder, Encoder
+    from coevo.operators.base import PruneContext
+
+    cfg = config.load(None, overrides)
+    enc, dec = build(cfg).fresh_stacks(1)
+    nets = [enc.network(0, Encoder, keep_inputs=cfg.prune.keep_inputs),
+            dec.network(0, Decoder, keep_inputs=cfg.prune.keep_inputs)]
+    return nets, PruneContext(generation=0, settings=cfg.prune)
+
+
+REFERENCE_NETS = ["data.n_dims=200", "model.hidden=[2]", "model.latent=2"]  # 2 weights per input: protection shows
+
+
+def test_regrow_random_prune_is_the_references_per_tensor_draw():
+    """prune.regrow: torch's random_unstructured + prune.remove on every tensor, so each weight and
+    each bias tensor loses exactly round(amount * size) entries, drawn among all of them (no
+    protection rule: an input may lose both its weights), and the draw is uniform."""
+    from coevo.operators.random_pruning import random_prune
+
+    nets, context = _regrow_pair(REFERENCE_NETS + ["prune.regrow=true"])
+    rng = np.random.default_rng(5)
+    hits = {id(layer): np.zeros(layer.weight_mask.shape) for net in nets for layer in net.layers}
+    inputs_lost, trials = 0, 300
+    for _ in range(trials):
+        for net in nets:
+            for layer in net.layers:
+                layer.weight_mask[...] = True
+                layer.bias_mask[...] = True
+            random_prune(net, 0.5, rng, context)
+            for layer in net.layers:
+                for mask in (layer.weight_mask, layer.bias_mask):
+                    assert int((~mask).sum()) == round(0.5 * mask.size)  # per tensor, not pooled, not stochastic
+                hits[id(layer)] += ~layer.weight_mask
+        inputs_lost += int((~nets[0].layers[0].weight_mask.any(axis=0)).sum())  # the selector protects one each
+    assert inputs_lost > 0.15 * 200 * trials  # about a quarter of the inputs lose both weights each time
+    for freq in hits.values():
+        assert np.allclose(freq / trials, 0.5, atol=0.12)  # every entry equally likely, the spared ones too
+    # without regrow the selector and its protection rules are unchanged
+    nets, context = _regrow_pair(REFERENCE_NETS + ["prune.keep_inputs=true"])
+    random_prune(nets[0], 0.5, rng, context)
+    assert nets[0].layers[0].weight_mask.any(axis=0).all()
+
+
+def test_regrow_draws_among_zero_weights_too_and_keeps_no_mask(tiny_overrides):
+    """In a run: with the reference's regrowth a prune draws among every entry, the already-zero
+    ones included (zeroing a zero changes nothing), and no mask survives the mutation."""
+    from coevo.evolution.loop import make_toolbox
+    from coevo.evolution.problem import build
+    from coevo.evolution.variation import CellData, vary_cells
+
+    cfg = config.load(None, tiny_overrides + ["prune.operator=random", "prune.probability=1", "prune.amount=0.2",
+                                              "prune.regrow=true", "prune.target_kept=0", "prune.reset_fraction=0",
+                                              "train.learning_rate=1e-9"])
+    problem = build(cfg)
+    enc, dec = problem.fresh_stacks(4)
+    zero = torch.as_tensor(np.random.default_rng(0).random(enc.params.shape) < 0.5)
+    enc.params.masked_fill_(zero, 0.0)  # half of every encoder already zero, masks alive (as after earlier prunes)
+    cells = np.arange(4)
+    v = vary_cells(enc, dec, cells, cells, cells, np.full(4, 1e-9), 1.0, 0, CellData(problem.train, cfg),
+                   make_toolbox(cfg).mutate, "random")
+    assert v.pruned.all() and bool(v.encoders.mask.all()) and bool(v.decoders.mask.all())
+    newly = (v.encoders.params == 0) & ~zero  # training moves every weight (Adam's step): exact zeros are the prune's
+    # drawn among every entry, 0.2 of the non-zero half goes; a draw of amount x size among the non-zero
+    # entries only would take 0.4 of them
+    share = float(newly.sum()) / float((~zero).sum())
+    assert 0.15 < share < 0.25
+
+
+def test_reference_preset_pins_the_references_pruning(tmp_path, capsys):
+    """The semantics the paper's numbers depend on: regrowth with the reference's per-tensor draw,
+    no protection rule, no exploration reset, no target, the exponential schedule at p 0.5."""
+    ref = config.load(None, [], preset="reference")
+    assert (ref.prune.regrow, ref.prune.keep_inputs, ref.prune.target_kept, ref.prune.grow_fraction) == \
+        (True, False, 0.0, 0.0)
+    assert ref.prune.reset_fraction_for(ref.run.mode, ref.selection.objectives) == 0.0
+    assert (ref.prune.schedule, ref.prune.probability, ref.prune.amount, ref.train.bce_weight) == \
+        ("exponential", 0.5, 0.1, 0.0)
