@@ -14,8 +14,8 @@ pair as one chain of layers, from the input units to the output units:
   constant ones (reached only through biases) into the next layer's bias, over all entries: the
   size of the model an export would ship. Input and output units are never removed.
 
-An entry counts as alive when its mask is set and its value is not exactly zero, so the same
-measures serve runs whose pruning keeps no mask (``prune.regrow``).
+An entry counts as alive when its mask is set; in runs whose pruning keeps no mask
+(``prune.regrow``), when its value is not exactly zero.
 """
 
 from __future__ import annotations
@@ -120,14 +120,17 @@ def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout
     )
 
 
-def stack_alive(stack: "Stack") -> np.ndarray:
-    """(N, P) entries of a :class:`~coevo.evolution.population.Stack` that are masked in and not exactly zero."""
-    return (stack.mask & (stack.params != 0)).cpu().numpy()
+def stack_alive(stack: "Stack", by_value: bool = False) -> np.ndarray:
+    """(N, P) entries of a :class:`~coevo.evolution.population.Stack` that are masked in; with
+    ``by_value`` (``prune.regrow``, whose pruning keeps no mask) also not exactly zero. Otherwise a
+    masked-in zero is a weight that trains again (the reset mutation, a regrown entry): it counts."""
+    alive = stack.mask & (stack.params != 0) if by_value else stack.mask
+    return alive.cpu().numpy()
 
 
-def stack_kept_fractions(enc: "Stack", dec: "Stack") -> KeptFractions:
-    """Kept fractions of every (encoder row k, decoder row k) pair of two stacks."""
-    return kept_fractions(enc.layout, stack_alive(enc), dec.layout, stack_alive(dec))
+def stack_kept_fractions(enc: "Stack", dec: "Stack", by_value: bool = False) -> KeptFractions:
+    """Kept fractions of every (encoder row k, decoder row k) pair of two stacks (``by_value``: see :func:`stack_alive`)."""
+    return kept_fractions(enc.layout, stack_alive(enc, by_value), dec.layout, stack_alive(dec, by_value))
 
 
 def loss_floor(config: Config) -> float | None:

@@ -302,7 +302,7 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
     losses = final_losses(problem, state)
     best = int(np.argmin(losses["validation"]))
     enc, dec = state.encoders, state.decoders
-    kept = stack_kept_fractions(enc, dec)
+    kept = stack_kept_fractions(enc, dec, cfg.prune.regrow)
     summary = {
         "test_loss": float(losses["test"][best]),
         "validation_loss": float(losses["validation"][best]),
@@ -367,7 +367,7 @@ def front_summary(problem: Problem, state: RunState) -> tuple[list[dict], dict]:
     enc, dec = front_module.pair_stacks([pair for _, pair in points], problem.enc_layout, problem.dec_layout,
                                          problem.test.device)
     test = centre_losses(enc, dec, problem.test, problem.config.model.loss)
-    kept = stack_kept_fractions(enc, dec)
+    kept = stack_kept_fractions(enc, dec, problem.config.prune.regrow)
     rows = [{"kept_fraction": point.kept_fraction, "validation_loss": point.validation_loss,
              "test_loss": float(test[i]), "compact_fraction": float(kept.compact[i]),
              "kept_fraction_encoder": float(kept.kept_encoder[i]), "kept_fraction_decoder": float(kept.kept_decoder[i]),

@@ -47,7 +47,7 @@ class LocalEngine:
         return v.train_loss, v.pruned, v.events
 
     def measure(self, data: torch.Tensor, loss: str) -> tuple[np.ndarray, KeptFractions]:
-        return centre_measures(self.enc, self.dec, data, loss)
+        return centre_measures(self.enc, self.dec, data, loss, self.shared.config.prune.regrow)
 
     def centres(self) -> tuple[Stack, Stack]:
         self._lent = True

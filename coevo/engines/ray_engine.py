@@ -235,7 +235,8 @@ class ShardWorker:
     def measure(self, version: int, copy: list, data: list, loss: str) -> dict:
         """The held centres' losses on ``data`` and their kept fractions, per cell."""
         self._hold(version, copy)
-        validation, kept = centre_measures(self.held["encoders"], self.held["decoders"], self._data(data), loss)
+        validation, kept = centre_measures(self.held["encoders"], self.held["decoders"], self._data(data), loss,
+                                           self.config.prune.regrow)
         return {"validation": validation, **{f.name: getattr(kept, f.name) for f in dataclasses.fields(kept)}}
 
 

@@ -176,7 +176,9 @@ def measure(problem: Problem, centres: Engine | tuple[Stack, Stack], train_loss:
     centres are an engine's (measured where they live) or a pair of stacks."""
     t0 = time.perf_counter()
     data, loss = problem.validation, problem.config.model.loss
-    validation, kept = centre_measures(*centres, data, loss) if isinstance(centres, tuple) else centres.measure(data, loss)
+    by_value = problem.config.prune.regrow
+    validation, kept = (centre_measures(*centres, data, loss, by_value) if isinstance(centres, tuple)
+                        else centres.measure(data, loss))
     return Measures(np.asarray(train_loss, dtype=np.float64), validation, kept, time.perf_counter() - t0)
 
 
@@ -229,7 +231,7 @@ def coevolve(problem: Problem, observers: Sequence[Observer] = (), state: RunSta
     engine.start(CellData(problem.train, cfg), neighbours)
     engine.load(state.encoders, state.decoders)
     # two objectives: each cell's pair size is its second fitness value, and the front an archive
-    kept = stack_kept_fractions(state.encoders, state.decoders).kept if front.multi_objective(cfg) else None
+    kept = stack_kept_fractions(state.encoders, state.decoders, cfg.prune.regrow).kept if front.multi_objective(cfg) else None
     if kept is not None and state.front is None:
         state.front = front.Front()
     for obs in observers:

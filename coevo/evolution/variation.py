@@ -73,10 +73,12 @@ def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: str) -> np.n
     return batched.centre_losses(enc, dec, data, loss).cpu().numpy()
 
 
-def centre_measures(enc: Stack, dec: Stack, data: torch.Tensor, loss: str) -> tuple[np.ndarray, KeptFractions]:
+def centre_measures(enc: Stack, dec: Stack, data: torch.Tensor, loss: str,
+                    by_value: bool = False) -> tuple[np.ndarray, KeptFractions]:
     """What the logbook reads of each cell's centre pair: its loss on every row of ``data`` (the
-    validation split) and its kept fractions. Per cell, so a shard gives its cells' values."""
-    return centre_losses(enc, dec, data, loss), stack_kept_fractions(enc, dec)
+    validation split) and its kept fractions (``by_value``: ``prune.regrow``, see
+    :func:`coevo.measures.stack_alive`). Per cell, so a shard gives its cells' values."""
+    return centre_losses(enc, dec, data, loss), stack_kept_fractions(enc, dec, by_value)
 
 
 @dataclass
@@ -121,7 +123,7 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     targets = kept_ladder(cfg, topology.neighbourhoods(cfg.grid).shape[0]) if multi_objective(cfg) else None
     if prune_probability > 0 and operator_name != "none":
         wants_kept = settings.target_kept > 0 or step.kept is not None or step.progress is not None
-        fractions = stack_kept_fractions(new_enc, new_dec) if wants_kept else None
+        fractions = stack_kept_fractions(new_enc, new_dec, settings.regrow) if wants_kept else None
         kept = fractions.kept if fractions is not None else None
         for i, k in enumerate(cells):
             rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
@@ -152,13 +154,14 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
                     happened = _mutate_pair(new_enc, new_dec, i, copy.deepcopy(drawn), generation, shared, mutate,
                                             operator_name, derive_rng(cfg.run.seed, generation, int(k), CASES),
                                             share, declared, growth)
-                if reset_fraction > 0:  # part of the mutation: the target holds for what the pair keeps after it
+                if reset_fraction > 0:  # part of the mutation: an attempt undone is undone whole
                     _reset_weights(new_enc, new_dec, i, reset_fraction,
                                    derive_rng(cfg.run.seed, generation, int(k), RESET))
                 return happened
 
-            floor = target - target_tolerance(new_enc.layout, new_dec.layout) if target > 0 else None
-            happened = within_target(attempt, amount, new_enc, new_dec, i, floor)
+            # no lower than the target, or than the pair already is (a regrowth swap at rest)
+            floor = min(target, kept[i]) - target_tolerance(new_enc.layout, new_dec.layout) if target > 0 else None
+            happened = within_target(attempt, amount, new_enc, new_dec, i, floor, settings.regrow)
             if happened is None:
                 continue  # any cut at all would have taken the pair below its target
             pruned[i] = True
@@ -182,13 +185,13 @@ def target_tolerance(enc_layout: Layout, dec_layout: Layout) -> float:
     return (len(enc_layout.layers) + len(dec_layout.layers)) / (enc_layout.size + dec_layout.size)
 
 
-def pair_kept(enc: Stack, dec: Stack, i: int) -> float:
+def pair_kept(enc: Stack, dec: Stack, i: int, by_value: bool = False) -> float:
     """Pair i's live kept fraction, the measure the logbook reports (:mod:`coevo.measures`)."""
-    return float(stack_kept_fractions(enc[np.array([i])], dec[np.array([i])]).kept[0])
+    return float(stack_kept_fractions(enc[np.array([i])], dec[np.array([i])], by_value).kept[0])
 
 
 def within_target(attempt: Callable[[float], set[str]], amount: float, enc: Stack, dec: Stack, i: int,
-                  floor: float | None) -> set[str] | None:
+                  floor: float | None, by_value: bool = False) -> set[str] | None:
     """Mutate pair i with ``attempt(amount)``; if that leaves its live kept fraction below
     ``floor``, bisect for the largest amount that does not (structured cuts and the dead weight
     they leave behind take more entries than the amount says). Returns the operator's events, or
@@ -200,11 +203,11 @@ def within_target(attempt: Callable[[float], set[str]], amount: float, enc: Stac
     index = np.array([i])
     saved = enc[index], dec[index]
     happened = attempt(amount)
-    if pair_kept(enc, dec, i) >= floor:
+    if pair_kept(enc, dec, i, by_value) >= floor:
         return happened
     enc.put(i, saved[0]), dec.put(i, saved[1])
     happened = attempt(0.0)  # the smallest mutation there is (the reset alone may overshoot)
-    if pair_kept(enc, dec, i) < floor:
+    if pair_kept(enc, dec, i, by_value) < floor:
         enc.put(i, saved[0]), dec.put(i, saved[1])
         return None
     lo, hi, best = 0.0, amount, (enc[index], dec[index], happened)
@@ -212,7 +215,7 @@ def within_target(attempt: Callable[[float], set[str]], amount: float, enc: Stac
         mid = (lo + hi) / 2
         enc.put(i, saved[0]), dec.put(i, saved[1])
         happened = attempt(mid)
-        if pair_kept(enc, dec, i) >= floor:
+        if pair_kept(enc, dec, i, by_value) >= floor:
             lo, best = mid, (enc[index], dec[index], happened)
         else:
             hi = mid
