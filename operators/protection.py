@@ -81,13 +81,14 @@ def ends_of(net: Network) -> dict[str, Ends]:
     """``sources`` and ``sinks`` of ``net``'s paths as its pair sees them (see the module's
     docstring), as keyword arguments of :func:`on_path`. A pair that is already cut at the latent
     layer (a checkpoint from before the rule) keeps the network's own paths instead."""
-    ends = _ends(net.role, getattr(net, "partner_reach", None))
+    ends = pair_ends(net.role, getattr(net, "partner_reach", None))
     if ends["sources"] is None and ends["sinks"] is None:
         return ends
-    return ends if connected(masks_of(net), **ends) else _ends(net.role, None)
+    return ends if connected(masks_of(net), **ends) else pair_ends(net.role, None)
 
 
-def _ends(role: str, reach: Ends) -> dict[str, Ends]:
+def pair_ends(role: str, reach: Ends) -> dict[str, Ends]:
+    """``sources`` and ``sinks`` of a ``role`` network whose partner offers ``reach`` (:func:`partner_reach`)."""
     if reach is None:
         return {"sources": None, "sinks": None}
     return {"sources": reach, "sinks": None} if role == "decoder" else {"sources": None, "sinks": reach}
@@ -100,6 +101,23 @@ def partner_reach(role: str, partner: Masks) -> np.ndarray:
     if role == "encoder":
         return partner[0][0][backward_reach(partner)[0]].any(axis=0)
     return forward_reach(partner)[-1]
+
+
+def live_positions(role: str, masks: Masks, partner: Ends = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per layer, (weight, bias) bool: the entries that would lie on a live path of the pair if
+    they were alive (a weight from a driven neuron or an input into a neuron that leads to an
+    output; a bias of a driven neuron that does, or of an output unit), given the other masks as
+    they are. What regrowth may revive: anything else could not change what the pair computes."""
+    ends = pair_ends(role, partner)
+    driven, useful = forward_reach(masks, ends["sources"]), backward_reach(masks, ends["sinks"])
+    first = masks[0][0].shape[1]
+    out = []
+    for k in range(len(masks)):
+        source = (np.ones(first, dtype=bool) if ends["sources"] is None else np.asarray(ends["sources"], bool)) \
+            if k == 0 else driven[k - 1]
+        output_units = role == "decoder" and k == len(masks) - 1
+        out.append((useful[k][:, None] & source[None, :], useful[k] & (driven[k] | output_units)))
+    return out
 
 
 def pair_connected(encoder: Masks, decoder: Masks) -> bool:
@@ -147,7 +165,7 @@ def violation(role: str, old: Masks, new: Masks, keep_inputs: bool = True, partn
         lost = np.flatnonzero(~alive & was)
         if lost.size:
             return f"output unit {int(lost[0])} lost its last alive weight and its bias"
-    ends = _ends(role, partner)
+    ends = pair_ends(role, partner)
     if connected(old) and not connected(new):
         reach = forward_reach(new)
         layer = next(i for i, r in enumerate(reach) if not r.any())

@@ -19,6 +19,7 @@ import torch
 
 from coevo.evolution.population import Stack
 from coevo.operators.base import LayerGradients
+from coevo.operators.protection import live_positions
 
 
 def operator_amount(amount: float, grow_fraction: float) -> float:
@@ -33,19 +34,23 @@ def regrow_share(amount: float, grow_fraction: float) -> float:
 
 
 def grow(stack: Stack, i: int, before: np.ndarray, share: float, rng: np.random.Generator,
-         gradients: list[LayerGradients] | None) -> int:
-    """Revive, in each layer of network ``i`` of ``stack``, ``share`` of the entries the mutation
-    cut (stochastically rounded, so the expectation is exact) among those dead in ``before`` (the
-    mask row before the mutation): the largest |gradient| first (``gradients`` given) or uniformly
-    drawn (None). Their weights and Adam moments are set to 0. Returns how many revived."""
+         gradients: list[LayerGradients] | None, role: str = "network", partner: np.ndarray | None = None) -> int:
+    """Revive, in each layer of network ``i`` of ``stack`` (a ``role`` network whose partner
+    offers ``partner``, :func:`coevo.operators.protection.partner_reach`), ``share`` of the entries
+    the mutation cut (stochastically rounded, so the expectation is exact) among those dead in
+    ``before`` (the mask row before the mutation) that would lie on a live path of the pair
+    (:func:`coevo.operators.protection.live_positions`): the largest |gradient| first
+    (``gradients`` given) or uniformly drawn (None). Their weights and Adam moments are set to 0.
+    Returns how many revived."""
     now = stack.mask[i].cpu().numpy()
     positions = np.arange(now.size)
+    usable = live_positions(role, [(w, b) for w, b in stack.layout.split(now)], partner)
     revive: list[np.ndarray] = []
-    for k, ((pw, pb), (bw, bb), (nw, nb)) in enumerate(zip(stack.layout.split(positions), stack.layout.split(before),
-                                                           stack.layout.split(now))):
+    for k, ((pw, pb), (bw, bb), (nw, nb), (uw, ub)) in enumerate(zip(
+            stack.layout.split(positions), stack.layout.split(before), stack.layout.split(now), usable)):
         cut = int((bw & ~nw).sum() + (bb & ~nb).sum())
         count = int(np.floor(cut * share + rng.random()))
-        dead = np.concatenate([~bw.ravel(), ~bb])
+        dead = np.concatenate([(~bw & uw).ravel(), ~bb & ub])
         count = min(count, int(dead.sum()))
         if count == 0:
             continue

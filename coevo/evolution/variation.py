@@ -277,7 +277,8 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
     watch.check(f"pruning operator {operator_name!r}", "draw from its rng argument (seeded per cell) so that runs reproduce")
     if growth is not None:
         share, grow_rng = growth
-        for cls, stack in ((Encoder, enc), (Decoder, dec)):
+        for cls, stack, other in ((Encoder, enc, dec), (Decoder, dec, enc)):
             gradients = context.gradients(nets[cls]) if settings.grow_by == "gradient" else None
-            regrowth.grow(stack, i, before[cls], share, grow_rng, gradients)
+            partner = partner_reach(cls.role, other.layout.split(other.mask[i].cpu().numpy()))
+            regrowth.grow(stack, i, before[cls], share, grow_rng, gradients, cls.role, partner)
     return context.events
