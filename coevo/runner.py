@@ -266,7 +266,7 @@ def _run(problem: Problem, run_dir: Path, state: RunState | None, logbook: str |
     try:
         with user_code("running"):
             state = _execute(problem, run_dir, state, logbook, quiet, extra, meta)
-            summary = finish(problem, run_dir, state, time.perf_counter() - t0)
+            summary = finish(problem, run_dir, state, time.perf_counter() - t0, fingerprint)
             for obs in extra:
                 if callable(getattr(obs, "on_end", None)):
                     obs.on_end(summary)
@@ -296,8 +296,9 @@ def _execute(problem: Problem, run_dir: Path, state: RunState | None, logbook: s
             bar.close()
 
 
-def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float) -> dict:
-    """Write summary.json, best.pt (the pair with the lowest validation loss) and the plots."""
+def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float, data: dict | None = None) -> dict:
+    """Write summary.json, best.pt (the pair with the lowest validation loss) and the plots;
+    ``data`` (the data fingerprint) lets ``coevo bench`` check a finished run is of its trial's data."""
     cfg = problem.config
     losses = final_losses(problem, state)
     best = int(np.argmin(losses["validation"]))
@@ -331,6 +332,7 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         "cells": len(enc),
         "parameters": enc.layout.size + dec.layout.size,
         "provenance": provenance.collect(),
+        "data": data if data is not None else rundir.data_fingerprint(cfg, problem.dataset),
     }
     summary["warnings"] = report.quality_warnings(summary)
     for name in operator_needs(cfg).events:  # e.g. early_bird_generation: null if it never happened
