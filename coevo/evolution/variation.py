@@ -23,7 +23,7 @@ from coevo.evolution.context import pair_context
 from coevo.evolution.front import kept_ladder, multi_objective
 from coevo.evolution.population import Stack
 from coevo.genome import Decoder, Encoder, Layout
-from coevo.measures import KeptFractions, stack_kept_fractions
+from coevo.measures import KeptFractions, live_entries, stack_kept_fractions
 from coevo.operators.base import needs_of
 from coevo.operators.protection import pair_connected, partner_reach
 from coevo.registry import GlobalRandomWatch
@@ -187,7 +187,10 @@ def target_tolerance(enc_layout: Layout, dec_layout: Layout) -> float:
 
 def pair_kept(enc: Stack, dec: Stack, i: int, by_value: bool = False) -> float:
     """Pair i's live kept fraction, the measure the logbook reports (:mod:`coevo.measures`)."""
-    return float(stack_kept_fractions(enc[np.array([i])], dec[np.array([i])], by_value).kept[0])
+    rows = [stack.mask[i:i + 1] & (stack.params[i:i + 1] != 0) if by_value else stack.mask[i:i + 1]
+            for stack in (enc, dec)]
+    alive = torch.cat(rows, dim=1).cpu().numpy()
+    return float(live_entries(enc.layout + dec.layout, alive).mean())
 
 
 def within_target(attempt: Callable[[float], set[str]], amount: float, enc: Stack, dec: Stack, i: int,
