@@ -29,10 +29,12 @@ from coevo.bench.report import attach_data, median_iqr, paired_comparison, read_
 from coevo.errors import UserError
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SIDES = ("coevo", "isolated", "baseline", "baseline-reset")
+SIDES = ("coevo", "isolated", "baseline", "baseline-reset", "baseline-4000-epochs")
 """coevo: coevolution; isolated: the same cells with grid.radius = 0; baseline: one autoencoder;
-baseline-reset: the baseline with coevolution's exploration mutation."""
-CONTROLS = ("isolated", "baseline", "baseline_reset")
+baseline-reset: the baseline with coevolution's exploration mutation; baseline-4000-epochs: the
+baseline trained ten times as long (benchmarks/specs/baseline-epochs.toml)."""
+CONTROLS = ("isolated", "baseline", "baseline_reset", "baseline_4000_epochs")
+EXTRA_ROWS = {"baseline_reset": "baseline with reset 0.01", "baseline_4000_epochs": "baseline, 4,000 epochs"}
 
 
 def side_of(row: dict) -> str:
@@ -54,10 +56,15 @@ def gradient_steps(bench: Path, row: dict) -> int:
     return cells * cfg.run.generations * batches
 
 
-def summarize(bench: Path) -> list[dict]:
-    rows = attach_data(read_rows(bench / "rows.jsonl"), bench)
-    if not rows:
-        sys.exit(f"{bench}/rows.jsonl has no rows: run `coevo bench --preset compression --out {bench}` first")
+def summarize(bench: Path, *more: Path) -> list[dict]:
+    """The table's entries from one bench directory, plus the rows of ``more`` (other benches of
+    the same data and seeds, e.g. the baseline at 4,000 epochs)."""
+    rows = []
+    for where in (bench, *more):
+        found = attach_data(read_rows(where / "rows.jsonl"), where)
+        if not found:
+            sys.exit(f"{where}/rows.jsonl has no rows: run `coevo bench --preset compression --out {where}` first")
+        rows += [dict(r, bench_dir=str(where)) for r in found]
     by = {}
     for row in rows:
         side = side_of(row)
@@ -67,11 +74,12 @@ def summarize(bench: Path) -> list[dict]:
     for target in sorted({t for t, _ in by}, key=float, reverse=True):
         coevo = by.get((target, "coevo"), {})
         groups = {side.replace("-", "_"): by.get((target, side), {}) for side in SIDES}
-        seeds = sorted(set(coevo).intersection(*[g for name, g in groups.items() if name != "coevo" and g]))
+        # the three main sides on the seeds they all ran; the extra rows pair on their own seeds
+        seeds = sorted(set(coevo).intersection(*[groups[n] for n in ("isolated", "baseline") if groups[n]]))
         entry = {"target": float(target), "seeds": seeds,
                  "floor": next(iter(next(g for g in groups.values() if g).values())).get("test_loss_floor")}
         for side, group in groups.items():
-            runs = [group[s] for s in seeds if s in group] or list(group.values())
+            runs = ([group[s] for s in seeds if s in group] if side not in EXTRA_ROWS else []) or list(group.values())
             if not runs:
                 continue
             entry[side] = {
@@ -80,7 +88,7 @@ def summarize(bench: Path) -> list[dict]:
                 "test_loss_mean": median_iqr([r["test_loss_mean"] for r in runs]),
                 "kept_fraction": median_iqr([r["kept_fraction"] for r in runs]),
                 "wall_seconds": float(np.median([r["wall_seconds"] for r in runs])),
-                "gradient_steps": gradient_steps(bench, runs[0]),
+                "gradient_steps": gradient_steps(Path(runs[0].get("bench_dir", bench)), runs[0]),
             }
         try:  # the table pairs by seed: refused where a seed's two runs had different data
             for control in CONTROLS:
@@ -121,12 +129,13 @@ def markdown(table: list[dict]) -> str:
         lines.append(f"| {kept_label(e['target'])} | {q(c['test_loss'])} | {q(i['test_loss']) if i else '-'} "
                      f"| {q(b['test_loss']) if b else '-'} {versus(e, 'isolated')}{versus(e, 'baseline')}"
                      f"| {kept} | {wall} |")
-        br = e.get("baseline_reset")
-        if br and e.get("against_baseline_reset"):
-            lines.append(f"| {kept_label(e['target'])}, baseline with reset 0.01 | {q(c['test_loss'])} | "
-                         f"| {q(br['test_loss'])} | | | {versus(e, 'baseline_reset')}"
-                         f"| {c['kept_fraction'][0]:.3f} / - / {br['kept_fraction'][0]:.3f} "
-                         f"| {c['wall_seconds']:.0f} / - / {br['wall_seconds']:.0f} |")
+        for control, name in EXTRA_ROWS.items():
+            br = e.get(control)
+            if br and e.get(f"against_{control}"):
+                lines.append(f"| {kept_label(e['target'])}, {name} | {q(c['test_loss'])} | "
+                             f"| {q(br['test_loss'])} | | | {versus(e, control)}"
+                             f"| {c['kept_fraction'][0]:.3f} / - / {br['kept_fraction'][0]:.3f} "
+                             f"| {c['wall_seconds']:.0f} / - / {br['wall_seconds']:.0f} |")
     n = max((len(e["seeds"]) for e in table), default=0)
     seeds = sorted({s for e in table for s in e["seeds"]})
     span = f"seeds {seeds[0]}-{seeds[-1]}" if seeds else "no seeds"
@@ -174,10 +183,12 @@ def plot(table: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", type=Path, help="a `coevo bench --preset compression` directory")
+    parser.add_argument("more", type=Path, nargs="*",
+                        help="other bench directories of the same data and seeds (benchmarks/specs/baseline-epochs.toml)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the table and plot go")
     parser.add_argument("--stem", default="compression", help="file name of the table and plot (default compression)")
     args = parser.parse_args(argv)
-    table = summarize(args.bench)
+    table = summarize(args.bench, *args.more)
     write_table(args.out, args.stem, markdown(table), table)
     plot(table, args.out / f"{args.stem}.png")
     print(f"wrote {args.out / (args.stem + '.md')}, .json and .png")

@@ -84,3 +84,25 @@ def test_isolated_cells_are_a_control_of_their_own_paired_by_seed(tmp_path):
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[1:4] == ["0.0550 [0.0545-0.0575]", "0.0600 [0.0590-0.0605]", "0.0570 [0.0565-0.0580]"]
     assert cells[4] == "-0.0040" and cells[7] == "-0.0020"
+
+
+def test_the_baseline_at_4000_epochs_is_read_from_its_own_bench_and_pairs_on_its_own_seeds(tmp_path):
+    main = fake_bench(tmp_path / "main", ([0.054, 0.055, 0.060], [0.056, 0.057, 0.059]))
+    extra = tmp_path / "epochs"
+    extra.mkdir()
+    rows = []
+    for seed, loss in ((1, 0.070), (2, 0.066)):  # two of the three seeds
+        run_dir = f"trials/baseline-4000-epochs-0.10/seed-{seed}"
+        (extra / run_dir).mkdir(parents=True)
+        cfg = config.load(overrides=["run.mode=canonical", "run.generations=70", "data.n_dims=20", "data.n_clusters=2",
+                                     "data.rows_per_cluster=10", f"run.seed={seed}"])
+        (extra / run_dir / "config.toml").write_text(config.dumps(cfg))
+        rows.append({"label": "baseline-4000-epochs-0.10", "mode": "canonical", "seed": seed, "test_loss": loss,
+                     "test_loss_mean": loss, "kept_fraction": 0.1, "wall_seconds": 80.0, "test_loss_floor": 0.05,
+                     "run_dir": run_dir})
+    (extra / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (entry,) = compression.summarize(main, extra)
+    assert entry["seeds"] == [1, 2, 3]  # the main sides keep all their seeds
+    assert entry["baseline_4000_epochs"]["n"] == 2 and entry["baseline_4000_epochs"]["gradient_steps"] == 70 * 4
+    assert entry["against_baseline_4000_epochs"]["difference"] == pytest.approx(-0.0135)  # -0.016, -0.011
+    assert "| 0.10, baseline, 4,000 epochs | 0.0550" in compression.markdown([entry])
