@@ -178,7 +178,9 @@ def _run(args: argparse.Namespace) -> int:
             print("coevo: interrupted; finished trials are kept, re-run the same command to continue", file=sys.stderr)
             return 130
         print(bench.format_outcome(outcome))
-        return 1 if outcome.failed else 0
+        for line in bench.format_failures(outcome):
+            print(line, file=sys.stderr)
+        return 2 if outcome.failed else 0
     raise AssertionError(args.command)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -58,22 +59,30 @@ def rows_of(out: Path) -> list[dict]:
     return bench_report.read_rows(out / bench_report.ROWS)
 
 
+@dataclass
+class InProcessExecutor(bench.LocalExecutor):
+    """Trials in the test's process, so that the patches of the runner below see them."""
+
+    in_process: bool = True
+
+
 @pytest.fixture
 def counted(monkeypatch):
-    """Count the trials that start from scratch or resume, still running them."""
+    """Count the trials that start from scratch or resume, still running them (in this process)."""
     calls = {"start": [], "resume": []}
     start, resume = runner.start, runner.resume
 
-    def counting_start(config, out=None, quiet=False):
+    def counting_start(config, out=None, quiet=False, **kwargs):
         calls["start"].append(Path(out))
-        return start(config, out, quiet)
+        return start(config, out, quiet, **kwargs)
 
-    def counting_resume(run_dir, generations=None, quiet=False):
+    def counting_resume(run_dir, generations=None, quiet=False, **kwargs):
         calls["resume"].append(Path(run_dir))
-        return resume(run_dir, generations, quiet)
+        return resume(run_dir, generations, quiet, **kwargs)
 
     monkeypatch.setattr(runner, "start", counting_start)
     monkeypatch.setattr(runner, "resume", counting_resume)
+    monkeypatch.setattr(bench, "LocalExecutor", InProcessExecutor)
     return calls
 
 
@@ -349,11 +358,14 @@ def test_a_failed_trial_writes_no_row_and_is_reported(tmp_path):
         return {"test_loss": 0.2, "validation_loss": 0.2, "train_loss": 0.2, "kept_fraction": 1.0, "loss": "l1"}
 
     spec = bench_spec.parse(TINY_SPEC)
-    outcome = bench.run(spec, tmp_path / "out", quiet=True, executor=bench.LocalExecutor(1, task=fake))
+    outcome = bench.run(spec, tmp_path / "out", quiet=True,
+                        executor=bench.LocalExecutor(1, task=fake, in_process=True))
     assert outcome.ran == 2 and [t.seed for t, _ in outcome.failed] == [2, 2]
     assert {r["seed"] for r in rows_of(tmp_path / "out")} == {1}
-    text = bench.format_outcome(outcome)
-    assert "2 failed" in text and "RuntimeError: diverged" in text and "re-run" in text
+    assert "2 failed" in bench.format_outcome(outcome)
+    failures = bench.format_failures(outcome)
+    assert len(failures) == 2 and all("RuntimeError: diverged" in line and "re-run" in line for line in failures)
+    assert failures[0].startswith("coevo: error: trial ") and "seed-2" in failures[0]
     assert outcome.report is not None and outcome.report.exists()
 
 

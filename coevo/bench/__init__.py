@@ -23,12 +23,15 @@ orphan of a killed driver) can never be written by two processes at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import sys
+import threading
 import tomllib
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -56,10 +59,39 @@ killed driver that has not exited yet, a retried Ray task whose first worker is 
 down) before it is reported as failed, writing no row."""
 
 
+class TrialStopped(Exception):
+    """A trial that did not start, or was stopped at a generation, because the sweep was interrupted."""
+
+
+_interrupted = False
+"""Set by SIGINT or SIGTERM while trials run (a plain flag: a handler must take no lock): no
+trial starts any more, and running ones stop after their current generation."""
+
+_pool_stop: Any = None
+"""In a pool worker: the pool's shared event, which the driver sets when it is interrupted."""
+
+
+def _stopping() -> bool:
+    return _interrupted or (_pool_stop is not None and _pool_stop.is_set())
+
+
+class _StopAtGeneration:
+    """An observer that ends the run after the generation during which the sweep was
+    interrupted; the run's checkpoints are kept, so re-running the sweep resumes it."""
+
+    def on_start(self, config: Any, state: Any) -> None:
+        pass
+
+    def on_generation(self, row: dict, state: Any) -> None:
+        if _stopping():
+            raise KeyboardInterrupt
+
+
 def execute_trial(config: dict[str, dict[str, Any]], run_dir: str) -> dict:
     """Run one trial to its summary (in a worker). A finished run directory is read, one with
     checkpoints resumed, anything else left by a crash removed and run again; all of it while
-    holding the directory's lock (see :data:`TRIAL_LOCK_WAIT_S`)."""
+    holding the directory's lock (see :data:`TRIAL_LOCK_WAIT_S`). The driver has checked that a
+    directory holding a run is this trial's (:func:`check_trial_dir`)."""
     from coevo import runner
     from coevo.rundir.checkpoint import CHECKPOINT_DIR
 
@@ -68,13 +100,43 @@ def execute_trial(config: dict[str, dict[str, Any]], run_dir: str) -> dict:
     with lock.hold(path, wait_s=TRIAL_LOCK_WAIT_S):
         if not summary.exists() and any((path / CHECKPOINT_DIR).glob("gen_*.pt")):
             try:
-                runner.resume(path, quiet=True)
+                runner.resume(path, quiet=True, observers=[_StopAtGeneration()])
             except UserError:  # every checkpoint damaged: start over below
                 pass
         if not summary.exists():
             lock.clear(path)
-            runner.start(config_module.from_dict(config), path, quiet=True)
+            runner.start(config_module.from_dict(config), path, quiet=True, observers=[_StopAtGeneration()])
         return json.loads(summary.read_text())
+
+
+def _init_worker(parent_pid: int, stop: Any) -> None:
+    """A pool worker: dies with the driver; SIGINT (a terminal's Ctrl-C reaches the whole
+    process group) sets the shared stop event, so the trial stops after its generation and no
+    queued trial starts. SIGTERM keeps its default: the worker dies, its checkpoints kept."""
+    global _pool_stop
+    lock.die_with_parent(parent_pid)
+    _pool_stop = stop
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    global _interrupted
+    _interrupted = True
+
+
+def _worker_task(task: Callable[[dict, str], dict], config: dict, run_dir: str) -> dict:
+    """Run ``task`` unless the sweep was interrupted before this trial's turn came."""
+    if _stopping():
+        raise TrialStopped("the sweep was interrupted before it started")
+    return task(config, run_dir)
+
+
+def _holder_pid(run_dir: Path) -> int | None:
+    """The pid of this host's process that took ``run_dir``'s lock (the file outlives a dead holder)."""
+    words = lock.holder_of(run_dir).split()
+    if len(words) == 4 and words[0] == "pid" and words[1].isdigit() and words[3] == socket.gethostname():
+        return int(words[1])
+    return None
 
 
 class TrialExecutor(Protocol):
@@ -88,54 +150,125 @@ class TrialExecutor(Protocol):
 class LocalExecutor:
     """Trials in ``jobs`` processes on this machine (spawned: fork after OpenMP hangs), which
     exit when this process dies (:func:`coevo.rundir.lock.die_with_parent`), SIGKILL included;
-    ``jobs = 1`` runs them one after another in this process.
+    ``jobs = 1`` too, so that a trial whose user code ends its process (``os._exit``) cannot end
+    the sweep silently. ``in_process`` runs them one after another in this process instead (for
+    tests that patch the runner).
 
     A worker that dies (killed, out of memory) breaks the process pool, and every trial still in
     it with it. Those trials go to a fresh pool: a dead worker's lock on its trial's directory
     went with it, and :func:`execute_trial` resumes or restarts the directory, as on Ray. A trial
     that had started (its directory still holds the lock file its worker left) is charged one
     try, and is reported as failed after ``retries`` retries; the pool also stops the trials that
-    ran beside the dead worker, so they are charged too."""
+    ran beside the dead worker, so they are charged too. A worker that exited by itself (an exit
+    code, not a signal) in the middle of a trial, before its summary.json, fails that trial at
+    once: its user code would end it again.
+
+    Once :data:`_interrupted` is set (see :func:`_graceful_signals`), no trial starts and running ones
+    stop after their generation; they are yielded as :class:`TrialStopped` or the runner's
+    ``Interrupted``."""
 
     jobs: int
     task: Callable[[dict, str], dict] = execute_trial
     retries: int = 3
+    in_process: bool = False
 
     def run(self, trials: Sequence[Trial], out: Path) -> Iterator[tuple[Trial, dict | BaseException]]:
-        if self.jobs == 1:
+        if self.in_process:
             for trial in trials:
+                if _interrupted:
+                    return
                 try:
                     yield trial, self.task(trial.config(), str(out / trial.run_dir))
                 except Exception as exc:  # a failed trial must not stop the sweep
                     yield trial, exc
             return
         queue, broken_pools = list(trials), {id(t): 0 for t in trials}
-        while queue:
+        while queue and not _interrupted:
+            stop = multiprocessing.get_context("spawn").Event()
             # the pool starts its workers from this thread, on the first submit: the parent-death
             # signal is tied to it, and it outlives the pool
             pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=lock.die_with_parent, initargs=(os.getpid(),))
+                                       initializer=_init_worker, initargs=(os.getpid(), stop))
             again: list[Trial] = []
+            broken: list[Trial] = []
             try:
-                pending: dict[Future, Trial] = {pool.submit(self.task, t.config(), str(out / t.run_dir)): t
-                                                for t in queue}
+                with _sigint_ignored():  # inherited by the workers until _init_worker sets their handler
+                    pending: dict[Future, Trial] = {pool.submit(_worker_task, self.task, t.config(),
+                                                                str(out / t.run_dir)): t for t in queue}
+                workers = dict(pool._processes or {})  # pid -> Process: to tell how a dead worker ended
                 while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    if _interrupted and not stop.is_set():
+                        stop.set()
+                        for future in [f for f in pending if f.cancel()]:
+                            pending.pop(future)
                     for future in finished:
                         trial = pending.pop(future)
                         exc = future.exception()
                         if isinstance(exc, BrokenProcessPool):
-                            if (out / trial.run_dir / lock.LOCK_FILE).exists():  # it had started
-                                broken_pools[id(trial)] += 1
-                            if broken_pools[id(trial)] <= self.retries:
-                                again.append(trial)
-                                continue
-                            exc = RuntimeError(f"its worker process died in each of {broken_pools[id(trial)]} "
-                                               f"tries (killed, or out of memory?): {exc}")
+                            broken.append(trial)  # decided once the pool's workers have been reaped
+                            continue
                         yield trial, exc if exc is not None else future.result()
             finally:
+                stop.set()  # left early (a second Ctrl-C, say): queued trials must not start
                 pool.shutdown(wait=True, cancel_futures=True)  # the broken pool's workers are gone, locks too
+            for trial in broken:
+                run_dir = out / trial.run_dir
+                if _interrupted:
+                    yield trial, TrialStopped("the sweep was interrupted")
+                    continue
+                if not (run_dir / lock.LOCK_FILE).exists():  # it had not started
+                    again.append(trial)
+                    continue
+                worker = workers.get(_holder_pid(run_dir))
+                code = worker.exitcode if worker is not None else None
+                if code is not None and code >= 0 and not (run_dir / "summary.json").exists():
+                    yield trial, RuntimeError(f"its worker process exited (exit code {code}) in the middle of the "
+                                              f"trial, without writing summary.json: does user code call os._exit()?")
+                    continue
+                broken_pools[id(trial)] += 1
+                if broken_pools[id(trial)] <= self.retries:
+                    again.append(trial)
+                    continue
+                yield trial, RuntimeError(f"its worker process died in each of {broken_pools[id(trial)]} "
+                                          f"tries (killed, or out of memory?)")
             queue = [t for t in trials if t in again]  # in the sweep's order
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while workers are spawned (an ignored signal stays ignored across exec), so
+    that a Ctrl-C cannot kill a worker before it has its own handler. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _graceful_signals() -> Iterator[None]:
+    """While trials run: SIGINT or SIGTERM sets :data:`_interrupted` (no new trial, running ones
+    stop after their generation, finished ones keep their rows); a second one raises
+    KeyboardInterrupt at once. Main thread only (Python delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if _interrupted:
+            raise KeyboardInterrupt
+        _on_signal(signum, frame)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 RAY_CONNECT_TIMEOUT_S = 10.0
@@ -345,6 +478,8 @@ def run(spec: Spec, out: Path, jobs: int | None = None, quiet: bool = False,
 
 
 def _run_locked(spec: Spec, out: Path, jobs: int | None, quiet: bool, executor: TrialExecutor | None) -> Outcome:
+    global _interrupted
+    _interrupted = False
     todo = prepare(spec, out)
     total = len(spec.expand())
     outcome = Outcome(out, total, skipped=total - len(todo))
@@ -357,6 +492,8 @@ def _run_locked(spec: Spec, out: Path, jobs: int | None, quiet: bool, executor: 
         if jobs > 1:
             todo = [_with_threads(t, max(1, cores() // jobs)) for t in todo]
         where = f"{jobs} worker{'s' * (jobs > 1)}"
+    for trial in todo:  # before anything runs: a directory holding a run must be this trial's
+        check_trial_dir(trial, out / trial.run_dir)
     executor = executor or LocalExecutor(jobs)
     if not quiet:
         print(f"bench {spec.name}: {total} trials ({len(spec.combinations)} combinations x {spec.trials}), "
@@ -367,9 +504,12 @@ def _run_locked(spec: Spec, out: Path, jobs: int | None, quiet: bool, executor: 
 
         bar = tqdm(total=total, initial=outcome.skipped, unit="trial", desc=f"bench {spec.name}", dynamic_ncols=True)
     results = executor.run(todo, out)
+    signals = _graceful_signals() if isinstance(executor, LocalExecutor) else contextlib.nullcontext()
     try:
-        with open(out / bench_report.ROWS, "a") as rows:
+        with signals, open(out / bench_report.ROWS, "a") as rows:
             for trial, result in results:
+                if isinstance(result, (KeyboardInterrupt, TrialStopped)):  # the sweep was interrupted
+                    continue
                 if isinstance(result, BaseException):
                     outcome.failed.append((trial, result))
                 else:
@@ -388,6 +528,8 @@ def _run_locked(spec: Spec, out: Path, jobs: int | None, quiet: bool, executor: 
             close()
         if bar is not None:
             bar.close()
+    if _interrupted:  # every finished trial has its row; the report waits for the re-run
+        raise KeyboardInterrupt
     if bench_report.read_rows(out / bench_report.ROWS):
         outcome.report = bench_report.write_report(out, spec.baseline, spec.name)
     return outcome
@@ -403,16 +545,82 @@ def rebuild_report(out: Path) -> Path:
 
 
 def format_outcome(outcome: Outcome) -> str:
-    """The closing lines of ``coevo bench``."""
+    """The closing lines of ``coevo bench`` (stdout; failed trials: :func:`format_failures`)."""
     lines = [f"bench: {outcome.ran} trials run, {outcome.skipped} already done, {len(outcome.failed)} failed "
              f"(of {outcome.total}); rows: {outcome.out / bench_report.ROWS}"]
     if outcome.report is not None:
         lines.append(f"report: {outcome.report}")
-    for trial, exc in outcome.failed[:5]:
-        lines.append(f"failed: {trial.run_dir} ({type(exc).__name__}: {exc})")
-    if outcome.failed:
-        lines.append("re-run the same command to retry the failed trials")
     return "\n".join(lines)
+
+
+def format_failures(outcome: Outcome) -> list[str]:
+    """One line per failed trial, for stderr: which trial, why, and the fix."""
+    lines = []
+    for trial, exc in outcome.failed:
+        why = (str(exc).strip().splitlines() or [""])[0]
+        lines.append(f"coevo: error: trial {outcome.out / trial.run_dir} failed ({type(exc).__name__}: {why}); "
+                     f"re-run the same command to retry it")
+    return lines
+
+
+def check_trial_dir(trial: Trial, path: Path) -> None:
+    """Refuse (a UserError naming the directory and what differs) a trial directory that holds a
+    run which is not this trial's: a row is written from it, or it is resumed, only when its
+    config.toml is the trial's configuration (run.threads aside: it follows --jobs) and the data
+    it recorded (summary.json, else its newest checkpoint) are the trial's data."""
+    from coevo.rundir import directory as rundir
+
+    if not path.is_dir() or lock.is_empty(path):
+        return
+    fix = f"move it away (or use another --out) to run trial {trial.combination.label} seed {trial.seed} there"
+    if not (path / "config.toml").exists():
+        found = [e.name for e in path.iterdir() if e.name != lock.LOCK_FILE and ".tmp" not in e.name]
+        if found:
+            raise UserError(f"{path} holds {found[0]} but no config.toml, so it is not a run of this trial; {fix}")
+        return
+    try:
+        there = rundir._flat(config_module.to_dict(config_module.load(path / "config.toml")))
+    except (UserError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"{path / 'config.toml'} cannot be read ({exc}); {fix}") from None
+    config = rundir.with_absolute_source(config_module.from_dict(trial.config()))
+    here = rundir._flat(config_module.to_dict(config))
+    for key in sorted((set(there) | set(here)) - {"run.threads"}):
+        if there.get(key) != here.get(key):
+            raise UserError(f"{path} is not this trial's run: its config.toml sets {key} = {there.get(key)!r}, "
+                            f"the trial {key} = {here.get(key)!r}; {fix}")
+    recorded = _recorded_data(path)
+    if recorded is None:
+        return  # no summary and no checkpoint: nothing to adopt, the trial runs there from scratch
+    if not recorded:
+        raise UserError(f"{path} records no data fingerprint (a run of an older coevo?), so it cannot be "
+                        f"told to be this trial's; {fix}")
+    from coevo import data as data_module
+
+    fingerprint = rundir.data_fingerprint(config, data_module.load(config.data, config.run.seed))
+    for key in ("shape", "splits_sha256"):
+        if recorded.get(key) != fingerprint[key]:
+            raise UserError(f"{path} was run on other data than this trial's ({config.data.source}: its {key} "
+                            f"differs, {recorded.get(key)!r} there, {fingerprint[key]!r} here); {fix}")
+
+
+def _recorded_data(path: Path) -> dict | None:
+    """The data fingerprint a run directory recorded: summary.json's, else its newest good
+    checkpoint's; {} when it records none; None when it has no summary and no good checkpoint."""
+    from coevo.rundir import checkpoint
+
+    summary = path / "summary.json"
+    if summary.exists():
+        try:
+            data = json.loads(summary.read_text()).get("data")
+        except (ValueError, AttributeError) as exc:
+            raise UserError(f"{summary} cannot be read ({exc}); move the directory away to run the trial again") from None
+        if data:
+            return data
+    try:
+        _, saved, _ = checkpoint.read_latest(path)
+    except UserError:  # no checkpoint, or every one damaged: the trial starts over
+        return {} if summary.exists() else None
+    return (saved.get("meta") or {}).get("data") or {}
 
 
 def make_row(trial: Trial, summary: dict) -> dict:
