@@ -51,6 +51,10 @@ class RunConfig:
     (local engine only)."""
     tensorboard: bool = False
     """Also write the logbook's scalars to RUN_DIR/tensorboard (needs pip install coevo[tensorboard])."""
+    plugin_timeout: float = 0.0
+    """Stop the run (exit 2, its checkpoints kept) when one call of a pruning operator or schedule
+    has not returned after this many seconds; 0 = never (off by default: how long a call may
+    take grows with the network, and a call running for a minute is named on stderr anyway)."""
 
 
 @dataclass(frozen=True)
@@ -438,6 +442,7 @@ def validate(c: Config) -> None:
     _check_types(c)
     need(c.run.generations >= 1, f"run.generations must be >= 1, got {c.run.generations}")
     need(c.run.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0 (0 = never), got {c.run.checkpoint_every}")
+    need(c.run.plugin_timeout >= 0, f"run.plugin_timeout must be >= 0 seconds (0 = never), got {c.run.plugin_timeout}")
     need(c.run.engine in ("local", "ray"), f"run.engine = {c.run.engine!r} is not allowed; choose one of: local, ray")
     need(c.run.ray_workers >= 1, f"run.ray_workers must be >= 1, got {c.run.ray_workers}")
     need(c.run.update == "synchronous" or c.run.engine == "local",

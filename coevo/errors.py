@@ -20,8 +20,14 @@ class OperatorError(UserError):
 def user_frame(tb) -> str | None:
     """``FILE:LINE in FUNCTION`` of the innermost frame of traceback ``tb`` that is the user's
     code (not coevo's, not the standard library's or an installed package's); None if none is."""
-    import sysconfig
     import traceback
+
+    return user_frame_of(traceback.extract_tb(tb))
+
+
+def user_frame_of(frames) -> str | None:
+    """:func:`user_frame` of a list of ``traceback.FrameSummary`` (a traceback's or a live stack's)."""
+    import sysconfig
     from pathlib import Path
 
     skip = {Path(__file__).resolve().parent}
@@ -36,7 +42,7 @@ def user_frame(tb) -> str | None:
         if paths.get(key):
             skip.add(Path(paths[key]).resolve())
     found = None
-    for frame in traceback.extract_tb(tb):
+    for frame in frames:
         if not frame.filename or frame.filename.startswith("<"):
             continue
         path = Path(frame.filename).resolve()

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from coevo import config as config_module
-from coevo.errors import ConfigError, OperatorError
+from coevo import watchdog
+from coevo.errors import ConfigError, OperatorError, user_frame
 
 T = TypeVar("T", bound=Callable)
 
@@ -75,7 +76,9 @@ class Registry(Generic[T]):
                 continue
             try:
                 self.add(ep.name, ep.load())
-            except Exception as exc:  # a broken plug-in must not break coevo; report when named
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a broken plug-in must not break coevo; report when named
                 self._items.setdefault(ep.name, _broken(self.kind, ep.name, ep.value, exc))
 
     def names(self) -> list[str]:
@@ -107,17 +110,25 @@ class Registry(Generic[T]):
         """``(callable, keyword arguments for every call)``, with ``params`` checked against the
         plug-in's signature. A function gets its parameters at each call (bind them with
         ``toolbox.register``, the DEAP way); a class gets them once, in its constructor, and its
-        instance is the callable (then no call arguments are left)."""
+        instance is the callable (then no call arguments are left). The callable is
+        :class:`Watched`: a call that does not return is named (:mod:`coevo.watchdog`)."""
+        item, checked = self._resolve(name, params)
+        return Watched(item, self._who(name)), checked  # type: ignore[return-value]
+
+    def _resolve(self, name: str, params: Mapping[str, Any] | None) -> tuple[T, dict[str, Any]]:
         item = self.lookup(name)
         checked = self.check_params(name, item, dict(params or {}))
         if inspect.isclass(item):
             return self._instantiate(name, item, checked), {}
         return item, checked
 
+    def _who(self, name: str) -> str:
+        return f"{self.kind} {name!r} ({self.config_key})"
+
     def get(self, name: str, params: Mapping[str, Any] | None = None) -> T:
         """A ready-to-call plug-in: a function with ``params`` bound, or a class's instance built
         with them (with no ``params``, a class is built with no arguments)."""
-        item, call_params = self.resolve(name, params)
+        item, call_params = self._resolve(name, params)
         return functools.partial(item, **call_params) if call_params else item  # type: ignore[return-value]
 
     def parameters(self, item: Callable) -> tuple[list[inspect.Parameter], bool]:
@@ -173,10 +184,12 @@ class Registry(Generic[T]):
 
     def _instantiate(self, name: str, item: type, params: dict[str, Any]) -> T:
         try:
-            instance = item(**params)
-        except Exception as exc:
+            instance = watchdog.call(self._who(name), item, **params)
+        except (KeyboardInterrupt, watchdog.Stalled):
+            raise
+        except BaseException as exc:  # SystemExit too: the constructor's error, not the end of coevo
             call = f"{item.__qualname__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
-            raise ConfigError(f"{self.config_key} = {name!r}: {call} raised {type(exc).__name__}: {exc}") from None
+            raise ConfigError(f"{self.config_key} = {name!r}: {call} raised {failure(exc)}") from exc
         if not callable(instance):
             raise ConfigError(f"{self.config_key} = {name!r}: instances of class {item.__qualname__} are not "
                               f"callable; give it a __call__ method")
@@ -187,7 +200,15 @@ class Registry(Generic[T]):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
+            if not _is_missing(exc, module_name):  # the module was found, and an import inside it failed
+                raise ConfigError(f"{self.config_key} = {path!r}: importing module {module_name!r} raised "
+                                  f"{failure(exc)}") from exc
             raise ConfigError(f"{self.config_key} = {path!r}: cannot import module {module_name!r} ({exc})") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a syntax error, anything raised at import, sys.exit() included
+            raise ConfigError(f"{self.config_key} = {path!r}: importing module {module_name!r} raised "
+                              f"{failure(exc)}") from exc
         try:
             item = getattr(module, attr)
         except AttributeError:
@@ -195,6 +216,46 @@ class Registry(Generic[T]):
         if not callable(item):
             raise ConfigError(f"{self.config_key} = {path!r} is not callable")
         return item
+
+
+class Watched:
+    """A resolved plug-in, called under :mod:`coevo.watchdog` (named if it does not return);
+    otherwise it is the plug-in: its attributes (``coevo_needs``, a partial's ``func``) are read
+    through, and ``__wrapped__`` is the plug-in itself."""
+
+    def __init__(self, item: Callable, who: str) -> None:
+        self.__wrapped__ = item
+        self.who = who
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return watchdog.call(self.who, self.__wrapped__, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # only for names the wrapper itself lacks
+        if name in ("__wrapped__", "who"):  # while unpickling, before __init__'s attributes exist
+            raise AttributeError(name)
+        return getattr(self.__wrapped__, name)
+
+    def __repr__(self) -> str:
+        return f"Watched({self.__wrapped__!r})"
+
+
+def failure(exc: BaseException) -> str:
+    """``TYPE: MESSAGE (FILE:LINE)`` of a plug-in's exception, where in the user's code it was
+    raised (a syntax error's own file and line); the traceback is for --debug."""
+    if isinstance(exc, SyntaxError):
+        what = f"SyntaxError: {exc.msg}"
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else None
+    else:
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        where = user_frame(exc.__traceback__)
+    return f"{what} (at {where}; --debug shows the traceback)" if where else what
+
+
+def _is_missing(exc: ImportError, module_name: str) -> bool:
+    """Whether ``exc`` says that ``module_name`` (or a package above it) is not there, rather
+    than that an import inside it failed."""
+    missing = exc.name or ""
+    return isinstance(exc, ModuleNotFoundError) and (module_name == missing or module_name.startswith(missing + "."))
 
 
 def _type_hints(item: Callable) -> dict[str, Any]:
@@ -219,8 +280,8 @@ def _describe(item: Callable) -> str:
     return f"{getattr(item, '__module__', '?')}.{getattr(item, '__qualname__', repr(item))}"
 
 
-def _broken(kind: str, name: str, value: str, exc: Exception) -> Callable:
-    message = f"{kind} {name!r} from entry point {value!r} failed to load: {exc}"
+def _broken(kind: str, name: str, value: str, exc: BaseException) -> Callable:
+    message = f"{kind} {name!r} from entry point {value!r} failed to load: {failure(exc)}"
 
     def fail(*_args, **_kwargs):
         raise ConfigError(message)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from coevo import config as config_module
-from coevo import errors, report
+from coevo import errors, report, watchdog
 from coevo.config import Config
 from coevo.engines import make_engine
 from coevo.errors import DataError, OperatorError, UserError
@@ -82,7 +82,7 @@ def prepare(config: Config) -> Problem:
 def _prepare(config: Config) -> Problem:
     config_module.validate(config)
     rundir.check_memory(config)  # before the data are loaded or the grid allocated
-    with user_code("preparing the run"):
+    with user_code("preparing the run"), watchdog.limit(config.run.plugin_timeout):
         problem = build(config)
         make_toolbox(config)
         prune_probability(config, 0, 1)
@@ -122,6 +122,15 @@ def _interrupted(run_dir: Path) -> Interrupted:
         return Interrupted(f"interrupted before the first checkpoint; no generation is kept: "
                            f"`coevo resume {run_dir}` runs it again from generation 0")
     return Interrupted("interrupted; nothing was written")
+
+
+def _kept(run_dir: Path) -> str:
+    """What a run stopped mid-way leaves to resume from, and how."""
+    newest = sorted(p for p in (run_dir / CHECKPOINT_DIR).glob("gen_*.pt") if p.is_file())
+    if newest:
+        return (f"the checkpoint of generation {int(newest[-1].stem.split('_')[1])} is kept: "
+                f"`coevo resume {run_dir}` continues from it")
+    return f"no checkpoint was written yet: `coevo resume {run_dir}` runs it again from generation 0"
 
 
 def default_run_dir(config: Config) -> Path:
@@ -264,12 +273,14 @@ def _run(problem: Problem, run_dir: Path, state: RunState | None, logbook: str |
         fingerprint = rundir.data_fingerprint(problem.config, problem.dataset)
     meta = {"config": config_module.to_dict(problem.config), "data": fingerprint}
     try:
-        with user_code("running"):
+        with user_code("running"), watchdog.limit(problem.config.run.plugin_timeout):
             state = _execute(problem, run_dir, state, logbook, quiet, extra, meta)
             summary = finish(problem, run_dir, state, time.perf_counter() - t0, fingerprint)
             for obs in extra:
                 if callable(getattr(obs, "on_end", None)):
                     obs.on_end(summary)
+    except watchdog.Stalled as exc:
+        raise OperatorError(f"{exc}; {_kept(run_dir)}") from exc
     finally:
         for obs in extra:
             if callable(getattr(obs, "close", None)):

@@ -85,9 +85,9 @@ def prune_step(config: Config, generation: int, subpopulation: int) -> schedules
         amount = None if step.amount is None else float(step.amount)
         kept = None if step.kept is None else float(step.kept)
         progress = None if step.progress is None else float(step.progress)
-    except UserError:
+    except (UserError, KeyboardInterrupt):
         raise
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit and BaseException subclasses too: the schedule's error
         raise OperatorError(f"pruning schedule {name!r} raised {type(exc).__name__}: {exc}") from exc
     watch.check(f"pruning schedule {name!r}", "a schedule must be a pure function of (t, T, p, s) and its parameters")
     if not 0.0 <= p <= 1.0:

@@ -270,9 +270,9 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
         net.partner_reach.flags.writeable = False
         try:
             result = mutate(net, rng=rng, context=context, amount=amount)
-        except UserError:
+        except (UserError, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit and BaseException subclasses too: the operator's error
             raise OperatorError(f"pruning operator {operator_name!r} raised {type(exc).__name__}: {exc}") from exc
         if isinstance(result, tuple) and len(result) == 1:
             result = result[0]  # DEAP style: (individual,)

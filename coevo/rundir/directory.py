@@ -33,7 +33,7 @@ BUILTIN_SOURCES = ("binary_clustering", "manifold", "digits")
 
 RESUMABLE_KEYS = frozenset({
     "run.generations", "run.threads", "run.tensorboard", "run.save_centres", "run.checkpoint_every",
-    "run.device", "run.engine", "run.ray_address", "run.ray_workers",
+    "run.device", "run.engine", "run.ray_address", "run.ray_workers", "run.plugin_timeout",
 })
 """Keys of config.toml that may differ from the checkpoint's on resume: where and how fast the
 run goes on, and how far, not what it computes. ``data.source`` may name another path when the
