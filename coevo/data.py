@@ -6,6 +6,9 @@ Everything is generated or read locally; nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,15 +78,39 @@ def manifold(intrinsic_dim: int, n_dims: int, n_rows: int, rng: np.random.Genera
     return Dataset(scale(train), scale(val), scale(test))
 
 
+NOT_REGULAR = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+               stat.S_IFSOCK: "a socket"}
+
+
+def check_file(path: Path) -> None:
+    """Refuse, before anything opens it, a data file that is missing or not a regular file (after
+    symlinks): a FIFO with no writer would block the open, and /dev/zero is one endless line."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"data file {path} does not exist; set data.source to an existing .npy or .csv file") from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a folder is the loader's to accept or refuse
+        return
+    what = NOT_REGULAR.get(stat.S_IFMT(mode), "not a regular file")
+    link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+    raise DataError(f"data file {path}{link} is {what}, not a regular file; set data.source to a .npy or .csv "
+                    f"file (copy the rows into one)")
+
+
+def _load_csv(path: Path, skiprows: int = 0) -> np.ndarray:
+    with warnings.catch_warnings():  # an empty file: numpy's warning, then our one line
+        warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
+        return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=skiprows)
+
+
 def _read_rows(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist; set data.source to an existing .npy or .csv file")
+    check_file(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
             rows = np.load(path, allow_pickle=False)
         elif suffix == ".csv":
-            rows = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+            rows = _load_csv(path)
         else:
             raise DataError(f"data file {path} must end in .npy or .csv")
     except DataError:
@@ -96,6 +123,8 @@ def _read_rows(path: Path) -> np.ndarray:
         raise DataError(f"data file {path} cannot be read as {suffix[1:]}: {str(exc).splitlines()[0]}") from None
     if rows.ndim != 2 or rows.shape[0] < 3 or rows.shape[1] < 1:
         raise DataError(f"data file {path} must hold a 2-D array of at least 3 rows, got shape {rows.shape}")
+    if rows.dtype == np.bool_:  # True and False are the values 1 and 0
+        rows = rows.astype(np.float32)
     if not np.issubdtype(rows.dtype, np.number) or np.issubdtype(rows.dtype, np.complexfloating):
         raise DataError(f"data file {path} must hold real numbers, got dtype {rows.dtype}")
     if not np.all(np.isfinite(rows)):
@@ -112,7 +141,7 @@ def _read_rows(path: Path) -> np.ndarray:
 def _numbers_after_first_line(path: Path) -> bool:
     """Whether a CSV that failed to parse parses without its first line: then that line is a header."""
     try:
-        return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=1).size > 0
+        return _load_csv(path, skiprows=1).size > 0
     except (OSError, ValueError):
         return False
 

@@ -99,3 +99,52 @@ def test_digits_ship_with_scikit_learn_and_train(tmp_path):
             "--set", "grid.cells=3", "--set", "model.hidden=[16]", "--set", "train.learning_rate=0.001"]
     assert main(args) == 0
     assert (out / "summary.json").exists()
+
+
+# ---------------------------------------------------------------- files coevo must not open (issue 32)
+
+@pytest.mark.parametrize("kind", ["fifo", "link_to_dev_zero"])
+def test_a_data_source_that_is_not_a_regular_file_is_refused_before_it_is_opened(tmp_path, kind, capsys):
+    import os
+    import threading
+
+    from coevo.cli import main
+
+    path = tmp_path / "rows.csv"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: opening it would block for ever
+        what = "is a FIFO (named pipe), not a regular file"
+    else:
+        path.symlink_to("/dev/zero")  # one endless line
+        what = "(a link to /dev/zero) is a character device, not a regular file"
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(code=main(
+        ["run", "--quiet", "--out", str(tmp_path / "run"), "--set", f"data.source={path}"])), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the run hangs on the data file"
+    err = capsys.readouterr().err
+    assert result["code"] == 2 and err.count("\n") == 1 and f"data file {path} {what}" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["", "\n\n\n", "# a comment\n# another\n"])
+def test_an_empty_csv_is_one_line_without_numpys_warning(tmp_path, text):
+    import warnings
+
+    path = tmp_path / "rows.csv"
+    path.write_text(text)
+    cfg = config.load(None, [f"data.source={path}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "input contained no data" would fail here
+        with pytest.raises(DataError, match="must hold a 2-D array of at least 3 rows"):
+            data.load(cfg.data, seed=0)
+
+
+def test_a_bool_npy_is_read_as_zeros_and_ones(tmp_path):
+    rows = np.random.default_rng(0).random((20, 5)) < 0.5
+    np.save(tmp_path / "rows.npy", rows)
+    ds = data.load(config.load(None, [f"data.source={tmp_path / 'rows.npy'}"]).data, seed=0)
+    loaded = np.concatenate([ds.train, ds.validation, ds.test])
+    assert loaded.dtype == np.float32 and set(np.unique(loaded)) == {0.0, 1.0}
+    assert sorted(map(tuple, loaded)) == sorted(map(tuple, rows.astype(np.float32)))

@@ -27,6 +27,7 @@ import torch
 
 from coevo import config as config_module
 from coevo.config import Config
+from coevo.data import check_file
 from coevo.errors import ConfigError, DataError, UserError
 
 BUILTIN_SOURCES = ("binary_clustering", "manifold", "digits")
@@ -210,6 +211,29 @@ def remove_stale_temporaries(run_dir: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
+def remove_dead_temporaries(run_dir: Path, *others: Path) -> None:
+    """Remove the temporary files (``.NAME.tmpPID``) in a run directory, and those of the files
+    ``others``, that processes no longer alive left: ``coevo export`` and ``coevo analyze`` hold
+    no lock, so a live writer's (a run's, another export's) are left alone."""
+    found = [path for folder in (run_dir, run_dir / "plots", run_dir / "checkpoints") if folder.is_dir()
+             for path in folder.glob(".*.tmp*")]
+    found += [path for other in others if other.parent.is_dir() for path in other.parent.glob(f".{other.name}.tmp*")]
+    for path in found:
+        pid = path.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 # ------------------------------------------------------------------------- derived files
 
 def pair_id(model: dict) -> str:
@@ -298,6 +322,10 @@ def data_shape(config: Config) -> tuple[int, int] | None:
     if d.source == "digits":
         return 1797, 64
     path = Path(d.source)
+    try:
+        check_file(path)  # never open a FIFO or a device
+    except DataError:
+        return None  # the loader refuses it, before opening it
     try:
         if path.suffix.lower() == ".npy":
             with open(path, "rb") as fh:
