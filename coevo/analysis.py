@@ -126,11 +126,12 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
     from coevo.export import compact_pair, masked_pair
     from coevo.report import read_logbook, read_summary, subplots
     from coevo.rundir.checkpoint import atomic_write_bytes
-    from coevo.rundir.directory import record_derived, torch_load
+    from coevo.rundir.directory import record_derived, remove_dead_temporaries, torch_load
 
     run_dir = Path(run_dir)
     _extras()
     read_summary(run_dir)  # a finished run, or a one-line UserError
+    remove_dead_temporaries(run_dir)  # a killed analysis's plots/.latent_pca.png.tmpPID
     if not (run_dir / "best.pt").exists():
         raise UserError(f"{run_dir} has no best.pt")
     cfg = config_module.load(run_dir / "config.toml")

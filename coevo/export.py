@@ -336,6 +336,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
     built in memory first and each file is written atomically, so a refused export writes nothing.
     Each compact model is checked against its masked pair on ``batch`` uniform random rows
     (max abs difference <= 1e-6 in float64, else RuntimeError: a bug) and both are timed on them."""
+    from coevo.rundir import directory as rundir
     from coevo.rundir.checkpoint import atomic_write_bytes
 
     run_dir = Path(run_dir)
@@ -355,6 +356,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
         raise UserError(f"--out {out}: the directory {out.parent} does not exist")
     tag = "front" if which == "front" else "cell"  # the front's points, smallest first
     paths = [out] if which == "best" else [out.with_name(f"{out.stem}-{tag}{k}{out.suffix}") for k in range(len(pairs))]
+    rundir.remove_dead_temporaries(run_dir, *paths)  # a killed export's .model.pt.tmpPID
     writer = torchscript_bytes if fmt == "torchscript" else onnx_bytes
     gen = torch.Generator().manual_seed(seed)
     results, payloads = [], []

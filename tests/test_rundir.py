@@ -393,7 +393,8 @@ def test_sys_exit_in_a_user_operator_is_an_error(tmp_path, user_ops, capsys):
     out = tmp_path / "run"
     code, _, err = cli(["run", "--quiet", "--out", str(out),
                         *sets(TINY + [f"prune.operator={user_ops}:leaves", "prune.probability=1"])], capsys)
-    assert code == 2 and one_line(err) and "called sys.exit(0)" in err and f"{user_ops}.py:7" in err
+    assert code == 2 and one_line(err) and f"{user_ops}.py:7" in err
+    assert f"pruning operator '{user_ops}:leaves' raised SystemExit: 0" in err  # the plug-in's error, named
     assert not (out / "summary.json").exists()
 
 
@@ -470,3 +471,48 @@ def test_resume_removes_temporary_files_of_killed_writers(part, capsys):
         path.write_bytes(b"half")
     assert cli(["resume", str(part), "--quiet"], capsys)[0] == 0
     assert not any(path.exists() for path in stale)
+
+
+# ------------------------------------------------------- issue 32: what killed writers and odd names leave
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    real = os.fsync
+    calls = []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # config.toml, then generation 0's checkpoint finds the disk full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    code, _, err = cli(["run", "--quiet", "--out", str(out), *sets(TINY)], capsys)
+    assert code == 2 and one_line(err)
+    assert f"No space left on device ({out / 'checkpoints' / 'gen_000000.pt'})" in err
+
+
+def test_a_directory_named_like_a_checkpoint_is_skipped(part, capsys):
+    (part / "checkpoints" / "gen_000025.pt").mkdir()
+    code, out, err = resume_to_4(part, capsys)
+    assert code == 0, err
+    assert json.loads((part / "summary.json").read_text())["generations"] == 4
+    assert (part / "checkpoints" / "gen_000025.pt").is_dir()  # not the run's to remove
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("command", ["export", "analyze"])
+def test_export_and_analyze_remove_the_temporary_files_of_dead_writers(part, capsys, command):
+    (part / "plots").mkdir(exist_ok=True)
+    dead = [part / f".model.pt.tmp{dead_pid()}", part / "plots" / f".latent_pca.png.tmp{dead_pid()}"]
+    live = part / f".summary.json.tmp{os.getppid()}"  # a live process's (a run's) write: left alone
+    for path in dead + [live]:
+        path.write_bytes(b"half")
+    code, _, err = cli([command, str(part)], capsys)
+    assert code == 0, err
+    assert not any(p.exists() for p in dead) and live.read_bytes() == b"half"

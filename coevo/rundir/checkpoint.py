@@ -50,11 +50,13 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # a full disk's write and fsync name no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 
@@ -88,12 +90,18 @@ def save(run_dir: Path, state: RunState, logbook_rows: int, logbook: str | None 
     digest = hashlib.sha256(payload).hexdigest().encode()
     path = folder / f"gen_{state.generation:06d}.pt"
     atomic_write_bytes(path, digest + b"\n" + payload)
-    for old in sorted(folder.glob("gen_*.pt"))[:-KEEP]:
+    for old in checkpoint_files(folder)[:-KEEP]:
         old.unlink()
     for stale in folder.glob(".gen_*.pt.tmp*"):  # left by a process killed while writing
         if not stale.name.endswith(f".tmp{os.getpid()}"):
             stale.unlink(missing_ok=True)
     return path
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The checkpoint files in ``folder``, oldest first; anything else named gen_*.pt (a
+    directory, say) is not one."""
+    return sorted(p for p in folder.glob("gen_*.pt") if p.is_file())
 
 
 def _read(path: Path) -> dict:
@@ -108,7 +116,7 @@ def read_latest(run_dir: Path) -> tuple[Path, dict, list[str]]:
     """The newest good checkpoint as (its path, its contents, warnings about bad newer ones);
     changes nothing (see :func:`state_from`)."""
     folder = Path(run_dir) / CHECKPOINT_DIR
-    candidates = sorted(folder.glob("gen_*.pt"), reverse=True)
+    candidates = checkpoint_files(folder)[::-1]
     if not candidates:
         raise UserError(f"{run_dir} has no checkpoints to resume from (run.checkpoint_every = 0, or it stopped "
                         f"before its first one); start it again with `coevo run --out {run_dir} ...` "
