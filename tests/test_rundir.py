@@ -156,8 +156,12 @@ def test_moved_data_resume_with_data_and_relative_sources_work_from_anywhere(tmp
     code, _, err = resume_to_4(run_dir, capsys, "--data", "moved.csv")  # relative, from another directory
     assert code == 0, err
     assert f'source = "{elsewhere / "moved.csv"}"' in (run_dir / "config.toml").read_text()
+    moved, full_data = stable(run_dir)["data"], stable(full_dir)["data"]
     assert rows(run_dir) == rows(full_dir) and stable(run_dir) == {
-        **stable(full_dir), "schedule": stable(run_dir)["schedule"]}
+        **stable(full_dir), "schedule": stable(run_dir)["schedule"], "data": moved}
+    # the same data, byte for byte, recorded at the path it now has
+    assert moved["sha256"] == full_data["sha256"] and moved["splits_sha256"] == full_data["splits_sha256"]
+    assert moved["path"] == str(elsewhere / "moved.csv")
 
 
 def test_an_edited_config_is_refused_naming_the_key_and_nothing_is_cut(part, capsys):
