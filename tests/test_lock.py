@@ -120,15 +120,14 @@ def test_a_bench_directory_has_one_driver_and_a_locked_trial_is_reported(tmp_pat
     proc.wait(timeout=30)
 
     # one trial's directory is held by a live writer: that trial fails, the other one runs
-    monkeypatch.setattr(bench, "TRIAL_LOCK_WAIT_S", 1.0)
+    monkeypatch.setenv("COEVO_TRIAL_LOCK_WAIT_S", "1.0")  # trials run in spawned workers: they read it there
     out = tmp_path / "out2"
     trials = bench.prepare(bench_spec.parse(spec.read_text()), out)  # a bench directory with its spec
     proc = holder(out / trials[1].run_dir)
     code = main(["bench", str(spec), "--out", str(out), "--jobs", "1", "--quiet"])
-    stdout, _ = capsys.readouterr()
-    assert code == 1 and "1 trials run, 0 already done, 1 failed" in stdout
-    assert f"DirectoryLocked: {out / trials[1].run_dir} is being written by another live process (pid {proc.pid}" \
-        in stdout
+    stdout, stderr = capsys.readouterr()
+    assert code == 2 and "1 trials run, 0 already done, 1 failed" in stdout + stderr
+    assert f"{out / trials[1].run_dir} is being written by another live process (pid {proc.pid}" in stderr
     assert [r["seed"] for r in bench_report.read_rows(out / bench_report.ROWS)] == [trials[0].seed]
     assert [p.name for p in (out / trials[1].run_dir).iterdir()] == [lock.LOCK_FILE]
     proc.kill()

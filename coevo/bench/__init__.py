@@ -97,7 +97,8 @@ def execute_trial(config: dict[str, dict[str, Any]], run_dir: str) -> dict:
 
     path = Path(run_dir)
     summary = path / "summary.json"
-    with lock.hold(path, wait_s=TRIAL_LOCK_WAIT_S):
+    wait_s = float(os.environ.get("COEVO_TRIAL_LOCK_WAIT_S", TRIAL_LOCK_WAIT_S))  # tests shorten it in the workers
+    with lock.hold(path, wait_s=wait_s):
         if not summary.exists() and any((path / CHECKPOINT_DIR).glob("gen_*.pt")):
             try:
                 runner.resume(path, quiet=True, observers=[_StopAtGeneration()])

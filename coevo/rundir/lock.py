@@ -45,10 +45,13 @@ class DirectoryLocked(UserError):
     """Another live process writes this directory."""
 
     def __init__(self, directory: Path, holder: str, waited_s: float = 0.0) -> None:
-        self.directory, self.holder = directory, holder
+        self.directory, self.holder, self.waited_s = directory, holder, waited_s
         waited = f" (waited {waited_s:.0f} s)" if waited_s >= 1 else ""
         super().__init__(f"{directory} is being written by another live process ({holder}){waited}; "
                          f"a directory has one writer: wait for that process to end, or stop it")
+
+    def __reduce__(self):  # raised in a bench worker, it crosses to the driver by pickle
+        return type(self), (self.directory, self.holder, self.waited_s)
 
 
 def holder_of(directory: str | Path) -> str:
