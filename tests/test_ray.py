@@ -39,7 +39,8 @@ def assert_same_run(a: dict, b: dict) -> None:
             assert len(a[key]) == len(b[key])
             for p, q in zip(a[key], b[key]):
                 assert_same_run(p, q)
-        elif isinstance(a[key], float) or isinstance(a[key], list):
+        elif isinstance(a[key], float) or (isinstance(a[key], list)
+                                           and all(isinstance(v, (int, float)) for v in a[key])):
             assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), key
         else:
             assert b[key] == a[key], key
