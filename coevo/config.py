@@ -34,6 +34,10 @@ class RunConfig:
     """Where cells run: 'local' (in-process, batched) or 'ray'."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Torch device for the batched tensors."""
+    backend: Literal["auto", "numba", "torch"] = "auto"
+    """How the networks are trained and evaluated: 'torch' (one functional path, ``torch.func``,
+    any model family, any device), 'numba' (the jitted kernels: the MLP family on the CPU only),
+    or 'auto' (numba for the MLP family on the CPU, torch otherwise)."""
     checkpoint_every: int = 25
     """Write a resumable checkpoint every this many generations (0 = never)."""
     ray_address: str = ""
@@ -79,6 +83,9 @@ class DataConfig:
     """User files: fraction of rows held out for validation."""
     test_fraction: float = 0.2
     """User files: fraction of rows held out for test."""
+    sample_shape: tuple[int, ...] = ()
+    """The shape of one sample, e.g. [1, 28, 28] for rows of 784 pixels; empty: as the source has it
+    (digits (1, 8, 8), a .npy of shape (N, ...) its trailing shape, flat rows (D,))."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,16 @@ class ModelConfig:
     """Latent width."""
     loss: Literal["l1", "bce", "mse"] = "l1"
     """Reconstruction loss."""
+    family: Literal["mlp", "conv"] = "mlp"
+    """The built-in encoder/decoder pair: 'mlp' (Linear layers on flat rows; ``hidden``, ``latent``)
+    or 'conv' (convolutions that adapt to the sample shape: Conv1d on (C, L) signals, Conv2d on
+    (C, H, W) images; widths and depth in ``params``). Ignored when ``factory`` is set."""
+    factory: str = ""
+    """Your own pair: 'module:function' or 'path/file.py:function', called as
+    ``function(input_shape, latent, **params)`` and returning ``(encoder, decoder)``, two
+    ``torch.nn.Module``s; empty: the built-in ``family``."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword parameters of the conv family or of your factory (``--set model.params.channels=[8,16]``)."""
 
 
 @dataclass(frozen=True)
@@ -464,6 +481,14 @@ def validate(c: Config) -> None:
     need(len(c.model.hidden) >= 1 and all(h >= 1 for h in c.model.hidden),
          f"model.hidden must be a non-empty list of widths >= 1, got {list(c.model.hidden)}")
     need(c.model.latent >= 1, f"model.latent must be >= 1, got {c.model.latent}")
+    family = "a factory" if c.model.factory else f"model.family = {c.model.family!r}"
+    need(c.run.backend != "numba" or (c.model.family == "mlp" and not c.model.factory),
+         f"run.backend = 'numba' trains the MLP family only, and this run has {family}; "
+         f"use run.backend = 'torch' (or 'auto')")
+    need(c.run.backend != "numba" or c.run.device == "cpu",
+         "run.backend = 'numba' runs on the CPU only; use run.backend = 'torch' (or 'auto') with run.device = 'cuda'")
+    need(all(isinstance(n, int) and n >= 1 for n in c.data.sample_shape),
+         f"data.sample_shape must be a list of sizes >= 1 (e.g. [1, 28, 28]), got {list(c.data.sample_shape)}")
     need(c.grid.cells >= 1, f"grid.cells must be >= 1, got {c.grid.cells}")
     need(c.grid.radius >= 0, f"grid.radius must be >= 0, got {c.grid.radius}")
     if c.grid.topology == "ring":
