@@ -10,7 +10,7 @@ numpy views). Nothing here is a live ``nn.Module``: genomes pickle, copy and shi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -21,13 +21,83 @@ Activation = Literal["relu", "sigmoid"]
 
 @dataclass(frozen=True)
 class LayerSpec:
+    """One prunable layer: a weight seen as (fan_out units x fan_in columns) and a bias per unit.
+
+    A unit is a Linear row or a convolution's output channel; a column is one entry of a unit's
+    receptive field: for a convolution, input channel ``column // prod(kernel)`` at one kernel
+    position. The flat row of a genome stores every weight unit-major, in this (out, in, *kernel)
+    order (a ConvTranspose's (in, out, *kernel) weight is stored transposed), so a layer's weight
+    mask is always a plain (fan_out x fan_in) matrix to operators.
+
+    How the layer's input channels hang on the previous layer's units (or, for a network's first
+    layer, on the network's inputs) is the ``link`` (see :func:`unit_masks`): ``spread`` > 1: each
+    previous unit feeds ``spread`` consecutive inputs (a Flatten of channels into features);
+    ``gather`` > 1: each input channel gathers ``gather`` consecutive previous units (an Unflatten
+    of features into channels). The MLP family's layers are Linear with both at 1.
+    """
+
     fan_in: int
     fan_out: int
-    activation: Activation
+    activation: Activation | str
+    kernel: tuple[int, ...] = ()
+    """Spatial kernel size of a convolution; () for a Linear layer."""
+    transposed: bool = False
+    """A ConvTranspose: its torch weight is (in, out, *kernel); the genome stores it (out, in, *kernel)."""
+    spread: int = 1
+    gather: int = 1
+    name: str = ""
+    """The module's name inside its network (``model.named_modules()``); '' for the MLP family."""
 
     @property
     def size(self) -> int:
         return self.fan_out * self.fan_in + self.fan_out
+
+    @property
+    def taps(self) -> int:
+        """Columns per input channel: the kernel's positions (1 for a Linear layer)."""
+        return int(np.prod(self.kernel)) if self.kernel else 1
+
+    @property
+    def channels(self) -> int:
+        """The layer's input channels (a Linear layer's inputs)."""
+        return self.fan_in // self.taps
+
+    @property
+    def previous_units(self) -> int:
+        """How many units of the previous layer (or inputs of the network) feed this layer."""
+        return self.channels // self.spread * self.gather
+
+    @property
+    def plain(self) -> bool:
+        """A Linear layer linked one to one: its weight mask is already the unit graph."""
+        return self.taps == 1 and self.spread == 1 and self.gather == 1
+
+    def unit_mask(self, weight: np.ndarray) -> np.ndarray:
+        """(..., fan_out, fan_in) alive entries -> (..., fan_out, previous units): which units of
+        the previous layer each unit reads through some alive entry."""
+        if self.plain:
+            return weight
+        lead = weight.shape[:-1]
+        if self.gather == 1:  # column c reads previous unit c // (taps * spread)
+            return weight.reshape(*lead, self.previous_units, self.taps * self.spread).any(axis=-1)
+        per_channel = weight.reshape(*lead, self.channels, self.taps).any(axis=-1)
+        return np.repeat(per_channel, self.gather, axis=-1)
+
+    def column_sources(self, previous: np.ndarray) -> np.ndarray:
+        """(..., previous units) bool -> (..., fan_in) bool: whether each column reads some unit
+        in ``previous`` (an Unflatten's channel reads any of its gathered units)."""
+        if self.plain:
+            return previous
+        lead = previous.shape[:-1]
+        if self.gather == 1:
+            return np.repeat(previous, self.taps * self.spread, axis=-1)
+        per_channel = previous.reshape(*lead, self.channels, self.gather).any(axis=-1)
+        return np.repeat(per_channel, self.taps, axis=-1)
+
+    def dead_columns(self, dead: np.ndarray) -> np.ndarray:
+        """(previous units,) bool -> (fan_in,) bool: the columns that read only ``dead`` units
+        (what a cut of those units leaves multiplying zeros)."""
+        return ~self.column_sources(~np.asarray(dead, dtype=bool))
 
 
 @dataclass(frozen=True)
@@ -35,6 +105,10 @@ class Layout:
     """Shapes of a stack of Linear layers and where each one sits in a flat parameter row."""
 
     layers: tuple[LayerSpec, ...]
+    model: Any = None
+    """Where the network's ``torch.nn.Module`` comes from (a :class:`coevo.model.ModelPart`: the
+    family or factory, the sample shape, the role), so the functional path can rebuild it on any
+    worker; None: a plain MLP described by ``layers`` alone (the Numba kernels' networks)."""
     offsets: tuple[int, ...] = field(init=False)
     size: int = field(init=False)
 
@@ -48,6 +122,19 @@ class Layout:
 
     def __add__(self, other: "Layout") -> "Layout":
         return Layout(self.layers + other.layers)
+
+    @property
+    def plain(self) -> bool:
+        """Every layer a Linear one linked one to one (the MLP family): masks are the unit graph."""
+        return all(spec.plain for spec in self.layers)
+
+    def unit_masks(self, masks: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per layer (weight, bias) masks -> the same as a chain of units: each weight mask as
+        (units x previous layer's units), see :meth:`LayerSpec.unit_mask`. The protection rules
+        and reachability read this chain; for the MLP family it is the masks themselves."""
+        if self.plain:
+            return list(masks)
+        return [(spec.unit_mask(w), b) for spec, (w, b) in zip(self.layers, masks)]
 
     def split(self, flat: torch.Tensor | np.ndarray) -> list[tuple]:
         """(weight, bias) views of each layer; ``flat`` is (..., size), views are (..., out, in) and (..., out)."""
@@ -118,6 +205,9 @@ class Layer:
     bias_mask: np.ndarray
     input_units: bool = False
     output_units: bool = False
+    spec: LayerSpec | None = None
+    """What the layer is (a Linear layer or a convolution, how its inputs hang on the layer
+    before); None: a Linear layer linked one to one. Read-only."""
     weight_flips: np.ndarray | None = None
     """How often each weight's sign changed across optimizer steps (read-only), when the run
     tracks flips (an operator declared ``needs(flips=True)``); else None."""
@@ -135,10 +225,19 @@ class Layer:
         """Boolean per output neuron: does any of its incoming weights or its bias survive?"""
         return self.weight_mask.any(axis=1) | self.bias_mask
 
+    def unit_mask(self) -> np.ndarray:
+        """The weight mask as (units x the previous layer's units): which units each unit reads
+        (:meth:`LayerSpec.unit_mask`); the weight mask itself for a plain Linear layer."""
+        return self.weight_mask if self.spec is None else self.spec.unit_mask(self.weight_mask)
+
+    def columns_reading(self, units: np.ndarray) -> np.ndarray:
+        """(previous units,) bool -> (fan_in,) bool: the weight columns that read one of ``units``."""
+        return units if self.spec is None else self.spec.column_sources(np.asarray(units, dtype=bool))
+
     def unit_violation(self) -> str | None:
         """Which input or output unit of the autoencoder these masks cut off, if any."""
         if self.input_units:
-            lost = np.flatnonzero(~self.weight_mask.any(axis=0))
+            lost = np.flatnonzero(~self.unit_mask().any(axis=0))
             if lost.size:
                 return f"input unit {int(lost[0])} lost its last alive weight"
         if self.output_units:

@@ -46,20 +46,23 @@ def live_entries(layout: Layout, alive: np.ndarray) -> np.ndarray:
     """
     alive = np.asarray(alive, dtype=bool)
     views = layout.split(alive)
+    specs = layout.layers
+    units = [spec.unit_mask(w) for spec, (w, _b) in zip(specs, views)]  # (N, units, previous units)
     n = alive.shape[0]
-    sources, driven = [], []  # per layer: which of its inputs are driven; which of its neurons are
-    reached = np.ones((n, layout.layers[0].fan_in), dtype=bool)
-    for w, _b in views:
+    sources, driven = [], []  # per layer: which of its previous units are driven; which of its units are
+    reached = np.ones((n, units[0].shape[-1]), dtype=bool)
+    for u in units:
         sources.append(reached)
-        reached = (w & reached[:, None, :]).any(axis=2)
+        reached = (u & reached[:, None, :]).any(axis=2)
         driven.append(reached)
     driven[-1] = np.ones_like(driven[-1])  # output units: their biases always count
     live = np.zeros_like(alive)
-    useful = np.ones((n, layout.layers[-1].fan_out), dtype=bool)
-    for (w, b), source, on, (lw, lb) in zip(views[::-1], sources[::-1], driven[::-1], layout.split(live)[::-1]):
-        lw[...] = w & source[:, None, :] & useful[:, :, None]
+    useful = np.ones((n, specs[-1].fan_out), dtype=bool)
+    for spec, u, (w, b), source, on, (lw, lb) in zip(specs[::-1], units[::-1], views[::-1], sources[::-1],
+                                                     driven[::-1], layout.split(live)[::-1]):
+        lw[...] = w & spec.column_sources(source)[:, None, :] & useful[:, :, None]
         lb[...] = b & useful & on
-        useful = (w & useful[:, :, None]).any(axis=1)
+        useful = (u & useful[:, :, None]).any(axis=1)
     return live
 
 
@@ -81,8 +84,22 @@ def compact_widths(layout: Layout, alive: np.ndarray) -> np.ndarray:
 
 def compact_size(layout: Layout, alive: np.ndarray) -> np.ndarray:
     """(N,) parameters of the dense network left when dead neurons are removed and constant ones
-    are folded into the next layer's bias; input and output units always stay."""
-    return _size(compact_widths(layout, alive))
+    are folded into the next layer's bias; input and output units always stay. For convolutions,
+    a unit is a channel: what is left of each layer is its varying channels' whole kernels over the
+    varying input channels, and their biases."""
+    if layout.plain:
+        return _size(compact_widths(layout, alive))
+    alive = np.asarray(alive, dtype=bool)
+    live = live_entries(layout, alive)
+    n = alive.shape[0]
+    varying = np.ones((n, layout.layers[0].previous_units), dtype=bool)
+    size = np.zeros(n, dtype=np.int64)
+    last = len(layout.layers) - 1
+    for i, (spec, (w, _b)) in enumerate(zip(layout.layers, layout.split(live))):
+        columns = spec.column_sources(varying)
+        varying = np.ones((n, spec.fan_out), dtype=bool) if i == last else (w & columns[:, None, :]).any(axis=2)
+        size += varying.sum(axis=1) * columns.sum(axis=1) + varying.sum(axis=1)
+    return size
 
 
 def _size(widths: np.ndarray) -> np.ndarray:
@@ -109,15 +126,26 @@ def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout
     alive = np.concatenate([np.asarray(enc_alive, bool), np.asarray(dec_alive, bool)], axis=1)
     live = live_entries(layout, alive)
     split = enc_layout.size
-    widths = compact_widths(layout, alive)
+    if layout.plain:
+        widths = compact_widths(layout, alive)
+        compact, latent = _size(widths), widths[:, len(enc_layout.layers)]
+    else:
+        compact = compact_size(layout, alive)
+        latent = _latent_units(layout, live, len(enc_layout.layers))
     return KeptFractions(
         kept=live.mean(axis=1),
         kept_encoder=live[:, :split].mean(axis=1),
         kept_decoder=live[:, split:].mean(axis=1),
         mask_kept=alive.mean(axis=1),
-        compact=_size(widths) / layout.size,
-        latent=widths[:, len(enc_layout.layers)],
+        compact=compact / layout.size,
+        latent=latent,
     )
+
+
+def _latent_units(layout: Layout, live: np.ndarray, n_enc: int) -> np.ndarray:
+    """(N,) latent units (the encoder's last layer's) with a live entry: on an input -> output path."""
+    w, b = layout.split(live)[n_enc - 1]
+    return (w.any(axis=2) | b).sum(axis=1)
 
 
 def stack_alive(stack: "Stack", by_value: bool = False) -> np.ndarray:

@@ -38,8 +38,11 @@ Masks = Sequence[tuple[np.ndarray, np.ndarray]]
 
 
 def masks_of(net: Network) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The network's masks as (weight, bias) pairs (the arrays themselves, not copies)."""
-    return [(layer.weight_mask, layer.bias_mask) for layer in net.layers]
+    """The network's masks as a chain of units, (weight, bias) pairs: for Linear layers the arrays
+    themselves (not copies); for a convolution, or a layer after a Flatten or Unflatten, which
+    units of the layer before each unit reads (:meth:`coevo.genome.Layer.unit_mask`, a copy).
+    Paths and reach are properties of this chain, whatever the layers are."""
+    return [(layer.unit_mask(), layer.bias_mask) for layer in net.layers]
 
 
 Ends = np.ndarray | None
@@ -103,19 +106,25 @@ def partner_reach(role: str, partner: Masks) -> np.ndarray:
     return forward_reach(partner)[-1]
 
 
-def live_positions(role: str, masks: Masks, partner: Ends = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def live_positions(role: str, masks: Masks, partner: Ends = None,
+                   specs: Sequence | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per layer, (weight, bias) bool: the entries that would lie on a live path of the pair if
     they were alive (a weight from a driven neuron or an input into a neuron that leads to an
     output; a bias of a driven neuron that does, or of an output unit), given the other masks as
-    they are. What regrowth may revive: anything else could not change what the pair computes."""
+    they are. What regrowth may revive: anything else could not change what the pair computes.
+    ``masks`` are entry masks; ``specs`` (the layout's :class:`~coevo.genome.LayerSpec`s) say how
+    entries form units, for layers that are not plain Linear ones."""
+    units = [(s.unit_mask(w), b) for s, (w, b) in zip(specs, masks)] if specs is not None else list(masks)
     ends = pair_ends(role, partner)
-    driven, useful = forward_reach(masks, ends["sources"]), backward_reach(masks, ends["sinks"])
-    first = masks[0][0].shape[1]
+    driven, useful = forward_reach(units, ends["sources"]), backward_reach(units, ends["sinks"])
+    first = units[0][0].shape[1]
     out = []
-    for k in range(len(masks)):
+    for k in range(len(units)):
         source = (np.ones(first, dtype=bool) if ends["sources"] is None else np.asarray(ends["sources"], bool)) \
             if k == 0 else driven[k - 1]
-        output_units = role == "decoder" and k == len(masks) - 1
+        if specs is not None:
+            source = specs[k].column_sources(source)
+        output_units = role == "decoder" and k == len(units) - 1
         out.append((useful[k][:, None] & source[None, :], useful[k] & (driven[k] | output_units)))
     return out
 
@@ -132,8 +141,9 @@ def removable(net: Network, layer: int, neuron: int) -> bool:
     if lay.output_units:
         return False
     if lay.input_units:
-        holds = lay.weight_mask[neuron]
-        if np.any(lay.weight_mask[:, holds].sum(axis=0) <= 1):
+        units = lay.unit_mask()
+        holds = units[neuron]
+        if np.any(units[:, holds].sum(axis=0) <= 1):
             return False
     path = on_path(masks_of(net), **ends_of(net))[layer]
     return not path[neuron] or int(path.sum()) > 1
@@ -141,7 +151,7 @@ def removable(net: Network, layer: int, neuron: int) -> bool:
 
 def removable_input(net: Network, unit: int) -> bool:
     """Whether masking input ``unit``'s column (a decoder's latent input) keeps the pair connected."""
-    first = net.layers[0].weight_mask
+    first = net.layers[0].unit_mask()
     leads = first[backward_reach(masks_of(net))[0]].any(axis=0)  # inputs on an input -> output path
     sources = ends_of(net)["sources"]
     if sources is not None:
@@ -181,7 +191,7 @@ def violation(role: str, old: Masks, new: Masks, keep_inputs: bool = True, partn
 def input_cover(net: Network) -> np.ndarray | None:
     """For a network holding the autoencoder's input units: how many alive weights each input has."""
     first = net.layers[0]
-    return first.weight_mask.sum(axis=0) if first.input_units else None
+    return first.unit_mask().sum(axis=0) if first.input_units else None
 
 
 def protected_entries(net: Network, keep: list[tuple[np.ndarray, np.ndarray | None]] | None,
@@ -196,7 +206,7 @@ def protected_entries(net: Network, keep: list[tuple[np.ndarray, np.ndarray | No
     Only alive entries are protected; a network that is already disconnected gets no path.
     """
     masks = masks_of(net)
-    protected = [(np.zeros_like(w), np.zeros_like(b)) for w, b in masks]
+    protected = [(np.zeros_like(layer.weight_mask), np.zeros_like(layer.bias_mask)) for layer in net.layers]
 
     def best(scores: np.ndarray | None, alive: np.ndarray, axis: int) -> np.ndarray:
         """Along ``axis``, the index of the highest-scoring alive entry, ties drawn uniformly."""
@@ -209,9 +219,17 @@ def protected_entries(net: Network, keep: list[tuple[np.ndarray, np.ndarray | No
 
     first, last = net.layers[0], net.layers[-1]
     if first.input_units:
-        cols = np.flatnonzero(first.weight_mask.any(axis=0))
-        rows = best(None if keep is None else keep[0][0][:, cols], first.weight_mask[:, cols], 0)
-        protected[0][0][rows, cols] = True
+        if first.spec is None:
+            cols = np.flatnonzero(first.weight_mask.any(axis=0))
+            rows = best(None if keep is None else keep[0][0][:, cols], first.weight_mask[:, cols], 0)
+            protected[0][0][rows, cols] = True
+        else:  # a convolution's input unit is a channel: one alive entry of each, anywhere in its kernel
+            for unit in np.flatnonzero(masks[0][0].any(axis=0)):
+                one = np.zeros(masks[0][0].shape[1], dtype=bool)
+                one[unit] = True
+                alive = first.weight_mask & first.columns_reading(one)[None, :]
+                flat = int(best(None if keep is None else keep[0][0].ravel(), alive.ravel(), 0))
+                protected[0][0].flat[flat] = True
     if last.output_units:
         entries = np.concatenate([last.weight_mask, last.bias_mask[:, None]], axis=1)
         rows = np.flatnonzero(entries.any(axis=1))
@@ -239,12 +257,30 @@ def protected_entries(net: Network, keep: list[tuple[np.ndarray, np.ndarray | No
     else:
         w_last = keep[-1][0]
         below = path[-2] if len(masks) > 1 else inputs
-        reach = np.where(masks[-1][0] & below[None, :], w_last, -np.inf).max(axis=1)
+        reading = net.layers[-1].columns_reading(below)
+        reach = np.where(net.layers[-1].weight_mask & reading[None, :], w_last, -np.inf).max(axis=1)
         j = int(ends[np.argmax(reach[ends])])
     for layer in range(len(masks) - 1, -1, -1):
         below = path[layer - 1] if layer > 0 else inputs
-        alive = masks[layer][0][j] & below
-        i = int(best(None if keep is None else keep[layer][0][j], alive, 0))
-        protected[layer][0][j, i] = True
+        lay = net.layers[layer]
+        if lay.spec is None:
+            alive = masks[layer][0][j] & below
+            i = int(best(None if keep is None else keep[layer][0][j], alive, 0))
+            protected[layer][0][j, i] = True
+        else:  # the best alive entry of unit j that reads a unit on the path; follow it down
+            alive = lay.weight_mask[j] & lay.columns_reading(below)
+            col = int(best(None if keep is None else keep[layer][0][j], alive, 0))
+            protected[layer][0][j, col] = True
+            one = np.zeros(lay.weight_mask.shape[1], dtype=bool)
+            one[col] = True
+            reads = below & _units_read_by(lay, one)
+            i = int(np.flatnonzero(reads)[0])
         j = i
     return protected
+
+
+def _units_read_by(layer, columns: np.ndarray) -> np.ndarray:
+    """(fan_in,) bool columns -> (previous units,) bool: the units of the layer before that they read."""
+    spec = layer.spec
+    per = spec.unit_mask(columns[None, :])[0]
+    return per

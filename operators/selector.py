@@ -240,7 +240,7 @@ def select_neurons(net: Network, scores: list[np.ndarray] | None, amount: float,
                    scope: Scope = "layer", max_layer_fraction: float = 1.0) -> list[np.ndarray]:
     """Unit ``neuron``: per layer, the neurons to cut (bool), lowest scores first, under the rules
     (see the module's docstring). Changes no mask: :func:`cut_neurons` applies the choice."""
-    weights = [layer.weight_mask.copy() for layer in net.layers]
+    weights = [layer.unit_mask().copy() for layer in net.layers]  # the chain of units (convolutions: channels)
     masks = [(w, layer.bias_mask.copy()) for w, layer in zip(weights, net.layers)]
     cut = [np.zeros(layer.bias.shape, dtype=bool) for layer in net.layers]
     eligible = [i for i, layer in enumerate(net.layers) if not layer.output_units]
@@ -296,8 +296,10 @@ def cut_neurons(net: Network, cut: list[np.ndarray]) -> None:
         if gone.any():
             layer.weight_mask[gone] = False
             layer.bias_mask[gone] = False
-            if i + 1 < len(net.layers):
-                net.layers[i + 1].weight_mask[:, gone] = False
+            if i + 1 < len(net.layers):  # the columns that read only cut units (an Unflatten's channel: all of its)
+                nxt = net.layers[i + 1]
+                dead = gone if nxt.spec is None else nxt.spec.dead_columns(gone)
+                nxt.weight_mask[:, dead] = False
 
 
 __all__ = ["EntryScores", "LayerScores", "Scores", "Scope", "Unit", "Reduce", "prune", "select_weights",

@@ -118,7 +118,9 @@ class Stack:
         n_layers = len(self.layout.layers)
         layers = []
         for i, ((w, b), (wm, bm)) in enumerate(zip(self.layout.split(params), self.layout.split(mask))):
-            layer = Layer(w, b, wm, bm, **unit_flags(cls.role, i, n_layers, keep_inputs))
+            spec = self.layout.layers[i]
+            layer = Layer(w, b, wm, bm, **unit_flags(cls.role, i, n_layers, keep_inputs),
+                          spec=None if spec.plain else spec)
             if flips is not None:
                 layer.weight_flips, layer.bias_flips = flips[i]
             layers.append(layer)
@@ -151,8 +153,8 @@ class Stack:
                 want[...] = got
         if np.any(new & ~old):
             raise OperatorError(f"pruning operator {operator!r} revived pruned entries; masks may only go from True to False")
-        before = [(wm, bm) for wm, bm in layout.split(old)]
-        broken = violation(net.role, before, [(wm, bm) for wm, bm in layout.split(new)], keep_inputs, partner)
+        before = layout.unit_masks(layout.split(old))
+        broken = violation(net.role, before, layout.unit_masks(layout.split(new)), keep_inputs, partner)
         if broken:
             raise OperatorError(f"pruning operator {operator!r} broke a protection rule of the {net.role}: {broken}; "
                                 f"let coevo's selector choose (coevo.operators.criterion or select_and_prune), "

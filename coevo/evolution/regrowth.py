@@ -44,7 +44,7 @@ def grow(stack: Stack, i: int, before: np.ndarray, share: float, rng: np.random.
     Returns how many revived."""
     now = stack.mask[i].cpu().numpy()
     positions = np.arange(now.size)
-    usable = live_positions(role, [(w, b) for w, b in stack.layout.split(now)], partner)
+    usable = live_positions(role, stack.layout.split(now), partner, stack.layout.layers)
     revive: list[np.ndarray] = []
     for k, ((pw, pb), (bw, bb), (nw, nb), (uw, ub)) in enumerate(zip(
             stack.layout.split(positions), stack.layout.split(before), stack.layout.split(now), usable)):

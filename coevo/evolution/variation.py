@@ -234,7 +234,7 @@ def _reset_weights(enc: Stack, dec: Stack, i: int, fraction: float, rng: np.rand
     constant until it retrains would be judged as one)."""
     draws = [torch.as_tensor(rng.random(stack.layout.size) < fraction, device=stack.mask.device) & stack.mask[i]
              for stack in (enc, dec)]
-    after = [stack.layout.split((stack.mask[i] & (stack.params[i] != 0) & ~draw).cpu().numpy())
+    after = [stack.layout.unit_masks(stack.layout.split((stack.mask[i] & (stack.params[i] != 0) & ~draw).cpu().numpy()))
              for stack, draw in zip((enc, dec), draws)]
     if not pair_connected(*after):
         return
@@ -265,7 +265,7 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
     for cls, stack, other in ((Encoder, enc, dec), (Decoder, dec, enc)):
         net = nets[cls] = stack.network(i, cls, keep_inputs=settings.keep_inputs)
         # the partner as it is now (the decoder sees the encoder this mutation left): rule 3 holds over the pair
-        partner = partner_reach(cls.role, other.layout.split(other.mask[i].cpu().numpy()))
+        partner = partner_reach(cls.role, other.layout.unit_masks(other.layout.split(other.mask[i].cpu().numpy())))
         net.partner_reach = partner.copy()
         net.partner_reach.flags.writeable = False
         try:
@@ -282,6 +282,6 @@ def _mutate_pair(enc: Stack, dec: Stack, i: int, rng: np.random.Generator, gener
         share, grow_rng = growth
         for cls, stack, other in ((Encoder, enc, dec), (Decoder, dec, enc)):
             gradients = context.gradients(nets[cls]) if settings.grow_by == "gradient" else None
-            partner = partner_reach(cls.role, other.layout.split(other.mask[i].cpu().numpy()))
+            partner = partner_reach(cls.role, other.layout.unit_masks(other.layout.split(other.mask[i].cpu().numpy())))
             regrowth.grow(stack, i, before[cls], share, grow_rng, gradients, cls.role, partner)
     return context.events

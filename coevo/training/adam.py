@@ -43,11 +43,15 @@ class StackedAdam:
     def step(self, grads: torch.Tensor) -> None:
         """One in-place step from the gradient ``grads``, flat in segment-major order
         (see :meth:`~coevo.genome.Layout.split_segment_major`)."""
+        self.step_rows(self.stack.layout.segment_major_to_rows(grads, len(self.stack)))
+
+    def step_rows(self, rows: torch.Tensor) -> None:
+        """One in-place step from the gradient ``rows`` (N, P), in the stack's own row order
+        (written into: the trainer terms add to it)."""
         stack = self.stack
         stack.steps += 1
         step_size, inv_sqrt_bc2 = bias_terms(stack.steps.cpu().numpy(), self.lr, self.beta1, self.beta2)
         dev = stack.params.device
-        rows = stack.layout.segment_major_to_rows(grads, len(stack))
         if self.noise > 0:
             add_gradient_noise(stack, rows, self.noise, self.generators)
         if self.penalty is not None and np.any(self.penalty):
