@@ -1,15 +1,18 @@
 """Data: the paper's binary clustering problem, user arrays (.npy/.csv), shipped real data, and
 manifolds of known intrinsic dimension.
 
-Everything is generated or read locally; nothing is downloaded at run time.
+Everything is generated or read locally; nothing is downloaded at run time. Rows stay flat
+float32 (N, D) everywhere; a dataset also records the shape of one sample, so that a model that
+wants images (a conv autoencoder) can view a row as one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,9 @@ from coevo.errors import DataError
 
 @dataclass(frozen=True)
 class Dataset:
-    """Three splits of rows in [0, 1] (float32), with cluster labels where known."""
+    """Three splits of flat rows in [0, 1] (float32), with cluster labels where known, and the
+    shape of one sample (``None``: flat, ``(n_dims,)``), so that a conv model can view a row as an
+    image without the rows themselves ever leaving their (N, D) layout."""
 
     train: np.ndarray
     validation: np.ndarray
@@ -29,10 +34,27 @@ class Dataset:
     validation_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
     centroids: np.ndarray | None = None
+    sample_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a sample shape that does not hold exactly one row: a view of the rows with it
+        would fail (or silently mix samples) much later, inside a model."""
+        if self.sample_shape is None:
+            return
+        shape = tuple(int(n) for n in self.sample_shape)
+        object.__setattr__(self, "sample_shape", shape)  # a list from a config becomes a tuple
+        if not shape or any(n < 1 for n in shape) or math.prod(shape) != self.n_dims:
+            raise ValueError(f"Dataset.sample_shape {shape} holds {math.prod(shape)} values but each row has "
+                             f"{self.n_dims}; give a shape of sizes >= 1 whose product is {self.n_dims}, or None")
 
     @property
     def n_dims(self) -> int:
         return int(self.train.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one sample; ``prod(shape) == n_dims`` always."""
+        return self.sample_shape if self.sample_shape is not None else (self.n_dims,)
 
 
 def binary_clustering(
@@ -103,7 +125,9 @@ def _load_csv(path: Path, skiprows: int = 0) -> np.ndarray:
         return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=skiprows)
 
 
-def _read_rows(path: Path) -> np.ndarray:
+def _read_rows(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The rows of a user file, flattened row-major to (N, D) float32, and the shape of one sample:
+    a .npy of shape (N, ...) keeps its trailing shape (an image set stays images), a .csv is flat."""
     check_file(path)
     suffix = path.suffix.lower()
     try:
@@ -121,8 +145,11 @@ def _read_rows(path: Path) -> np.ndarray:
             raise DataError(f"data file {path} cannot be read as csv: its first line {first!r} is a header row, and "
                             f"coevo reads numbers only; remove the header row (tail -n +2 {path.name} > rows.csv)") from None
         raise DataError(f"data file {path} cannot be read as {suffix[1:]}: {str(exc).splitlines()[0]}") from None
-    if rows.ndim != 2 or rows.shape[0] < 3 or rows.shape[1] < 1:
-        raise DataError(f"data file {path} must hold a 2-D array of at least 3 rows, got shape {rows.shape}")
+    if rows.ndim < 2 or rows.shape[0] < 3 or math.prod(rows.shape[1:]) < 1 or (suffix != ".npy" and rows.ndim != 2):
+        samples = ", or an array (N, ...) of N >= 3 samples" if suffix == ".npy" else ""
+        raise DataError(f"data file {path} must hold a 2-D array of at least 3 rows{samples}, got shape {rows.shape}")
+    sample_shape = tuple(int(n) for n in rows.shape[1:])
+    rows = rows.reshape(rows.shape[0], -1)  # row-major (C order): every check below names a row
     if rows.dtype == np.bool_:  # True and False are the values 1 and 0
         rows = rows.astype(np.float32)
     if not np.issubdtype(rows.dtype, np.number) or np.issubdtype(rows.dtype, np.complexfloating):
@@ -135,7 +162,7 @@ def _read_rows(path: Path) -> np.ndarray:
             f"data file {path} holds values outside [0, 1] (min {rows.min():g}, max {rows.max():g}); "
             "scale the rows to [0, 1] first"
         )
-    return rows.astype(np.float32)
+    return rows.astype(np.float32), sample_shape
 
 
 def _numbers_after_first_line(path: Path) -> bool:
@@ -146,7 +173,8 @@ def _numbers_after_first_line(path: Path) -> bool:
         return False
 
 
-def _split(rows: np.ndarray, labels: np.ndarray | None, cfg: DataConfig, rng: np.random.Generator) -> Dataset:
+def _split(rows: np.ndarray, labels: np.ndarray | None, cfg: DataConfig, rng: np.random.Generator,
+           sample_shape: tuple[int, ...] | None = None) -> Dataset:
     order = rng.permutation(rows.shape[0])
     n_val = max(1, int(round(cfg.validation_fraction * rows.shape[0])))
     n_test = max(1, int(round(cfg.test_fraction * rows.shape[0])))
@@ -154,7 +182,11 @@ def _split(rows: np.ndarray, labels: np.ndarray | None, cfg: DataConfig, rng: np
         raise DataError(f"{rows.shape[0]} rows are too few to split into train/validation/test")
     val, test, train = np.split(order, [n_val, n_val + n_test])
     lab = (lambda idx: labels[idx]) if labels is not None else (lambda idx: None)
-    return Dataset(rows[train], rows[val], rows[test], lab(train), lab(val), lab(test))
+    return Dataset(rows[train], rows[val], rows[test], lab(train), lab(val), lab(test), sample_shape=sample_shape)
+
+
+DIGITS_SHAPE = (1, 8, 8)
+"""One channel of 8x8 pixels; the rows are those pixels row-major, as scikit-learn flattens them."""
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -170,10 +202,25 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     """Build the dataset named by ``cfg.source``; deterministic in ``seed``."""
     rng = np.random.default_rng([seed, 0xDA7A])
     if cfg.source == "binary_clustering":
-        return binary_clustering(cfg.n_clusters, cfg.n_dims, cfg.rows_per_cluster, cfg.noise, rng)
-    if cfg.source == "manifold":
-        return manifold(cfg.intrinsic_dim, cfg.n_dims, cfg.n_rows, rng)
-    if cfg.source == "digits":
+        ds = binary_clustering(cfg.n_clusters, cfg.n_dims, cfg.rows_per_cluster, cfg.noise, rng)
+    elif cfg.source == "manifold":
+        ds = manifold(cfg.intrinsic_dim, cfg.n_dims, cfg.n_rows, rng)
+    elif cfg.source == "digits":
         rows, labels = _digits()
-        return _split(rows, labels, cfg, rng)
-    return _split(_read_rows(Path(cfg.source)), None, cfg, rng)
+        ds = _split(rows, labels, cfg, rng, DIGITS_SHAPE)
+    else:
+        rows, sample_shape = _read_rows(Path(cfg.source))
+        ds = _split(rows, None, cfg, rng, sample_shape)
+    return _with_sample_shape(ds, cfg)
+
+
+def _with_sample_shape(ds: Dataset, cfg: DataConfig) -> Dataset:
+    """Apply ``data.sample_shape`` after the split, so that the split never depends on it."""
+    if not cfg.sample_shape:
+        return ds
+    shape = tuple(cfg.sample_shape)
+    if math.prod(shape) != ds.n_dims:
+        raise DataError(f"data.sample_shape = {list(shape)} holds {math.prod(shape)} values but each row of "
+                        f"{cfg.source} has {ds.n_dims}; set data.sample_shape to a shape of {ds.n_dims} values "
+                        f"or leave it empty")
+    return replace(ds, sample_shape=shape)
