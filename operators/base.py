@@ -241,6 +241,9 @@ class Needs:
     """Floats of state per network (``net.memory``, zero at the start), or a function of the layout."""
     events: tuple[str, ...] = ()
     """Names the operator may report with ``context.event``."""
+    linear: bool = False
+    """The operator works on Linear layers only (it folds neurons, or asks for losses without
+    some): a run whose model has convolutions refuses it before it starts."""
 
     def memory_size(self, layout: Layout) -> int:
         size = self.memory(layout) if callable(self.memory) else self.memory
@@ -250,14 +253,14 @@ class Needs:
 
 
 def needs(*, flips: bool = False, memory: int | Callable[[Layout], int] = 0,
-          events: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+          events: tuple[str, ...] = (), linear: bool = False) -> Callable[[Any], Any]:
     """Decorator declaring what an operator (function or class) needs; put it under ``@register``::
 
         @register("my_op")
         @needs(flips=True, memory=lambda layout: len(layout.layers), events=("converged",))
         def my_op(net, amount, rng, context): ...
     """
-    declared = Needs(bool(flips), memory, tuple(events))
+    declared = Needs(bool(flips), memory, tuple(events), bool(linear))
 
     def mark(item: Any) -> Any:
         item.coevo_needs = declared

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import PruneContext, register
+from coevo.operators.base import PruneContext, needs, register
 from coevo.operators.protection import removable
 
 
@@ -41,6 +41,7 @@ def cheapest_within(cost: np.ndarray, loss: float, tolerance: float, rng: np.ran
 
 
 @register("latent_ablation")
+@needs(linear=True)
 def latent_ablation_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext, *,
                           tolerance: float = 0.02) -> Network:
     """Cut the latent neuron whose silencing raises the pair's loss least, if by at most `tolerance` x loss."""

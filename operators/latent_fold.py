@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import PruneContext, register
+from coevo.operators.base import PruneContext, needs, register
 from coevo.operators.latent_ablation import cheapest_within, check_tolerance
 from coevo.operators.protection import removable_input
 
@@ -42,6 +42,7 @@ def fold_coefficients(codes: np.ndarray, unit: int, others: np.ndarray) -> tuple
 
 
 @register("latent_fold")
+@needs(linear=True)
 def latent_fold_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext, *,
                       tolerance: float = 0.02) -> Network:
     """Fold the latent neuron best predicted by the others into them, if that costs at most `tolerance` x loss."""

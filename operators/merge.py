@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from coevo.genome import Network
-from coevo.operators.base import PruneContext, register
+from coevo.operators.base import PruneContext, needs, register
 from coevo.operators.kernels import stochastic_count
 from coevo.operators.protection import ends_of, masks_of, on_path
 
@@ -64,6 +64,7 @@ def merge_saliency(net: Network, layer_index: int) -> np.ndarray:
 
 
 @register("merge")
+@needs(linear=True)
 def merge_prune(net: Network, amount: float, rng: np.random.Generator, context: PruneContext) -> Network:
     """Srinivas & Babu: per layer, merge the `amount` fraction of alive neurons into their most similar partners."""
     for li in range(len(net.layers) - 1):

@@ -184,6 +184,9 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
         return {"encoder": [a.cpu().numpy() for a in enc_acts[1:]],
                 "decoder": [a.cpu().numpy() for a in dec_acts[1:]]}
 
+    if _module_pair(enc.layout):  # any other model: activations and gradients from the functional forward
+        return _module_context(enc, dec, i, generation, settings, loss, x, declared_events,
+                               enc_params, dec_params, enc_mask, dec_mask)
     forwards: list[PairForward] = []
 
     def forward() -> PairForward:  # one float64 forward pass serves the gradients and every loss asked for
@@ -209,3 +212,37 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
                         record_gradients=record_gradients, losses_without=losses_without,
                         rows=lambda: x().cpu().numpy(), losses_with_inputs=losses_with_inputs,
                         networks=networks)
+
+
+def _module_pair(layout: Layout) -> bool:
+    """Whether a layout's networks are a model other than the plain MLP (whose float64 numpy pass
+    above is exact and fast)."""
+    return layout.model is not None and layout.model.ref.source != "mlp"
+
+
+def _module_context(enc: Stack, dec: Stack, i: int, generation: int, settings: PruneConfig, loss: str,
+                    x: Callable[[], torch.Tensor], declared_events: tuple[str, ...], enc_params: torch.Tensor,
+                    dec_params: torch.Tensor, enc_mask: torch.Tensor, dec_mask: torch.Tensor) -> PruneContext:
+    """The context of a pair of any modules: activations per unit (a channel's averaged over its
+    positions) and gradients by autograd, both from :mod:`coevo.training.functional`."""
+    from coevo.errors import OperatorError
+    from coevo.training import functional
+
+    def record() -> dict[str, list[np.ndarray]]:
+        return functional.pair_activations(enc.layout, dec.layout, enc_params, dec_params, x())
+
+    def record_gradients() -> dict[str, list[LayerGradients]]:
+        return functional.pair_gradients(enc.layout, dec.layout, enc_params, dec_params, enc_mask, dec_mask, x(), loss)
+
+    def unavailable(*_args, **_kwargs):
+        raise OperatorError(f"context.losses_without and context.losses_with_inputs need Linear layers (the mlp "
+                            f"family); this run's model is {enc.layout.model.ref.what}")
+
+    def networks(role: str) -> Network:
+        if role == "encoder":
+            return enc.network(i, Encoder, enc_params, enc_mask, settings.keep_inputs)
+        return dec.network(i, Decoder, dec_params, dec_mask, settings.keep_inputs)
+
+    return PruneContext(generation, settings, record, declared_events=declared_events,
+                        record_gradients=record_gradients, losses_without=unavailable,
+                        rows=lambda: x().cpu().numpy(), losses_with_inputs=unavailable, networks=networks)
