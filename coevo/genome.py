@@ -403,14 +403,21 @@ def init_params(layout: Layout, count: int, rng: np.random.Generator) -> np.ndar
 
 
 def state_dict(layout: Layout, params: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One network as ``torch.nn.Sequential``-style names ('0.weight', '2.bias', ...) plus
-    ``NAME + '_mask'`` for every parameter (see :func:`to_module`)."""
+    """One network as its module's parameter names ('0.weight', '2.bias', ... for the MLP family's
+    ``torch.nn.Sequential``), in the module's own shapes, plus ``NAME + '_mask'`` for every
+    parameter: ``module.load_state_dict`` takes it without the masks (see :func:`to_module`)."""
     out: dict[str, torch.Tensor] = {}
-    for i, ((w, b), (wm, bm)) in enumerate(zip(layout.split(params.cpu()), layout.split(mask.cpu()))):
-        out[f"{2 * i}.weight"] = w.clone()
-        out[f"{2 * i}.bias"] = b.clone()
-        out[f"{2 * i}.weight_mask"] = wm.clone()
-        out[f"{2 * i}.bias_mask"] = bm.clone()
+    for i, (spec, (w, b), (wm, bm)) in enumerate(zip(layout.layers, layout.split(params.cpu()),
+                                                    layout.split(mask.cpu()))):
+        name = spec.name or str(2 * i)
+        if spec.kernel:  # the module's own shape: (out, in, *kernel), a ConvTranspose's (in, out, *kernel)
+            w, wm = (t.reshape(spec.fan_out, spec.channels, *spec.kernel) for t in (w, wm))
+            if spec.transposed:
+                w, wm = w.transpose(0, 1), wm.transpose(0, 1)
+        out[f"{name}.weight"] = w.contiguous().clone()
+        out[f"{name}.bias"] = b.clone()
+        out[f"{name}.weight_mask"] = wm.contiguous().clone()
+        out[f"{name}.bias_mask"] = bm.clone()
     return out
 
 
