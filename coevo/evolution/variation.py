@@ -28,7 +28,7 @@ from coevo.operators.base import needs_of
 from coevo.operators.protection import pair_connected, partner_reach
 from coevo.registry import GlobalRandomWatch
 from coevo.schedules import Pruning
-from coevo.training import batched, cpu_kernels
+from coevo.training import batched, cpu_kernels, functional
 from coevo.training.trainer_terms import TrainerTerms
 
 # purposes of the derived random streams
@@ -60,6 +60,8 @@ def evaluate_cells(enc: Stack, dec: Stack, neighbours: np.ndarray, cells: np.nda
         for k in cells
     ])
     batches = shared.train[torch.as_tensor(rows, device=shared.train.device)]
+    if enc.layout.model is not None:
+        return functional.pair_losses(enc, dec, neighbours[cells], batches, cfg.model.loss)
     if enc.params.device.type == "cpu":
         return cpu_kernels.pair_losses(enc, dec, neighbours[cells], batches, cfg.model.loss)
     nbr = torch.as_tensor(neighbours[cells], device=enc.params.device)
@@ -68,6 +70,8 @@ def evaluate_cells(enc: Stack, dec: Stack, neighbours: np.ndarray, cells: np.nda
 
 def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: str) -> np.ndarray:
     """Each cell's own pair's mean loss on every row of ``data``, (N,) float64."""
+    if enc.layout.model is not None:
+        return functional.centre_losses(enc, dec, data, loss).cpu().numpy()
     if enc.params.device.type == "cpu":
         return cpu_kernels.centre_losses(enc, dec, data, loss).numpy()
     return batched.centre_losses(enc, dec, data, loss).cpu().numpy()
@@ -104,7 +108,9 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     cfg = shared.config
     n_rows = shared.train.shape[0]
     orders = np.stack([derive_rng(cfg.run.seed, generation, int(k), TRAIN_ORDER).permutation(n_rows) for k in cells])
-    train = cpu_kernels.train_pairs if enc.params.device.type == "cpu" else batched.train_pairs
+    # the layouts say which path: a model's templates (torch.func), or plain MLPs (Numba on the CPU)
+    train = (functional.train_pairs if enc.layout.model is not None
+             else cpu_kernels.train_pairs if enc.params.device.type == "cpu" else batched.train_pairs)
     noise_seeds = None
     if cfg.train.gradient_noise > 0:
         noise_seeds = np.array([derive_rng(cfg.run.seed, generation, int(k), NOISE).integers(2**62) for k in cells])
