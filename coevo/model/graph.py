@@ -10,7 +10,8 @@ channels and need nothing. A read-only DependencyGraph in the sense of Torch-Pru
 What it does not follow (and refuses in one line, naming the module): layers that own parameters
 but are not Linear / ConvNd / ConvTransposeNd, grouped convolutions, layers without a bias, a
 module called twice, buffers (BatchNorm's running statistics: vmap cannot batch them), shapes
-that no link explains. Skip connections around a layer are not detected: coevo assumes a chain.
+that no link explains. Skip connections around a layer are not detected, nor a reshape that orders
+features other than channel by channel (as Flatten and Unflatten do): coevo assumes a chain.
 """
 
 from __future__ import annotations
@@ -153,12 +154,13 @@ def _spec(ref: ModelRef, role: str, name: str, module: nn.Module, inp: tuple, pr
     spread = gather = 1
     if previous_out is not None:
         units, positions = _units_of(previous_out)
+        # (pooling or upsampling may come between: the positions are whatever reaches the Flatten / leaves the Unflatten)
         if channels == units:
             pass
-        elif isinstance(module, nn.Linear) and channels == units * positions:
-            spread = positions  # Flatten: each channel of the previous layer feeds `positions` features
-        elif not isinstance(module, nn.Linear) and len(previous_out) == 2 and units == channels * _units_of(inp)[1]:
-            gather = _units_of(inp)[1]  # Unflatten: each channel gathers `positions` features
+        elif isinstance(module, nn.Linear) and len(previous_out) > 2 and channels % units == 0:
+            spread = channels // units  # Flatten: each channel of the previous layer feeds `spread` features
+        elif not isinstance(module, nn.Linear) and len(previous_out) == 2 and units % channels == 0:
+            gather = units // channels  # Unflatten: each channel gathers `gather` features
         else:
             raise ConfigError(f"{ref.what}: cannot follow units from the layer before {role} {name!r} (output "
                               f"(N, {', '.join(map(str, previous_out[1:]))})) into it (input "
