@@ -87,8 +87,11 @@ def keep_torch_threads():
     ["prune.operator=magnitude", "prune.params.unit=neuron", "prune.amount=0.2", "prune.target_kept=0.3"],
     # two objectives: the crowded tournament, the ladder of sizes and the front archive
     ['selection.objectives=["loss", "kept"]', "prune.schedule=gradual", "prune.target_kept=0.1"],
+    # the functional path: a convolutional pair (Conv1d on the rows as 1 x 500 signals)
+    ["model.family=conv", "data.sample_shape=[1, 500]", "model.params.channels=[4]", "prune.operator=variance",
+     "prune.target_kept=0.3"],
 ], ids=["coevo", "reference", "flipout", "early_bird", "snip", "snap", "merge", "latent_fold", "magnitude-global",
-        "magnitude-neuron", "front"])
+        "magnitude-neuron", "front", "conv"])
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, capsys, semantics):
     killed, full = tmp_path / "killed", tmp_path / "full"
     overrides = KILLABLE + semantics
