@@ -138,6 +138,16 @@ def test_flipout_on_ray_equals_local_engine(local_ray, tmp_path, capsys):
 
 
 @pytest.mark.ray
+def test_a_conv_model_on_ray_equals_local_engine(local_ray, tmp_path, capsys):
+    """A module model's layouts carry its reference: the workers rebuild the same templates and
+    train the same functional path."""
+    local, ray = local_and_ray(tmp_path, capsys, SIX_CELLS + ["model.family=conv", "data.sample_shape=[2, 20]",
+                                                              "model.params.channels=[4]", "prune.target_kept=0.3"])
+    assert_same_run(local, ray)
+    assert local["kept_fraction"] < 0.9
+
+
+@pytest.mark.ray
 @pytest.mark.parametrize("params", [["prune.params.scope=global"], ["prune.params.unit=neuron"]],
                          ids=["global", "neuron"])
 def test_magnitude_on_ray_equals_local_engine(local_ray, tmp_path, capsys, params):
