@@ -49,6 +49,7 @@ FILE_BLOCKS = {
     "weak-sweep.toml": "tests/test_plugins.py::test_the_readme_operator_schedule_config_and_sweep_work_as_written",
     "flippy.py": "tests/test_plugins.py::test_the_readme_stateful_operator_works_as_written",
     "make_rows.py": "tests/test_docs.py::test_bash_blocks (docs/data.md)",
+    "my_models.py": "tests/test_functional.py::test_the_models_page_factory_runs_as_written",
 }
 # programs other than coevo that bash blocks call, and what is checked of them
 PROGRAMS = {

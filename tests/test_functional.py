@@ -258,3 +258,17 @@ def test_conv_on_cuda_matches_cpu():  # pragma: no cover - runs where a GPU is
     cpu = F.centre_losses(enc, dec, x, "l1")
     gpu = F.centre_losses(enc.map(lambda t: t.cuda()), dec.map(lambda t: t.cuda()), x.cuda(), "l1").cpu()
     assert torch.allclose(cpu, gpu, atol=1e-5)
+
+
+def test_the_models_page_factory_runs_as_written(tmp_path):
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "models.md").read_text()
+    code = re.search(r"```python\n(# file: my_models.py\n.*?)```", page, re.S).group(1)
+    (tmp_path / "my_models.py").write_text(code)
+    cfg = C.from_dict({"run": {"generations": 2, "checkpoint_every": 0}, "data": {"source": "digits"},
+                       "model": {"factory": f"{tmp_path / 'my_models.py'}:pooled", "params": {"width": 6}, "latent": 8},
+                       "grid": {"cells": 3}, "prune": {"target_kept": 0.3}})
+    state = coevolve(build(cfg))
+    assert stack_kept_fractions(state.encoders, state.decoders).kept.max() < 1.0
