@@ -272,3 +272,19 @@ def test_the_models_page_factory_runs_as_written(tmp_path):
                        "grid": {"cells": 3}, "prune": {"target_kept": 0.3}})
     state = coevolve(build(cfg))
     assert stack_kept_fractions(state.encoders, state.decoders).kept.max() < 1.0
+
+
+def test_the_pruning_controller_is_a_pure_function_of_the_pair():
+    from coevo.config import PruneConfig
+    from coevo.evolution.variation import plan_pair
+    from coevo.schedules import Pruning
+
+    settings = PruneConfig(amount=0.1, target_kept=0.2)
+    assert plan_pair(settings, Pruning(1.0), 0.2, 0.5, 0.6, 0.001).amount == pytest.approx(0.1)  # far: the amount
+    near = plan_pair(settings, Pruning(1.0), 0.2, 0.22, 0.25, 0.001)
+    assert near.amount == pytest.approx(0.02 / 0.25) and near.floor == pytest.approx(0.199)  # only the live excess
+    assert plan_pair(settings, Pruning(1.0), 0.2, 0.2, 0.21, 0.001) is None  # at rest
+    swap = plan_pair(PruneConfig(amount=0.1, target_kept=0.2, grow_fraction=0.1), Pruning(1.0), 0.2, 0.19, 0.2, 0.001)
+    assert swap.amount == 0.0 and swap.floor == pytest.approx(0.189)  # regrowth swaps at rest, no lower than now
+    goal = plan_pair(PruneConfig(amount=0.1, target_kept=0.0), Pruning(1.0, kept=0.5), 0.0, 0.8, 0.8, 0.001)
+    assert goal.amount == pytest.approx(1 - 0.5 / 0.8) and goal.floor is None  # the schedule's kept fraction

@@ -131,23 +131,16 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
         wants_kept = settings.target_kept > 0 or step.kept is not None or step.progress is not None
         fractions = stack_kept_fractions(new_enc, new_dec, settings.regrow) if wants_kept else None
         kept = fractions.kept if fractions is not None else None
+        tolerance = target_tolerance(new_enc.layout, new_dec.layout)
         for i, k in enumerate(cells):
             rng = derive_rng(cfg.run.seed, generation, int(k), PRUNE)
             if rng.random() >= prune_probability:
                 continue
-            amount = settings.amount if step.amount is None else step.amount
             target = settings.target_kept if targets is None else float(targets[k])
-            goal = step.kept_goal(target)
-            at_rest = False
-            if goal is not None:  # the schedule's kept fraction of the masks: this pair's amount to reach it
-                at_rest = fractions.mask_kept[i] <= goal
-                amount = 0.0 if at_rest else 1.0 - goal / fractions.mask_kept[i]
-            if target > 0 and not at_rest:  # at the target: no more; near it: only what reaches it
-                at_rest = kept[i] <= target
-                # the operator cuts a share of the mask's alive entries: ask for the live excess of them
-                amount = 0.0 if at_rest else min(amount, (kept[i] - target) / fractions.mask_kept[i])
-            if at_rest and settings.grow_fraction == 0:
-                continue  # (with regrowth a pair at rest still moves connections: a swap)
+            plan = plan_pair(settings, step, target, None if kept is None else float(kept[i]),
+                             None if fractions is None else float(fractions.mask_kept[i]), tolerance)
+            if plan is None:
+                continue
             drawn = copy.deepcopy(rng)  # every attempt at this pair's mutation draws the same numbers
 
             def attempt(share: float, i: int = i, k: int = k, drawn: np.random.Generator = drawn) -> set[str]:
@@ -165,9 +158,7 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
                                    derive_rng(cfg.run.seed, generation, int(k), RESET))
                 return happened
 
-            # no lower than the target, or than the pair already is (a regrowth swap at rest)
-            floor = min(target, kept[i]) - target_tolerance(new_enc.layout, new_dec.layout) if target > 0 else None
-            happened = within_target(attempt, amount, new_enc, new_dec, i, floor, settings.regrow)
+            happened = within_target(attempt, plan.amount, new_enc, new_dec, i, plan.floor, settings.regrow)
             if happened is None:
                 continue  # any cut at all would have taken the pair below its target
             pruned[i] = True
@@ -178,6 +169,38 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
                 if settings.regrow:  # the reference: the zeros stay, the mask does not
                     stack.mask.fill_(True)
     return Variation(cells, new_enc, new_dec, pruned, train_loss, events)
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """What the pruning controller asks of one pair's mutation: the operator's amount, and the
+    live kept fraction the mutation may not go below (None: no target)."""
+
+    amount: float
+    floor: float | None
+
+
+def plan_pair(settings, step: Pruning, target: float, kept: float | None, mask_kept: float | None,
+              tolerance: float) -> PairPlan | None:
+    """The pruning controller for one pair, a pure function: from the schedule's step (its amount,
+    or the kept fraction or progress it sets), the pair's target, its live kept fraction and its
+    mask's kept fraction, the amount to ask of the operator and the floor to hold; None when the
+    pair is left alone (at rest at its goal, and no regrowth to swap connections)."""
+    amount = settings.amount if step.amount is None else step.amount
+    goal = step.kept_goal(target)
+    at_rest = False
+    if goal is not None:  # the schedule's kept fraction of the masks: this pair's amount to reach it
+        at_rest = mask_kept <= goal
+        amount = 0.0 if at_rest else 1.0 - goal / mask_kept
+    if target > 0 and not at_rest:  # at the target: no more; near it: only what reaches it
+        at_rest = kept <= target
+        # the operator cuts a share of the mask's alive entries: ask for the live excess of them
+        amount = 0.0 if at_rest else min(amount, (kept - target) / mask_kept)
+    if at_rest and settings.grow_fraction == 0:
+        return None  # (with regrowth a pair at rest still moves connections: a swap)
+    # no lower than the target, or than the pair already is (a regrowth swap at rest)
+    floor = min(target, kept) - tolerance if target > 0 else None
+    return PairPlan(float(amount), floor)
 
 
 TARGET_STEPS = 6
