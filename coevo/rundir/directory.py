@@ -351,15 +351,19 @@ parameters, Adam's two float32 moments, a bool mask and a little more for operat
 
 def memory_estimate(config: Config) -> tuple[int, str] | None:
     """About how many bytes a run needs (data as loaded, and the grid) and how that divides."""
+    from coevo.evolution.problem import layouts_for
     from coevo.evolution.topology import neighbourhoods
-    from coevo.genome import autoencoder_layouts
 
     shape = data_shape(config)
     if shape is None:
         return None
     rows, cols = shape
     data = rows * cols * (8 + 4 + 4 + 4)  # parsed as float64, float32 copy, splits, torch tensors
-    enc, dec = autoencoder_layouts(cols, config.model.hidden, config.model.latent)
+    sample = tuple(config.data.sample_shape) or ((1, 8, 8) if config.data.source == "digits" else (cols,))
+    try:
+        enc, dec = layouts_for(config, sample)  # the model's own layers (a conv model traced on two samples)
+    except UserError:
+        return None  # a model that does not fit the data: the run's preparation says why, in its own words
     cells = 1 if config.run.mode == "canonical" else len(neighbourhoods(config.grid))
     grid = cells * (enc.size + dec.size) * BYTES_PER_PARAMETER
     what = (f"data {rows:,} x {cols:,} values: {data / 1e9:.2f} GB; {cells} cell(s) x "
