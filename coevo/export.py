@@ -31,6 +31,21 @@ run a Linear / Gemm with 0 inputs or outputs.
 The latent layer is one of the hidden layers: ``encode(x)`` of the compact model returns only
 the latent neurons that survive, which are the masked encoder's codes at ``latent_index``
 (stored in the model); the removed ones are constant or reach no output.
+
+Module models
+-------------
+A run of any other pair of torch modules (``model.family = "conv"`` or a ``model.factory``; an
+MLP-family run exports as above whatever its backend) exports *dense*: the run's own modules, built
+again from the family or factory (:func:`coevo.model.build_pair`), with the saved parameters
+multiplied by their masks, so every pruned entry ships as an exact zero; no dead channel or
+neuron is removed (the compact Linear-chain export above is the MLP family's alone). The model,
+:class:`ModuleAutoencoder`, maps ``x`` of shape (N, *sample shape) to its reconstruction of the
+same shape, with ``encode(x)`` and ``decode(z)``; TorchScript scripts it, or, where
+``torch.jit.script`` cannot compile the user's modules, traces it on an example batch (the result
+says so). ONNX exports its forward with ``torch.onnx.export`` (outputs ``reconstruction`` and
+``latent``, a dynamic batch axis). Each exported file is run on validation rows and compared with
+the run's functional forward (:func:`coevo.training.functional.reconstruct`); a difference above
+1e-4 is refused.
 """
 
 from __future__ import annotations
@@ -145,19 +160,21 @@ def compact_pair(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tens
     return compact(enc + dec, len(enc))
 
 
+def masked_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A saved network's parameters (no ``NAME_mask`` keys), each multiplied by its mask."""
+    out = {}
+    for k, v in state.items():
+        if not k.endswith("_mask"):
+            m = state.get(f"{k}_mask")
+            out[k] = v * m.to(v.dtype) if m is not None else v
+    return out
+
+
 def masked_pair(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, ...]:
     """The pair as plain torch modules with every weight multiplied by its mask."""
     from coevo.genome import to_module
 
-    def masked(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for k, v in state.items():
-            if not k.endswith("_mask"):
-                m = state.get(f"{k}_mask")
-                out[k] = v * m.to(v.dtype) if m is not None else v
-        return out
-
-    return to_module(masked(encoder)), to_module(masked(decoder), output="sigmoid")
+    return to_module(masked_state(encoder)), to_module(masked_state(decoder), output="sigmoid")
 
 
 class CompactAutoencoder(torch.nn.Module):
@@ -277,6 +294,272 @@ def time_pair(first, second, x: torch.Tensor, repeats: int = 50) -> tuple[float,
     return float(np.median(times[0])), float(np.median(times[1]))
 
 
+# ------------------------------------------------------------------ module models (dense)
+
+CHECK_ROWS = 64
+"""How many validation rows each exported module model is run on against the run's forward."""
+TOLERANCE = 1e-4
+"""The largest max abs difference from the run's forward that an exported module model may show."""
+
+
+class ModuleAutoencoder(torch.nn.Module):
+    """A module model's pair, dense with masked zeros: ``model(x)`` maps (N, *sample shape) to its
+    reconstruction of that shape, ``encode(x)`` gives the latent codes, ``decode(z)`` maps them
+    back; the buffer ``sample_shape`` holds one sample's shape."""
+
+    def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module, sample_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.register_buffer("sample_shape", torch.as_tensor([int(n) for n in sample_shape], dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+    @torch.jit.export
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    @torch.jit.export
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+
+class _Traceable(torch.nn.Module):
+    """A :class:`ModuleAutoencoder`'s methods without ``@torch.jit.export`` (which
+    ``torch.jit.trace_module`` would script, and fail on, again)."""
+
+    def __init__(self, model: ModuleAutoencoder) -> None:
+        super().__init__()
+        self.encoder = model.encoder
+        self.decoder = model.decoder
+        self.register_buffer("sample_shape", model.sample_shape.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+
+class _OnnxGraph(torch.nn.Module):
+    """What ONNX exports of a :class:`ModuleAutoencoder`: (reconstruction, latent), the encoder run once."""
+
+    def __init__(self, model: ModuleAutoencoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.model.encoder(x)
+        return self.model.decoder(z), z
+
+
+def is_module_model(model_config) -> bool:
+    """Whether a run's ``[model]`` (a :class:`coevo.config.ModelConfig`, or the TOML table as a
+    dict) names a module model: a factory, or a family other than the MLP."""
+    get = model_config.get if isinstance(model_config, dict) else lambda k, d: getattr(model_config, k, d)
+    return bool(get("factory", "")) or get("family", "mlp") != "mlp"
+
+
+def _run_is_module_model(run_dir: Path) -> bool:
+    """Read from the run's config.toml's ``[model]`` table alone, so that an MLP run exports as it
+    always has (whatever else its config holds); no config.toml: an MLP run of an older coevo."""
+    import tomllib
+
+    path = run_dir / "config.toml"
+    if not path.is_file():
+        return False
+    try:
+        table = tomllib.loads(path.read_text()).get("model", {})
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} cannot be read ({exc}); coevo export needs the run's config") from None
+    return is_module_model(table if isinstance(table, dict) else {})
+
+
+def _factory_of(ref, run_dir: Path):
+    """The family or factory of ``ref``, or a one-line UserError naming model.factory and the fix."""
+    from coevo.errors import ConfigError
+    from coevo.model import resolve_factory
+
+    try:
+        return resolve_factory(ref.source)
+    except ConfigError as exc:
+        if not ref.is_factory:
+            raise
+        raise UserError(f"{exc}; coevo export rebuilds the run's modules from model.factory: put the factory back "
+                        f"where the run found it (relative paths are from the directory you run coevo in) or set "
+                        f"model.factory in {run_dir / 'config.toml'} to where it is now") from None
+
+
+def _module_states(net: torch.nn.Module, state: dict[str, torch.Tensor], role: str, what: str,
+                   run_dir: Path) -> None:
+    """Load a saved network (masks applied) into ``net``, or a one-line UserError."""
+    params = masked_state(state)
+    own = net.state_dict()
+    missing = sorted(set(own) - set(params))
+    extra = sorted(set(params) - set(own))
+    wrong = sorted(k for k in set(own) & set(params) if tuple(own[k].shape) != tuple(params[k].shape))
+    if missing or extra or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra else
+                  f"{wrong[0]} is {tuple(params[wrong[0]].shape)} saved, {tuple(own[wrong[0]].shape)} built")
+        raise UserError(f"{run_dir}: the saved {role} does not fit the {role} that {what} builds now ({detail}); "
+                        f"restore the family or factory and model.params the run used")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in params.items()})
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+
+def module_model(enc_state: dict[str, torch.Tensor], dec_state: dict[str, torch.Tensor], ref, factory=None,
+                 run_dir: Path = Path(".")) -> ModuleAutoencoder:
+    """A saved module-model pair as a :class:`ModuleAutoencoder` (masks applied)."""
+    from coevo.model import build_pair
+
+    with torch.random.fork_rng(devices=[]):  # the values are replaced: leave torch's random state alone
+        torch.manual_seed(0)
+        enc, dec = build_pair(ref, factory)
+    _module_states(enc, enc_state, "encoder", ref.what, run_dir)
+    _module_states(dec, dec_state, "decoder", ref.what, run_dir)
+    return ModuleAutoencoder(enc, dec, ref.input_shape).eval()
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+
+
+def module_torchscript(model: ModuleAutoencoder, example: torch.Tensor) -> tuple[bytes, str]:
+    """The model as a TorchScript archive, scripted, or traced on ``example`` (forward, encode and
+    decode) where scripting fails; and a note saying which (empty when scripted)."""
+    buf = io.BytesIO()
+    note = ""
+    with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; torch.jit.load still reads it
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+        try:
+            compiled = torch.jit.script(model)
+        except Exception as exc:  # a user's module TorchScript cannot compile
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            with torch.no_grad():
+                z = model.encode(example)
+                try:
+                    compiled = torch.jit.trace_module(_Traceable(model).eval(),
+                                                      {"forward": example, "encode": example, "decode": z})
+                except Exception as exc2:
+                    raise UserError(f"{_shape_note(model)}: torch.jit.script failed ({_reason(exc)}) and so did "
+                                    f"torch.jit.trace ({_reason(exc2)}); try --format onnx") from None
+            note = (f"torch.jit.script failed ({_reason(exc)}): traced on an example batch of "
+                    f"{example.shape[0]} instead (control flow that depends on the input is frozen)")
+        torch.jit.save(compiled, buf)
+    return buf.getvalue(), note
+
+
+def _shape_note(model: ModuleAutoencoder) -> str:
+    return f"the pair on samples of shape {tuple(int(n) for n in model.sample_shape)}"
+
+
+def module_onnx(model: ModuleAutoencoder, example: torch.Tensor) -> bytes:
+    """The model's forward as an ONNX graph (``torch.onnx.export``): input ``x`` (batch, *sample
+    shape), outputs ``reconstruction`` (batch, *sample shape) and ``latent`` (batch, ...); the
+    sample shape is in the metadata key ``sample_shape``."""
+    onnx = _onnx()
+    from onnx import helper
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript-based exporter
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        try:
+            # the TorchScript-based exporter needs onnx alone (coevo[export]), not onnxscript
+            torch.onnx.export(_OnnxGraph(model).eval(), (example,), buf, dynamo=False, input_names=["x"],
+                              output_names=["reconstruction", "latent"], opset_version=17,
+                              dynamic_axes={"x": {0: "batch"}, "reconstruction": {0: "batch"}, "latent": {0: "batch"}})
+        except Exception as exc:
+            raise UserError(f"{_shape_note(model)}: torch.onnx.export failed ({_reason(exc)}); try --format "
+                            f"torchscript") from None
+    proto = onnx.load_from_string(buf.getvalue())
+    helper.set_model_props(proto, {"sample_shape": ",".join(str(int(n)) for n in model.sample_shape)})
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _run_exported(payload: bytes, fmt: str, model: ModuleAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """Reconstructions of ``x`` by the exported file itself (TorchScript: torch.jit.load; ONNX:
+    onnxruntime, or the exported torch module where onnxruntime is not installed, said in the note)."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+            loaded = torch.jit.load(io.BytesIO(payload))
+        with torch.no_grad():
+            return loaded(x), ""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        with torch.no_grad():
+            return model(x), "onnxruntime is not installed: checked the torch module that was exported, not the file"
+    sess = ort.InferenceSession(payload, providers=["CPUExecutionProvider"])
+    (y,) = sess.run(["reconstruction"], {"x": x.numpy()})
+    return torch.as_tensor(y), ""
+
+
+def _module_exports(run_dir: Path, pairs: Sequence[tuple[dict, dict]], paths: Sequence[Path], fmt: str,
+                    rows: int = CHECK_ROWS) -> tuple[list["Exported"], list[bytes]]:
+    """Build, export and check every pair of a module-model run (nothing written)."""
+    from coevo import config as config_module
+    from coevo import data as data_module
+    from coevo.evolution.problem import dataset_shape
+    from coevo.model import ref_of
+    from coevo.model.graph import flatten_parameters, trace
+    from coevo.training.functional import reconstruct
+
+    config = config_module.load(run_dir / "config.toml")
+    dataset = data_module.load(config.data, config.run.seed)
+    shape = dataset_shape(dataset)
+    ref = ref_of(config, shape)
+    factory = _factory_of(ref, run_dir)
+    val = dataset.validation if len(dataset.validation) else dataset.test
+    x_flat = torch.as_tensor(np.ascontiguousarray(val[:rows], dtype=np.float32))
+    x = x_flat.reshape(x_flat.shape[0], *shape)
+    results, payloads = [], []
+    layouts = None
+    for (enc_state, dec_state), path in zip(pairs, paths):
+        model = module_model(enc_state, dec_state, ref, factory, run_dir)
+        if layouts is None:
+            layouts = trace(ref, (model.encoder, model.decoder))
+        enc_l, dec_l = layouts
+        enc_row = torch.as_tensor(flatten_parameters(model.encoder, enc_l))
+        dec_row = torch.as_tensor(flatten_parameters(model.decoder, dec_l))
+        with torch.no_grad():
+            expected = reconstruct(enc_l, dec_l, enc_row, dec_row, x_flat)
+        example = x[: min(2, len(x))]
+        if fmt == "torchscript":
+            payload, note = module_torchscript(model, example)
+        else:
+            payload, note = module_onnx(model, example), ""
+        try:
+            got, check_note = _run_exported(payload, fmt, model, x)
+        except Exception as exc:
+            raise UserError(f"{path.name}: the exported {fmt} model raised {_reason(exc)} on {len(x)} validation rows "
+                            f"of shape {tuple(shape)}") from None
+        if tuple(got.shape) != tuple(x.shape):
+            raise UserError(f"{path.name}: the exported {fmt} model returns shape {tuple(got.shape)} for an input of "
+                            f"{tuple(x.shape)}; it must return the input's shape")
+        diff = float((got.reshape(len(x), -1).float() - expected).abs().max()) if len(x) else 0.0
+        if not diff <= TOLERANCE:
+            raise UserError(f"{path.name}: the exported {fmt} model differs from the run's forward by {diff:.3g} on "
+                            f"{len(x)} validation rows (more than {TOLERANCE:g}); nothing written")
+        params = [p for p in model.parameters()]
+        n_dense = sum(p.numel() for p in params)
+        n_alive = sum(int((p != 0).sum()) for p in params)
+        units = [int(shape[0])] + [int(s.fan_out) for s in enc_l.layers + dec_l.layers]
+        notes = tuple(n for n in (note, check_note) if n)
+        payloads.append(payload)
+        results.append(Exported(path, n_dense, n_dense, units, units, len(payload), diff, 0.0, 0.0, len(x),
+                                kind="dense", model=ref.what, alive=n_alive, notes=notes))
+    return results, payloads
+
+
 @dataclass(frozen=True)
 class Exported:
     path: Path
@@ -289,6 +572,10 @@ class Exported:
     seconds_masked: float
     seconds_compact: float
     batch: int
+    kind: str = "compact"  # 'compact' (the MLP family) or 'dense' (a module model, masked zeros kept)
+    model: str = ""  # a module model: which family or factory
+    alive: int | None = None  # a module model: its non-zero parameters
+    notes: tuple[str, ...] = ()
 
 
 def _pairs(run_dir: Path, which: str) -> list[tuple[dict, dict]]:
@@ -335,7 +622,11 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
     point of a multi-objective run's front, ``STEM-frontK.SUFFIX``, smallest first. Everything is checked and
     built in memory first and each file is written atomically, so a refused export writes nothing.
     Each compact model is checked against its masked pair on ``batch`` uniform random rows
-    (max abs difference <= 1e-6 in float64, else RuntimeError: a bug) and both are timed on them."""
+    (max abs difference <= 1e-6 in float64, else RuntimeError: a bug) and both are timed on them.
+
+    A module model (``model.family`` other than 'mlp', or a ``model.factory``) exports dense with
+    masked zeros (see the module docstring); each file is checked on ``CHECK_ROWS`` validation rows
+    against the run's functional forward (``batch``, ``repeats`` and ``seed`` do not apply)."""
     from coevo.rundir import directory as rundir
     from coevo.rundir.checkpoint import atomic_write_bytes
 
@@ -357,6 +648,12 @@ def export(run_dir: str | Path, out: str | Path | None = None, fmt: str = "torch
     tag = "front" if which == "front" else "cell"  # the front's points, smallest first
     paths = [out] if which == "best" else [out.with_name(f"{out.stem}-{tag}{k}{out.suffix}") for k in range(len(pairs))]
     rundir.remove_dead_temporaries(run_dir, *paths)  # a killed export's .model.pt.tmpPID
+    if _run_is_module_model(run_dir):
+        results, payloads = _module_exports(run_dir, pairs, paths, fmt)
+        for path, payload in zip(paths, payloads):
+            atomic_write_bytes(path, payload)
+        _note_derived(run_dir, paths)
+        return results
     writer = torchscript_bytes if fmt == "torchscript" else onnx_bytes
     gen = torch.Generator().manual_seed(seed)
     results, payloads = [], []
@@ -405,6 +702,9 @@ def _note_derived(run_dir: Path, paths: Sequence[Path]) -> None:
 def format_exported(results: Sequence[Exported]) -> str:
     lines = []
     for r in results:
+        if r.kind == "dense":
+            lines += _format_dense(r)
+            continue
         lines.append(f"{r.path}")
         lines.append(f"  parameters  {r.parameters_before:,} -> {r.parameters_after:,} "
                      f"({r.parameters_after / r.parameters_before:.3f} of the dense pair)")
@@ -416,3 +716,15 @@ def format_exported(results: Sequence[Exported]) -> str:
         if r.widths_before == r.widths_after:
             lines.append("  nothing to remove: every neuron is on a live path; exported the masked pair as it is")
     return "\n".join(lines)
+
+
+def _format_dense(r: Exported) -> list[str]:
+    alive = f", {r.alive:,} of them non-zero ({r.alive / r.parameters_before:.3f})" if r.alive is not None else ""
+    lines = [f"{r.path}",
+             f"  model       {r.model}: exported dense, masked entries kept as zeros (no channel removed)",
+             f"  parameters  {r.parameters_before:,}{alive}",
+             f"  units       {' -> '.join(map(str, r.widths_before))}  (input channels, then each layer's outputs)",
+             f"  file size   {r.bytes:,} bytes",
+             f"  max |exported - run's forward| on {r.batch} validation rows: {r.max_difference:.2e}"]
+    lines += [f"  note        {n}" for n in r.notes]
+    return lines
