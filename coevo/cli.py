@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="redraw a run's plots and print its summary")
     rep.add_argument("run_dir", type=Path)
 
-    exp = sub.add_parser("export", help="write the best pair (or every centre pair) as a TorchScript or ONNX model (the MLP compacted, other models dense with masked zeros)")
+    exp = sub.add_parser("export", help="write the best pair (or every centre pair) as a TorchScript or ONNX "
+                                        "model (the MLP compacted, other models dense with masked zeros)")
     exp.add_argument("run_dir", type=Path)
     exp.add_argument("--out", type=Path, help="output file (default: RUN_DIR/model.pt, or model.onnx); "
                      "--which centres writes STEM-cellK.SUFFIX per cell, --which front STEM-frontK.SUFFIX per point")
