@@ -288,3 +288,14 @@ def test_the_pruning_controller_is_a_pure_function_of_the_pair():
     assert swap.amount == 0.0 and swap.floor == pytest.approx(0.189)  # regrowth swaps at rest, no lower than now
     goal = plan_pair(PruneConfig(amount=0.1, target_kept=0.0), Pruning(1.0, kept=0.5), 0.0, 0.8, 0.8, 0.001)
     assert goal.amount == pytest.approx(1 - 0.5 / 0.8) and goal.floor is None  # the schedule's kept fraction
+
+
+def test_a_relative_factory_file_is_recorded_absolute(tmp_path, monkeypatch):
+    """So the run directory resumes and exports from any working directory."""
+    from coevo.rundir import with_absolute_source
+
+    (tmp_path / "models.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    cfg = with_absolute_source(C.from_dict({"model": {"factory": "models.py:pooled"}}))
+    assert cfg.model.factory == f"{tmp_path / 'models.py'}:pooled"
+    assert with_absolute_source(C.from_dict({"model": {"factory": "json:loads"}})).model.factory == "json:loads"

@@ -56,11 +56,14 @@ def is_file_source(source: str) -> bool:
 
 
 def with_absolute_source(config: Config) -> Config:
-    """``config`` with a relative data file made absolute, so that the run directory can be
-    resumed and analysed from any working directory."""
+    """``config`` with a relative data file (and a factory file, ``model.factory``) made
+    absolute, so that the run directory can be resumed, exported and analysed from any working directory."""
     source = config.data.source
     if is_file_source(source) and not Path(source).is_absolute():
-        return config.replace(data__source=str(Path(source).resolve()))
+        config = config.replace(data__source=str(Path(source).resolve()))
+    target, sep, function = config.model.factory.rpartition(":")  # a factory file, likewise
+    if sep and target.endswith(".py") and not Path(target).is_absolute() and Path(target).is_file():
+        config = config.replace(model__factory=f"{Path(target).resolve()}:{function}")
     return config
 
 
