@@ -292,7 +292,7 @@ def test_the_pruning_controller_is_a_pure_function_of_the_pair():
 
 def test_a_relative_factory_file_is_recorded_absolute(tmp_path, monkeypatch):
     """So the run directory resumes and exports from any working directory."""
-    from coevo.rundir import with_absolute_source
+    from coevo.rundir.directory import with_absolute_source
 
     (tmp_path / "models.py").write_text(FACTORY)
     monkeypatch.chdir(tmp_path)
