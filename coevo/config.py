@@ -45,7 +45,8 @@ class RunConfig:
     ray_workers: int = 2
     """Number of Ray workers (grid shards) for the ray engine."""
     threads: int = 0
-    """Torch intra-op threads (0 = leave torch's default)."""
+    """Torch intra-op threads (0 = torch's default; the torch backend on the CPU then takes 1, its
+    small per-step ops run faster alone)."""
     save_centres: bool = False
     """Also save every cell's centre pair (the ensemble) to centres.pt."""
     update: Literal["synchronous", "asynchronous"] = "synchronous"

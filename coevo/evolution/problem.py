@@ -110,6 +110,10 @@ def build(config: Config) -> Problem:
     torch.set_flush_denormal(True)
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
+    elif backend_of(config) == "torch" and config.run.device == "cpu":
+        # the functional path's ops are small (a few ms a step): sharing them costs more than it gives,
+        # and on a loaded machine many times more (benchmarks/results/functional.md: 1.1 against 18 s a generation)
+        torch.set_num_threads(1)
     random.seed(config.run.seed)
     dataset = data_module.load(config.data, config.run.seed)
     enc, dec = layouts_for(config, dataset_shape(dataset))

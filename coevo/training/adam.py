@@ -104,6 +104,6 @@ def adam_step_reference(params, grads, exp_avg, exp_avg_sq, mask, step_size, inv
     g = grads * mask
     exp_avg.mul_(beta1).add_(g, alpha=1.0 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-    denom = exp_avg_sq.sqrt().mul_(inv_sqrt_bc2.to(params.dtype)[:, None]).add_(EPS)
-    params.sub_(exp_avg / denom * step_size.to(params.dtype)[:, None])
+    denom = torch.sqrt(exp_avg_sq, out=g).mul_(inv_sqrt_bc2.to(params.dtype)[:, None]).add_(EPS)  # g is spent
+    params.sub_(denom.reciprocal_().mul_(exp_avg).mul_(step_size.to(params.dtype)[:, None]))
     params.mul_(mask)
