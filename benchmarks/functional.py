@@ -78,7 +78,7 @@ def _digits_train():
 
 
 def _conv_stacks(n: int, seed: int):
-    from coevo.evolution.population import Stack
+    from coevo.population import Stack
     from coevo.model import ModelRef, init_rows
     from coevo.model.graph import trace
 
@@ -254,7 +254,7 @@ def section_step(args) -> dict:
     ref, el, dl, e, d = _conv_stacks(10, 1)
     out["parameters_per_pair"] = int(e.shape[1] + d.shape[1])
     fn = _vmap_grad(el, dl)
-    from coevo.evolution.population import Stack
+    from coevo.population import Stack
 
     for threads in args.step_threads:
         torch.set_num_threads(threads)

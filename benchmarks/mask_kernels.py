@@ -50,7 +50,7 @@ from coevo.genome import Decoder, Encoder, autoencoder_layouts, init_params  # n
 from coevo.operators import registry as operator_registry  # noqa: E402
 from coevo.operators.kernels import (lexicase_filter, lowest_capped, lowest_with_random_ties,  # noqa: E402
                                     stochastic_count, uniform_sample)
-from coevo.evolution.population import Stack  # noqa: E402
+from coevo.population import Stack  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "mask_kernels.json"
 SHAPES = [(30, 10), (30, 1000), (1000, 30), (4000, 30)]

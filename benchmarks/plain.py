@@ -18,7 +18,7 @@ from torch import nn
 
 from coevo.config import Config
 from coevo.evolution.loop import select_parents, solution_concept
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.evolution.variation import EVAL_BATCH, PRUNE, TRAIN_ORDER, derive_rng
 from coevo.genome import Decoder, Encoder, Layer, Layout, unit_flags
 from coevo.operators.base import PruneContext

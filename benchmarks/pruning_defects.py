@@ -32,7 +32,7 @@ import json
 import numpy as np, torch
 from coevo import operators
 from coevo.config import PruneConfig
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import autoencoder_layouts, init_params, Encoder, Decoder
 from coevo.operators.base import PruneContext, LayerGradients
 

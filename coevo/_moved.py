@@ -1,4 +1,6 @@
-"""Old module paths of coevo's flat layout, and where each moved (issue 22's subpackages).
+"""Old module paths of coevo's flat layout, and where each moved (issue 22's subpackages; the
+stacked population came back to the ground floor, beside the genome, when the trainers began to
+need it below the evolution loop).
 
 Importing one fails at once with a message naming the new path, rather than with Python's bare
 "No module named ...": :func:`install` puts a finder first on ``sys.meta_path`` that answers for
@@ -16,7 +18,7 @@ MOVED = {
     "coevo.cells": "coevo.evolution.variation",
     "coevo.front": "coevo.evolution.front",
     "coevo.topology": "coevo.evolution.topology",
-    "coevo.population": "coevo.evolution.population",
+    "coevo.evolution.population": "coevo.population",
     "coevo.problem": "coevo.evolution.problem",
     "coevo.cpu_kernels": "coevo.training.cpu_kernels",
     "coevo.batched": "coevo.training.batched",

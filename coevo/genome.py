@@ -287,7 +287,7 @@ class Network:
         counts it). ``source``'s outgoing column itself is left as it is: it only ever multiplies
         the constant 0 the removed neuron now outputs.
 
-        The edit is recorded in :attr:`weight_edits`, and :meth:`coevo.evolution.population.Stack.store_masks`
+        The edit is recorded in :attr:`weight_edits`, and :meth:`coevo.population.Stack.store_masks`
         writes back exactly those entries (with the masks); every other weight stays read-only.
         The outgoing weights of the layer must live in this network, so the last layer (the
         encoder's latent layer, the decoder's output units) cannot be folded; nor may a fold cut

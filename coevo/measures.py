@@ -30,7 +30,7 @@ from coevo.config import Config
 from coevo.genome import Layout
 
 if TYPE_CHECKING:
-    from coevo.evolution.population import Stack
+    from coevo.population import Stack
 
 
 def live_entries(layout: Layout, alive: np.ndarray) -> np.ndarray:
@@ -149,7 +149,7 @@ def _latent_units(layout: Layout, live: np.ndarray, n_enc: int) -> np.ndarray:
 
 
 def stack_alive(stack: "Stack", by_value: bool = False) -> np.ndarray:
-    """(N, P) entries of a :class:`~coevo.evolution.population.Stack` that are masked in; with
+    """(N, P) entries of a :class:`~coevo.population.Stack` that are masked in; with
     ``by_value`` (``prune.regrow``, whose pruning keeps no mask) also not exactly zero. Otherwise a
     masked-in zero is a weight that trains again (the reset mutation, a regrown entry): it counts."""
     alive = stack.mask & (stack.params != 0) if by_value else stack.mask

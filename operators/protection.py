@@ -21,7 +21,7 @@ exactly when another neuron of its layer lies on such a path (:func:`on_path`).
 
 The selector (:mod:`coevo.operators.selector`) applies these rules to every criterion; operators
 with their own procedure (lexicase filtering, merging, latent folds) ask :func:`removable` before
-they cut a neuron; :meth:`coevo.evolution.population.Stack.store_masks` checks the result of every operator,
+they cut a neuron; :meth:`coevo.population.Stack.store_masks` checks the result of every operator,
 a user's included (:func:`violation`).
 """
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import autoencoder_layouts, init_params
 from coevo.training import batched
 from coevo.training.adam import StackedAdam

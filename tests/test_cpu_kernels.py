@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from coevo.evolution.population import FIELDS, Stack
+from coevo.population import FIELDS, Stack
 from coevo.genome import LayerSpec, Layout, autoencoder_layouts, init_params
 from coevo.training import batched, cpu_kernels
 
@@ -206,7 +206,7 @@ def test_kernels_leave_torch_thread_count_alone():
     code = """
 import numpy as np, torch
 torch.set_num_threads(1)
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import autoencoder_layouts, init_params
 from coevo.training import cpu_kernels
 enc_l, dec_l = autoencoder_layouts(6, [4], 2)

@@ -10,7 +10,7 @@ from coevo import config, operators, runner
 from coevo.cli import main
 from coevo.config import PruneConfig
 from coevo.errors import OperatorError
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Decoder, Encoder, autoencoder_layouts, init_params
 from coevo.measures import live_entries
 from coevo.operators.base import PruneContext

@@ -14,7 +14,7 @@ from torch import nn
 from coevo import config as C
 from coevo.errors import ConfigError
 from coevo.evolution.loop import coevolve
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.evolution.problem import build
 from coevo.genome import Decoder, Encoder
 from coevo.measures import live_entries, stack_kept_fractions

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from coevo import operators
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Layer, Network, unit_flags
 from coevo.genome import autoencoder_layouts, init_params
 from coevo.operators.kernels import uniform_sample

@@ -11,7 +11,7 @@ import torch
 from coevo.cli import main
 from coevo.config import PruneConfig
 from coevo.errors import OperatorError
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Decoder, Encoder, LayerSpec, Layout, autoencoder_layouts, init_params
 from coevo.measures import compact_size, kept_fractions, live_entries
 from coevo.operators import sparing_units

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import autoencoder_layouts, init_params
 from coevo.training import adam, cpu_kernels
 

@@ -16,7 +16,7 @@ from coevo import operators, runner
 from coevo.config import Config
 from coevo.errors import OperatorError
 from coevo.evolution import variation
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Decoder, Encoder, autoencoder_layouts, init_params
 from coevo.measures import kept_fractions, stack_kept_fractions
 from coevo.operators import selector

@@ -13,7 +13,7 @@ from coevo import operators
 from coevo.cli import main
 from coevo.config import PruneConfig
 from coevo.errors import OperatorError
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Decoder, Encoder, Layer, Network, autoencoder_layouts, init_params, unit_flags
 from coevo.operators import EntryScores, PruneContext
 from coevo.operators.protection import connected, masks_of, on_path, violation

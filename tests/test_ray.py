@@ -240,7 +240,7 @@ def test_only_border_rows_travel(local_ray, tiny_config):
     import numpy as np
 
     from coevo.evolution.loop import make_toolbox
-    from coevo.evolution.population import FIELDS
+    from coevo.population import FIELDS
 
     cfg = tiny_config.replace(grid__topology="torus", grid__shape=[6, 6], grid__neighbourhood="von_neumann",
                               grid__radius=1)

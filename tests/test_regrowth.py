@@ -12,7 +12,7 @@ import torch
 from coevo import config
 from coevo.cli import main
 from coevo.evolution import regrowth
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Layout, LayerSpec
 from coevo.operators.base import LayerGradients
 

@@ -15,7 +15,7 @@ from coevo import config, operators, runner, schedules
 from coevo.config import PruneConfig
 from coevo.errors import OperatorError
 from coevo.evolution.context import pair_context
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Decoder, Encoder, Layer, Network, autoencoder_layouts, init_params
 from coevo.observers import Observer
 from coevo.operators.base import LayerGradients, PruneContext

@@ -7,7 +7,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.evolution.variation import CellData
 from coevo.measures import KeptFractions
 from coevo.schedules import Pruning

@@ -47,7 +47,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from coevo.config import Config
 from coevo.errors import UserError
-from coevo.evolution.population import FIELDS, Stack
+from coevo.population import FIELDS, Stack
 from coevo.evolution.variation import CellData, centre_measures, evaluate_cells, vary_cells
 from coevo.genome import Layout
 from coevo.measures import KeptFractions

@@ -13,7 +13,7 @@ import torch
 from scipy.special import expit
 
 from coevo.config import PruneConfig
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Decoder, Encoder, Layout, Network
 from coevo.operators.base import LayerGradients, PruneContext
 from coevo.training import batched

@@ -31,7 +31,7 @@ from deap import base, creator, tools
 from deap.tools.emo import assignCrowdingDist
 
 from coevo.config import Config
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Layout
 
 OBJECTIVES = (("loss",), ("loss", "kept"))

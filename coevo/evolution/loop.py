@@ -21,7 +21,7 @@ from coevo.config import Config
 from coevo.engines import Engine, LocalEngine
 from coevo.errors import ConfigError, OperatorError, UserError
 from coevo.evolution import front, topology
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.evolution.problem import Problem
 from coevo.evolution.state import RunState
 from coevo.evolution.variation import LR_MUTATION, UPDATE_ORDER, CellData, centre_losses, centre_measures, derive_rng

@@ -12,7 +12,7 @@ from coevo import data as data_module
 from coevo import model, operators
 from coevo.config import Config
 from coevo.errors import ConfigError
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import LayerSpec, Layout, autoencoder_layouts, init_params
 
 INIT = 0x1417

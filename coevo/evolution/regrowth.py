@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.operators.base import LayerGradients
 from coevo.operators.protection import live_positions
 

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from coevo.evolution.front import Front
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 
 
 class RunState:

@@ -21,7 +21,7 @@ from coevo.errors import OperatorError, UserError
 from coevo.evolution import regrowth, topology
 from coevo.evolution.context import pair_context
 from coevo.evolution.front import kept_ladder, multi_objective
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Decoder, Encoder, Layout
 from coevo.measures import KeptFractions, live_entries, stack_kept_fractions
 from coevo.operators.base import needs_of

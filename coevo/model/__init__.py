@@ -4,7 +4,7 @@ A run names its pair by a :class:`ModelRef` (a built-in family or a user's facto
 shape, the latent width, the parameters): small, hashable and picklable, so that a checkpoint or a
 Ray worker can rebuild the same templates. :func:`coevo.model.graph.trace` turns the pair into two
 :class:`~coevo.genome.Layout`s (what a unit is in every parameter, how units chain); genomes stay
-flat rows of parameters with masks (:mod:`coevo.evolution.population`), and
+flat rows of parameters with masks (:mod:`coevo.population`), and
 :mod:`coevo.training.functional` runs them through the templates with ``torch.func``.
 """
 

@@ -24,7 +24,7 @@ import torch
 
 from coevo.errors import UserError
 from coevo.evolution.front import Front
-from coevo.evolution.population import FIELDS, Stack
+from coevo.population import FIELDS, Stack
 from coevo.evolution.state import RunState
 from coevo.genome import Layout
 

@@ -19,7 +19,7 @@ EPS = 1e-8
 
 
 class StackedAdam:
-    """Adam on every row of a :class:`~coevo.evolution.population.Stack`, each row with its own learning rate.
+    """Adam on every row of a :class:`~coevo.population.Stack`, each row with its own learning rate.
 
     The moments and step counts live in the stack (they travel with the genomes); this object
     holds only the learning rates and betas of one training pass.

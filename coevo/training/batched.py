@@ -17,7 +17,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Layout
 from coevo.training.adam import StackedAdam
 from coevo.training.trainer_terms import TrainerTerms

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-from coevo.evolution.population import FIELDS, Stack
+from coevo.population import FIELDS, Stack
 from coevo.genome import Layout
 from coevo.training.trainer_terms import TrainerTerms
 

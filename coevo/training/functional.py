@@ -1,6 +1,6 @@
 """One functional model path for any encoder/decoder pair: ``torch.func`` over stacked genomes.
 
-Each network's parameters are one flat row of its :class:`~coevo.evolution.population.Stack`
+Each network's parameters are one flat row of its :class:`~coevo.population.Stack`
 (:func:`coevo.model.graph.parameters_of` views a row as the module's named parameters); the
 pair's templates run them with ``functional_call``, ``vmap`` batches every cell (and, for the
 loss matrices, every encoder x decoder pair of a cell) into one call, and ``grad`` is autograd
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from coevo.evolution.population import Stack
+from coevo.population import Stack
 from coevo.genome import Layout
 from coevo.model.graph import parameters_of
 from coevo.training.adam import StackedAdam
