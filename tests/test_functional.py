@@ -299,3 +299,17 @@ def test_a_relative_factory_file_is_recorded_absolute(tmp_path, monkeypatch):
     cfg = with_absolute_source(C.from_dict({"model": {"factory": "models.py:pooled"}}))
     assert cfg.model.factory == f"{tmp_path / 'models.py'}:pooled"
     assert with_absolute_source(C.from_dict({"model": {"factory": "json:loads"}})).model.factory == "json:loads"
+
+
+def test_a_parameter_shared_by_two_layers_is_refused():
+    def tied(input_shape, latent):
+        enc = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, latent), nn.ReLU())
+        enc[2].weight = enc[0].weight if latent == 64 else enc[2].weight
+        dec = nn.Sequential(nn.Linear(latent, 64), nn.Sigmoid())
+        dec[0].weight = nn.Parameter(dec[0].weight.detach().clone())
+        enc[0].bias = enc[2].bias if latent == 64 else enc[0].bias
+        return enc, dec
+
+    from coevo.model import register_factory
+    with pytest.raises(ConfigError, match="is shared with"):
+        trace(ModelRef(register_factory(tied), (64,), 64, ()))

@@ -118,6 +118,13 @@ def _check_module(ref: ModelRef, role: str, net: nn.Module) -> None:
         raise ConfigError(f"{ref.what}: {role} module {owner!r} ({kind}) keeps buffers ({name}), which a population "
                           f"of stacked parameters cannot batch; use BatchNorm(track_running_stats=False) or GroupNorm "
                           f"without affine parameters, or no normalisation")
+    owners: dict[int, str] = {}
+    for name, module in net.named_modules(remove_duplicate=False):
+        for pname, param in module.named_parameters(recurse=False):
+            first = owners.setdefault(id(param), f"{name}.{pname}" if name else pname)
+            if first != (f"{name}.{pname}" if name else pname):
+                raise ConfigError(f"{ref.what}: {role} parameter {first!r} is shared with {name!r}; coevo prunes each "
+                                  f"layer's own weights: give each layer its own parameters")
     for name, module in net.named_modules():
         own = list(module.named_parameters(recurse=False))
         if not own:

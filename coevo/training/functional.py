@@ -61,12 +61,13 @@ def shape_of(layout: Layout) -> tuple[int, ...]:
 
 def encode(layout: Layout, row: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """One encoder (a flat row) on flat rows ``x`` (B, D): its latent code, as the module returns it."""
-    return functional_call(layout.model.template(), parameters_of(layout, row), (x.reshape(x.shape[0], *shape_of(layout)),))
+    return functional_call(layout.model.template(), parameters_of(layout, row), (x.reshape(x.shape[0], *shape_of(layout)),),
+                           tie_weights=False)  # no parameter is shared: coevo.model.graph refuses that
 
 
 def decode(layout: Layout, row: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """One decoder on latent codes ``z``: flat reconstructions (B, D)."""
-    out = functional_call(layout.model.template(), parameters_of(layout, row), (z,))
+    out = functional_call(layout.model.template(), parameters_of(layout, row), (z,), tie_weights=False)
     return out.reshape(out.shape[0], -1)
 
 
