@@ -42,7 +42,8 @@ from coevo.rundir import directory as rundir
 from coevo.rundir import lock, provenance
 from coevo.rundir.checkpoint import CHECKPOINT_DIR, atomic_write_bytes
 
-SUMMARY_TIMING_KEYS = ("seconds_per_generation", "wall_seconds")
+SUMMARY_TIMING_KEYS = ("seconds_per_generation", "wall_seconds", "memory")
+"""Summary keys that measure the machine, not the run: they differ between two runs of one config."""
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -81,9 +82,10 @@ def prepare(config: Config) -> Problem:
 
 def _prepare(config: Config) -> Problem:
     config_module.validate(config)
-    rundir.check_memory(config)  # before the data are loaded or the grid allocated
+    expected = rundir.check_memory(config)  # before the data are loaded or the grid allocated
     with user_code("preparing the run"), watchdog.limit(config.run.plugin_timeout):
         problem = build(config)
+        problem.expected_peak_bytes = expected
         make_toolbox(config)
         prune_probability(config, 0, 1)
         if config.run.mode == "coevolution":
@@ -345,6 +347,9 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         "provenance": provenance.collect(),
         "data": data if data is not None else rundir.data_fingerprint(cfg, problem.dataset),
     }
+    summary["memory"] = {"expected_peak_mb": None if problem.expected_peak_bytes is None
+                         else round(problem.expected_peak_bytes / 2**20),
+                         "peak_rss_mb": round(rundir.peak_resident_bytes() / 2**20)}  # this process's, from its start
     summary["warnings"] = report.quality_warnings(summary)
     for name in operator_needs(cfg).events:  # e.g. early_bird_generation: null if it never happened
         summary[f"{name}_generation"] = state.events.get(name)

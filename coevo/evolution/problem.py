@@ -27,6 +27,8 @@ class Problem:
     test: torch.Tensor
     enc_layout: Layout
     dec_layout: Layout
+    expected_peak_bytes: int | None = None
+    """The memory check's expectation of the run's peak resident memory (coevo.rundir.check_memory)."""
 
     @property
     def device(self) -> str:

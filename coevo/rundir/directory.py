@@ -374,14 +374,40 @@ def memory_estimate(config: Config) -> tuple[int, str] | None:
     return data + grid, what
 
 
-def check_memory(config: Config) -> None:
+LATER_IMPORTS = 32 << 20
+"""Memory the libraries a run imports after the check take (matplotlib for the plots), measured
+with torch 2.13 and Python 3.11 on Linux; :data:`SKLEARN_IMPORT` for scikit-learn's digits."""
+SKLEARN_IMPORT = 74 << 20
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (what the interpreter, torch and numba already hold)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports kB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def check_memory(config: Config) -> int | None:
     """Refuse, before anything is loaded or allocated, a run that cannot fit in memory
-    (``COEVO_SKIP_MEMORY_CHECK=1`` turns the check off)."""
+    (``COEVO_SKIP_MEMORY_CHECK=1`` turns the check off). Returns the peak the run is expected to
+    reach (what the process holds now plus :func:`memory_estimate`), or None where it cannot tell;
+    the summary sets it beside the peak measured (``summary["memory"]``)."""
+    estimate, now = memory_estimate(config), resident_bytes()
+    later = LATER_IMPORTS + (SKLEARN_IMPORT if config.data.source == "digits" else 0)
+    expected = None if estimate is None or now is None else now + estimate[0] + later
     if os.environ.get("COEVO_SKIP_MEMORY_CHECK") == "1":
-        return
-    estimate, available = memory_estimate(config), available_memory()
+        return expected
+    available = available_memory()
     if estimate is None or available is None or estimate[0] <= available:
-        return
+        return expected
     raise UserError(f"this run needs about {estimate[0] / 1e9:.1f} GB of memory ({estimate[1]}) but about "
                     f"{max(available, 0) / 1e9:.1f} GB is available; use less data, fewer cells or a narrower "
                     f"network (COEVO_SKIP_MEMORY_CHECK=1 runs it anyway)")
