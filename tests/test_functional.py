@@ -196,6 +196,9 @@ def batchnorm(input_shape, latent):
     enc.insert(1, nn.BatchNorm2d(4))
     return enc, dec
 
+def raises(input_shape, latent):
+    raise ValueError("no such width")
+
 def wrong_latent(input_shape, latent):
     enc, dec = pooled(input_shape, latent)
     dec[0] = nn.Linear(latent + 1, 64)
@@ -220,6 +223,7 @@ def test_a_factory_with_pooling_and_upsampling_runs(tmp_path):
     ("one", "must return (encoder, decoder)"),
     ("batchnorm", "BatchNorm2d"),
     ("wrong_latent", "the decoder raised RuntimeError"),
+    ("raises", "raised ValueError: no such width (at "),
 ])
 def test_bad_factories_fail_in_one_line_before_anything_is_written(tmp_path, function, words):
     path = tmp_path / "models.py"

@@ -125,13 +125,19 @@ def resolve_factory(path: str | Factory) -> Factory:
         raise
     except KeyboardInterrupt:
         raise
-    except BaseException as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        raise ConfigError(f"model.factory = {path!r}: importing {target} raised {type(exc).__name__}: {reason}") from None
+    except BaseException as exc:  # a syntax error, anything raised at import, sys.exit() included
+        raise ConfigError(f"model.factory = {path!r}: importing {target} raised {_failure(exc)}") from exc
     item = getattr(module, attr, None)
     if not callable(item):
         raise ConfigError(f"model.factory = {path!r}: {target} has no function {attr!r}")
     return item
+
+
+def _failure(exc: BaseException) -> str:
+    """The plug-in error's one line, where in the user's file it was raised (coevo.registry.failure)."""
+    from coevo.registry import failure
+
+    return failure(exc).splitlines()[0]
 
 
 def build_pair(ref: ModelRef, factory: Factory | None = None) -> tuple[nn.Module, nn.Module]:
@@ -147,8 +153,7 @@ def build_pair(ref: ModelRef, factory: Factory | None = None) -> tuple[nn.Module
     except TypeError as exc:
         raise ConfigError(f"{ref.what} could not be called as f(input_shape, latent, **model.params): {exc}") from None
     except BaseException as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        raise ConfigError(f"{ref.what} raised {type(exc).__name__}: {reason}") from None
+        raise ConfigError(f"{ref.what} raised {_failure(exc)}") from exc
     if not (isinstance(made, (tuple, list)) and len(made) == 2 and all(isinstance(m, nn.Module) for m in made)):
         got = type(made).__name__ if not isinstance(made, (tuple, list)) else \
             f"{len(made)} items ({', '.join(type(m).__name__ for m in made)})"
