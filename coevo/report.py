@@ -130,6 +130,38 @@ def _loss_name(run_dir: Path) -> str:
         return "reconstruction"
 
 
+def image_shape(sample_shape) -> tuple[int, int, int] | None:
+    """(channels, height, width) of samples that are images (1 or 3 channels, or a bare (H, W)),
+    else None: signals and flat rows have nothing to draw as a picture."""
+    shape = tuple(int(n) for n in sample_shape)
+    if len(shape) == 2 and min(shape) > 1:
+        return (1, *shape)
+    if len(shape) == 3 and shape[0] in (1, 3) and min(shape[1:]) > 1:
+        return shape  # type: ignore[return-value]
+    return None
+
+
+def plot_reconstructions(path: Path, originals: np.ndarray, reconstructions: np.ndarray,
+                         shape: tuple[int, int, int], title: str = "") -> Path:
+    """A grid of test images (top row) over the best pair's reconstructions (bottom row): where
+    people would rather look than read a loss."""
+    n = len(originals)
+    fig, axes = subplots(2, n, figsize=(1.2 * n, 2.8), squeeze=False)
+    for row, images in enumerate((originals, reconstructions)):
+        for k in range(n):
+            ax = axes[row][k]
+            image = np.clip(images[k].reshape(shape), 0.0, 1.0)
+            if shape[0] == 1:
+                ax.imshow(image[0], cmap="gray", vmin=0.0, vmax=1.0)
+            else:
+                ax.imshow(np.moveaxis(image, 0, -1))
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row][0].set_ylabel("test" if row == 0 else "output")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)

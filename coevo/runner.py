@@ -25,6 +25,7 @@ import torch
 
 from coevo import config as config_module
 from coevo import errors, report, watchdog
+from coevo.training import batched, functional
 from coevo.config import Config
 from coevo.engines import make_engine
 from coevo.errors import DataError, OperatorError, UserError
@@ -367,6 +368,7 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         summary["front"], front_models = front_summary(problem, state)
         _save_atomic(front_models, run_dir / "front.pt")
     report.plot_run(run_dir)
+    _plot_reconstructions(problem, enc, dec, best, run_dir, summary)
     if state.front is not None:
         report.plot_front(run_dir / "plots" / "front.png", summary)
     # summary.json last: its presence means the run directory is complete
@@ -376,6 +378,22 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         print(f"coevo: the best pair changed; {', '.join(stale)} still describe the previous one: run "
               f"`coevo export` / `coevo analyze` again (`coevo report` lists stale files)", file=sys.stderr)
     return summary
+
+
+def _plot_reconstructions(problem: Problem, enc, dec, best: int, run_dir: Path, summary: dict) -> None:
+    """plots/test_reconstructions.png for image data: eight test images over the best pair's outputs."""
+    shape = report.image_shape(getattr(problem.dataset, "shape", (problem.dataset.n_dims,)))
+    if shape is None:
+        return
+    x = problem.test[:8]
+    with torch.no_grad():
+        if enc.layout.model is not None:
+            out = functional.reconstruct(enc.layout, dec.layout, enc.params[best], dec.params[best], x)
+        else:
+            out = batched.pair_forward(enc.layout, dec.layout, enc.params[best], dec.params[best], x)
+    report.plot_reconstructions(run_dir / "plots" / "test_reconstructions.png", x.cpu().numpy(), out.cpu().numpy(),
+                                shape, f"best pair (cell {best}): test {summary['loss'].upper()} "
+                                       f"{summary['test_loss']:.4f} at kept {summary['kept_fraction']:.3f}")
 
 
 def front_summary(problem: Problem, state: RunState) -> tuple[list[dict], dict]:

@@ -317,3 +317,18 @@ def test_a_parameter_shared_by_two_layers_is_refused():
     from coevo.model import register_factory
     with pytest.raises(ConfigError, match="is shared with"):
         trace(ModelRef(register_factory(tied), (64,), 64, ()))
+
+
+def test_image_runs_draw_their_reconstructions(tmp_path):
+    from coevo import runner
+
+    digits = C.from_dict({"run": {"generations": 2, "checkpoint_every": 0}, "data": {"source": "digits"},
+                          "grid": {"cells": 3}, "prune": {"target_kept": 0.5}})
+    flat = C.from_dict({"run": {"generations": 2, "checkpoint_every": 0},
+                        "data": {"n_dims": 40, "n_clusters": 3, "rows_per_cluster": 10},
+                        "model": {"hidden": [8], "latent": 3}, "grid": {"cells": 3}})
+    image_dir = runner.start(digits, out=tmp_path / "digits", quiet=True)
+    flat_dir = runner.start(flat, out=tmp_path / "flat", quiet=True)
+    picture = image_dir / "plots" / "test_reconstructions.png"
+    assert picture.stat().st_size > 1000 and picture.read_bytes()[:4] == b"\x89PNG"
+    assert not (flat_dir / "plots" / "test_reconstructions.png").exists()  # flat rows are no pictures
