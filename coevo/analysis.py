@@ -118,12 +118,44 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+class _Flat(torch.nn.Module):
+    """A module of a module model on coevo's flat rows: inputs viewed as ``shape_in``, outputs flattened."""
+
+    def __init__(self, net: torch.nn.Module, shape_in: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net, self.shape_in = net, tuple(shape_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(x.shape[0], *self.shape_in)).reshape(x.shape[0], -1)
+
+
+def _module_pair(run_dir: Path, cfg, dataset, best: dict, test: torch.Tensor):
+    """The encoder and decoder of a module model's best pair on flat rows, and the latent units on
+    a live path (those the decoder's first layer reads through an alive entry)."""
+    from coevo.export import _factory_of, module_model
+    from coevo.model import ref_of
+    from coevo.model.graph import trace
+
+    ref = ref_of(cfg, dataset.shape)
+    model = module_model(best["encoder"], best["decoder"], ref, _factory_of(ref, run_dir), run_dir)
+    with torch.no_grad():
+        code_shape = tuple(model.encoder(test[:1].reshape(1, *ref.input_shape)).shape[1:])
+    spec = trace(ref)[1].layers[0]
+    mask = best["decoder"][f"{spec.name}.weight_mask"]
+    if spec.transposed:
+        mask = mask.transpose(0, 1)
+    reads = spec.unit_mask(mask.reshape(spec.fan_out, spec.fan_in).numpy()).any(axis=0)  # per latent unit
+    per_unit = int(np.prod(code_shape)) // reads.size  # a code of (C, H, W): each channel's positions
+    on_path = [int(j) for j in np.flatnonzero(np.repeat(reads, per_unit))]
+    return _Flat(model.encoder, ref.input_shape), _Flat(model.decoder, code_shape), on_path
+
+
 def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict:
     """Analyse a finished run's best pair; writes ``analysis.json`` and figures, returns the dict.
     ``fold_tolerance`` is ``latent_needed``'s allowance (a fraction of the test loss)."""
     from coevo import config as config_module
     from coevo import data as data_module
-    from coevo.export import compact_pair, masked_pair
+    from coevo.export import compact_pair, is_module_model, masked_pair
     from coevo.report import read_logbook, read_summary, subplots
     from coevo.rundir.checkpoint import atomic_write_bytes
     from coevo.rundir.directory import record_derived, remove_dead_temporaries, torch_load
@@ -141,13 +173,17 @@ def analyze(run_dir: str | Path, fold_tolerance: float = FOLD_TOLERANCE) -> dict
                         f"dimension; the data of {run_dir} ({cfg.data.source}) leave {dataset.train.shape[0]}")
     best = torch_load(run_dir / "best.pt", "saved by the run", run_dir,
                       f"`coevo resume {run_dir}` writes it again from the newest checkpoint", weights_only=True)
-    enc, dec = masked_pair(best["encoder"], best["decoder"])
-    model = compact_pair(best["encoder"], best["decoder"])
-    first = model.decoder[0].weight  # a kept latent neuron has an outgoing weight; checked all the same
-    on_path = [int(j) for pos, j in enumerate(model.latent_index) if np.any(first[:, pos] != 0)]
-
     with torch.no_grad():
         test = torch.as_tensor(dataset.test)
+    if is_module_model(cfg.model):  # a conv model or a factory's: its own modules, masks applied
+        enc, dec, on_path = _module_pair(run_dir, cfg, dataset, best, test)
+    else:
+        enc, dec = masked_pair(best["encoder"], best["decoder"])
+        model = compact_pair(best["encoder"], best["decoder"])
+        first = model.decoder[0].weight  # a kept latent neuron has an outgoing weight; checked all the same
+        on_path = [int(j) for pos, j in enumerate(model.latent_index) if np.any(first[:, pos] != 0)]
+
+    with torch.no_grad():
         codes = enc(test).numpy()
         recon = dec(enc(test)).numpy()
     firing = (codes > 0).mean(axis=0)

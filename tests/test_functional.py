@@ -332,3 +332,21 @@ def test_image_runs_draw_their_reconstructions(tmp_path):
     picture = image_dir / "plots" / "test_reconstructions.png"
     assert picture.stat().st_size > 1000 and picture.read_bytes()[:4] == b"\x89PNG"
     assert not (flat_dir / "plots" / "test_reconstructions.png").exists()  # flat rows are no pictures
+
+
+def test_analyze_reads_a_conv_run(tmp_path):
+    from coevo import runner
+    from coevo.analysis import analyze
+
+    try:
+        from coevo.analysis import _extras
+        _extras()
+    except Exception as exc:  # pragma: no cover - the analysis extra is part of the test install
+        pytest.skip(f"coevo[analysis] is not installed: {exc}")
+    cfg = C.from_dict({"run": {"generations": 2, "checkpoint_every": 0}, "data": {"source": "digits"},
+                       "model": {"family": "conv", "params": {"channels": [4]}, "latent": 6}, "grid": {"cells": 3},
+                       "prune": {"target_kept": 0.5}})
+    run_dir = runner.start(cfg, out=tmp_path / "conv", quiet=True)
+    result = analyze(run_dir)
+    assert result["latent_width"] == 6 and 0 <= result["latent_alive"] <= result["latent_on_path"] <= 6
+    assert (run_dir / "plots" / "latent_pca.png").exists()
