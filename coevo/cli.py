@@ -112,6 +112,9 @@ def _run(args: argparse.Namespace) -> int:
         paths = report.plot_run(args.run_dir)
         if summary.get("front"):
             paths.append(report.plot_front(Path(args.run_dir) / "plots" / "front.png", summary))
+        pictures = Path(args.run_dir) / "plots" / "test_reconstructions.png"  # drawn by the run (image data)
+        if pictures.exists():
+            paths.append(pictures)
         print(report.format_summary(summary))
         print("plots: " + ", ".join(str(p) for p in paths))
         stale = report.stale_files(args.run_dir, summary)
