@@ -350,3 +350,8 @@ def test_analyze_reads_a_conv_run(tmp_path):
     result = analyze(run_dir)
     assert result["latent_width"] == 6 and 0 <= result["latent_alive"] <= result["latent_on_path"] <= 6
     assert (run_dir / "plots" / "latent_pca.png").exists()
+
+
+def test_a_misspelt_model_param_names_what_the_family_takes():
+    with pytest.raises(ConfigError, match=r"model.params \['chanels'\].*it takes \['channels', 'kernel', 'stride'\]"):
+        build(C.from_dict({"model": {"family": "conv", "params": {"chanels": [4]}}, "data": {"source": "digits"}}))

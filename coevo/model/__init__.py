@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import math
 import sys
 from dataclasses import dataclass
@@ -145,13 +146,22 @@ def build_pair(ref: ModelRef, factory: Factory | None = None) -> tuple[nn.Module
     return two modules (a fresh initialisation from torch's current random state)."""
     fn = factory or resolve_factory(ref.source)
     try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(tuple(ref.input_shape), ref.latent, **ref.kwargs)
+        except TypeError as exc:
+            takes = [p for p in signature.parameters][2:]
+            raise ConfigError(f"{ref.what} cannot be called as f(input_shape, latent, **model.params) with model.params "
+                              f"{sorted(ref.kwargs)} ({exc}); it takes {takes or 'no model.params'}") from None
+    try:
         made = fn(tuple(ref.input_shape), ref.latent, **ref.kwargs)
     except ConfigError:
         raise
     except KeyboardInterrupt:
         raise
-    except TypeError as exc:
-        raise ConfigError(f"{ref.what} could not be called as f(input_shape, latent, **model.params): {exc}") from None
     except BaseException as exc:
         raise ConfigError(f"{ref.what} raised {_failure(exc)}") from exc
     if not (isinstance(made, (tuple, list)) and len(made) == 2 and all(isinstance(m, nn.Module) for m in made)):
