@@ -1,5 +1,5 @@
-"""Data: the paper's binary clustering problem, user arrays (.npy/.csv), shipped real data, and
-manifolds of known intrinsic dimension.
+"""Data: the paper's binary clustering problem, user arrays (.npy/.csv/.npz/IDX), shipped real data,
+and manifolds of known intrinsic dimension.
 
 Everything is generated or read locally; nothing is downloaded at run time. Rows stay flat
 float32 (N, D) everywhere; a dataset also records the shape of one sample, so that a model that
@@ -8,10 +8,14 @@ wants images (a conv autoencoder) can view a row as one.
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
+import re
 import stat
+import struct
 import warnings
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -100,6 +104,9 @@ def manifold(intrinsic_dim: int, n_dims: int, n_rows: int, rng: np.random.Genera
     return Dataset(scale(train), scale(val), scale(test))
 
 
+FILE_FORMATS = ".npy, .csv, .npz or IDX"
+"""The kinds of data file ``data.source`` may name, as the error messages list them."""
+
 NOT_REGULAR = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
                stat.S_IFSOCK: "a socket"}
 
@@ -110,12 +117,12 @@ def check_file(path: Path) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise DataError(f"data file {path} does not exist; set data.source to an existing .npy or .csv file") from None
+        raise DataError(f"data file {path} does not exist; set data.source to an existing {FILE_FORMATS} file") from None
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a folder is the loader's to accept or refuse
         return
     what = NOT_REGULAR.get(stat.S_IFMT(mode), "not a regular file")
     link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
-    raise DataError(f"data file {path}{link} is {what}, not a regular file; set data.source to a .npy or .csv "
+    raise DataError(f"data file {path}{link} is {what}, not a regular file; set data.source to a {FILE_FORMATS} "
                     f"file (copy the rows into one)")
 
 
@@ -125,33 +132,145 @@ def _load_csv(path: Path, skiprows: int = 0) -> np.ndarray:
         return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=skiprows)
 
 
-def _read_rows(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The rows of a user file, flattened row-major to (N, D) float32, and the shape of one sample:
-    a .npy of shape (N, ...) keeps its trailing shape (an image set stays images), a .csv is flat."""
-    check_file(path)
-    suffix = path.suffix.lower()
+def file_format(path: Path) -> str | None:
+    """'npy', 'csv', 'npz' or 'idx' (plain or gzipped) by the file's name; None for any other name.
+    An IDX file is named like MNIST's (``train-images-idx3-ubyte``) or ends in ``.idx``, either
+    optionally followed by ``.gz``."""
+    name = path.name.lower()
+    base = name[:-3] if name.endswith(".gz") else name
+    if re.search(r"(^|[.-])idx\d+-ubyte$", base) or base.endswith((".idx", ".ubyte", "-ubyte")):
+        return "idx"
+    if base != name:
+        return None  # only IDX files are read gzipped
+    return {".npy": "npy", ".csv": "csv", ".npz": "npz"}.get(path.suffix.lower())
+
+
+IDX_IMAGES = 0x00000803
+"""The magic of an IDX file of uint8 images (N, H, W), big-endian, as MNIST ships them."""
+IDX_LABELS = 0x00000801
+"""The magic of an IDX file of uint8 labels (N,)."""
+
+
+def _open_idx(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def idx_header(path: Path) -> tuple[int, int, int] | None:
+    """(N, H, W) from an IDX images file's first 16 bytes; None where they are not such a header."""
+    with _open_idx(path) as fh:
+        head = fh.read(16)
+    if len(head) < 16 or struct.unpack(">I", head[:4])[0] != IDX_IMAGES:
+        return None
+    return struct.unpack(">III", head[4:16])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """The uint8 images (N, H, W) of an IDX file (plain or gzipped), parsed with numpy."""
+    expected = "an IDX images file (magic 0x00000803: uint8 images, N x H x W, as MNIST's train-images-idx3-ubyte)"
     try:
-        if suffix == ".npy":
+        with _open_idx(path) as fh:
+            data = fh.read()
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a damaged or cut-off .gz
+        raise DataError(f"data file {path} cannot be read as gzipped IDX: {str(exc).splitlines()[0] or type(exc).__name__}; "
+                        f"expected {expected} compressed with gzip") from None
+    if len(data) < 4:
+        raise DataError(f"data file {path} is truncated: {len(data)} bytes, too few for the 4-byte magic of {expected}")
+    magic = struct.unpack(">I", data[:4])[0]
+    if magic == IDX_LABELS:
+        raise DataError(f"data file {path} is an IDX labels file (magic 0x00000801), not images; set data.source to "
+                        f"the images file next to it (its name has 'images' and 'idx3')")
+    if magic != IDX_IMAGES:
+        raise DataError(f"data file {path} has magic 0x{magic:08x}, not {expected}")
+    if len(data) < 16:
+        raise DataError(f"data file {path} is truncated: {len(data)} bytes, too few for the 12-byte dimensions "
+                        f"(N, H, W) after the magic of {expected}")
+    n, h, w = struct.unpack(">III", data[4:16])
+    size = n * h * w
+    if len(data) - 16 != size:
+        what = "is truncated" if len(data) - 16 < size else "has bytes beyond its images"
+        raise DataError(f"data file {path} {what}: its header promises {n} x {h} x {w} = {size} bytes of pixels "
+                        f"after the 16-byte header, and it holds {len(data) - 16}; expected {expected}")
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, h, w)
+
+
+NPZ_ROWS = ("x", "images")
+NPZ_LABELS = ("y", "labels")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The array of a .npz archive (key 'x', else 'images', else its only array) and its labels
+    (key 'y', else 'labels'), if any."""
+    with np.load(path, allow_pickle=False) as archive:
+        keys = list(archive.files)
+        key = next((k for k in NPZ_ROWS if k in keys), keys[0] if len(keys) == 1 else None)
+        if key is None:
+            found = ", ".join(repr(k) for k in keys) if keys else "no arrays"
+            raise DataError(f"data file {path} holds {found}, and coevo reads the rows from key 'x' (or 'images', or "
+                            f"the archive's only array) and labels from 'y' (or 'labels'); re-save it with "
+                            f"numpy.savez({path.name!r}, x=rows, y=labels)")
+        rows = archive[key]
+        label_key = next((k for k in NPZ_LABELS if k in keys and k != key), None)
+        labels = archive[label_key] if label_key is not None else None
+    if labels is not None:
+        n = rows.shape[0] if rows.ndim else 0
+        integral = (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_) or
+                    (np.issubdtype(labels.dtype, np.floating) and labels.size and np.all(np.isfinite(labels))
+                     and np.all(labels == np.round(labels))))
+        if labels.shape != (n,) or not integral:
+            raise DataError(f"data file {path}: its labels {label_key!r} must be {n} integers, one per row of "
+                            f"{key!r}, got shape {labels.shape} of dtype {labels.dtype}; fix or drop {label_key!r}")
+        labels = labels.astype(np.int64)
+    return rows, labels
+
+
+def _read_rows(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The rows of a user file, flattened row-major to (N, D) float32, and the shape of one sample
+    (see ``_read_file``, which also returns a .npz archive's labels)."""
+    rows, sample_shape, _ = _read_file(path)
+    return rows, sample_shape
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, tuple[int, ...], np.ndarray | None]:
+    """The rows of a user file, flattened row-major to (N, D) float32, the shape of one sample and
+    the labels where the file holds them: a .npy or .npz of shape (N, ...) keeps its trailing
+    shape (an image set stays images), IDX images (N, H, W) are one channel (1, H, W), a .csv is
+    flat. uint8 values are scaled to [0, 1] by /255; any other dtype must lie in [0, 1] already."""
+    check_file(path)
+    kind = file_format(path)
+    suffix = path.suffix.lower()
+    labels = None
+    try:
+        if kind == "npy":
             rows = np.load(path, allow_pickle=False)
-        elif suffix == ".csv":
+        elif kind == "csv":
             rows = _load_csv(path)
+        elif kind == "npz":
+            rows, labels = _read_npz(path)
+        elif kind == "idx":
+            rows = _read_idx(path)
+            rows = rows.reshape(rows.shape[0], 1, *rows.shape[1:])
         else:
-            raise DataError(f"data file {path} must end in .npy or .csv")
+            raise DataError(f"data file {path} must end in .npy, .csv or .npz, or be an IDX file (a name like "
+                            f"train-images-idx3-ubyte, or ending in .idx; either optionally .gz)")
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
-        if suffix == ".csv" and isinstance(exc, ValueError) and _numbers_after_first_line(path):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if kind == "csv" and isinstance(exc, ValueError) and _numbers_after_first_line(path):
             first = path.read_text(errors="replace").splitlines()[0][:60]
             raise DataError(f"data file {path} cannot be read as csv: its first line {first!r} is a header row, and "
                             f"coevo reads numbers only; remove the header row (tail -n +2 {path.name} > rows.csv)") from None
-        raise DataError(f"data file {path} cannot be read as {suffix[1:]}: {str(exc).splitlines()[0]}") from None
-    if rows.ndim < 2 or rows.shape[0] < 3 or math.prod(rows.shape[1:]) < 1 or (suffix != ".npy" and rows.ndim != 2):
-        samples = ", or an array (N, ...) of N >= 3 samples" if suffix == ".npy" else ""
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"data file {path} cannot be read as {kind or suffix[1:]}: {message}") from None
+    shaped = kind in ("npy", "npz", "idx")
+    if rows.ndim < 2 or rows.shape[0] < 3 or math.prod(rows.shape[1:]) < 1 or (not shaped and rows.ndim != 2):
+        samples = ", or an array (N, ...) of N >= 3 samples" if shaped else ""
         raise DataError(f"data file {path} must hold a 2-D array of at least 3 rows{samples}, got shape {rows.shape}")
     sample_shape = tuple(int(n) for n in rows.shape[1:])
     rows = rows.reshape(rows.shape[0], -1)  # row-major (C order): every check below names a row
     if rows.dtype == np.bool_:  # True and False are the values 1 and 0
         rows = rows.astype(np.float32)
+    elif rows.dtype == np.uint8:  # bytes (pixels): 0..255 scaled to [0, 1]
+        rows = rows.astype(np.float32) / np.float32(255)
     if not np.issubdtype(rows.dtype, np.number) or np.issubdtype(rows.dtype, np.complexfloating):
         raise DataError(f"data file {path} must hold real numbers, got dtype {rows.dtype}")
     if not np.all(np.isfinite(rows)):
@@ -160,9 +279,9 @@ def _read_rows(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
     if rows.min() < 0 or rows.max() > 1:
         raise DataError(
             f"data file {path} holds values outside [0, 1] (min {rows.min():g}, max {rows.max():g}); "
-            "scale the rows to [0, 1] first"
+            "scale the rows to [0, 1] first (uint8 values alone are scaled by /255)"
         )
-    return rows.astype(np.float32), sample_shape
+    return rows.astype(np.float32), sample_shape, labels
 
 
 def _numbers_after_first_line(path: Path) -> bool:
@@ -209,8 +328,8 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
         rows, labels = _digits()
         ds = _split(rows, labels, cfg, rng, DIGITS_SHAPE)
     else:
-        rows, sample_shape = _read_rows(Path(cfg.source))
-        ds = _split(rows, None, cfg, rng, sample_shape)
+        rows, sample_shape, labels = _read_file(Path(cfg.source))
+        ds = _split(rows, labels, cfg, rng, sample_shape)
     return _with_sample_shape(ds, cfg)
 
 

@@ -27,7 +27,7 @@ import torch
 
 from coevo import config as config_module
 from coevo.config import Config
-from coevo.data import check_file
+from coevo.data import check_file, file_format, idx_header
 from coevo.errors import ConfigError, DataError, UserError
 
 BUILTIN_SOURCES = ("binary_clustering", "manifold", "digits")
@@ -52,6 +52,8 @@ LEGACY_DERIVED = ("model.pt", "model.onnx", "analysis.json", "plots/latent_pca.p
 # ---------------------------------------------------------------------------------- data
 
 def is_file_source(source: str) -> bool:
+    """Whether ``data.source`` names a file (.npy, .csv, .npz, IDX, or any other path, which the
+    loader then refuses): anything but a built-in source."""
     return source not in BUILTIN_SOURCES
 
 
@@ -342,7 +344,10 @@ def data_shape(config: Config) -> tuple[int, int] | None:
                 first = fh.readline()
                 rows = 1 + sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
             return rows, first.count(b",") + 1
-    except (OSError, ValueError):
+        if file_format(path) == "idx":  # the 16-byte header; a .npz is the loader's to size
+            header = idx_header(path)
+            return (int(header[0]), int(header[1]) * int(header[2])) if header else None
+    except (OSError, ValueError, EOFError):
         return None  # the loader reports it
     return None
 
