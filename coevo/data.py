@@ -234,7 +234,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, tuple[int, ...], np.ndarray | No
     """The rows of a user file, flattened row-major to (N, D) float32, the shape of one sample and
     the labels where the file holds them: a .npy or .npz of shape (N, ...) keeps its trailing
     shape (an image set stays images), IDX images (N, H, W) are one channel (1, H, W), a .csv is
-    flat. uint8 values are scaled to [0, 1] by /255; any other dtype must lie in [0, 1] already."""
+    flat. uint8 values above 1 (pixels) are scaled to [0, 1] by /255; 0/1 bytes and any other dtype must lie in [0, 1] already."""
     check_file(path)
     kind = file_format(path)
     suffix = path.suffix.lower()
@@ -269,8 +269,8 @@ def _read_file(path: Path) -> tuple[np.ndarray, tuple[int, ...], np.ndarray | No
     rows = rows.reshape(rows.shape[0], -1)  # row-major (C order): every check below names a row
     if rows.dtype == np.bool_:  # True and False are the values 1 and 0
         rows = rows.astype(np.float32)
-    elif rows.dtype == np.uint8:  # bytes (pixels): 0..255 scaled to [0, 1]
-        rows = rows.astype(np.float32) / np.float32(255)
+    elif rows.dtype == np.uint8 and rows.max(initial=0) > 1:  # bytes (pixels): 0..255 scaled to [0, 1]
+        rows = rows.astype(np.float32) / np.float32(255)  # (0/1 bytes stay 0 and 1, as they always read)
     if not np.issubdtype(rows.dtype, np.number) or np.issubdtype(rows.dtype, np.complexfloating):
         raise DataError(f"data file {path} must hold real numbers, got dtype {rows.dtype}")
     if not np.all(np.isfinite(rows)):

@@ -208,3 +208,11 @@ def test_cli_run_on_an_idx_file(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "r" / "config.toml").exists()
+
+
+def test_uint8_zeros_and_ones_stay_zeros_and_ones(tmp_path):
+    """A 0/1 byte mask read as 0 and 1 before pixels were scaled: it still does."""
+    bits = (np.arange(40).reshape(8, 5) % 3 == 0).astype(np.uint8)
+    np.save(tmp_path / "bits.npy", bits)
+    ds = load(tmp_path / "bits.npy")
+    assert set(np.unique(np.concatenate([ds.train, ds.validation, ds.test]))) == {0.0, 1.0}
