@@ -65,7 +65,8 @@ class RunConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "binary_clustering"
-    """'binary_clustering', a path to a .npy or .csv file of rows in [0, 1], 'digits'
+    """'binary_clustering', a path to a .npy, .npz, .csv or IDX file (rows in [0, 1]; uint8 pixels
+    scaled by /255), 'digits'
     (scikit-learn's 8x8 digits, scaled to [0, 1]; needs scikit-learn), or 'manifold' (a
     `intrinsic_dim`-dimensional nonlinear manifold in `n_dims` dimensions, scaled to [0, 1])."""
     n_clusters: int = 10
