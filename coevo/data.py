@@ -193,6 +193,63 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, h, w)
 
 
+MNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+"""The files of a folder in MNIST's raw layout (Fashion-MNIST's too), each plain or .gz, with '-idx'
+or '.idx' (torchvision's and the original site's names)."""
+
+
+def mnist_files(folder: Path) -> dict[str, Path | None]:
+    """The MNIST-layout files a folder holds, by role (None where one is missing)."""
+    found: dict[str, Path | None] = {}
+    for role, base in MNIST_FILES.items():
+        names = [name + suffix for name in (base, base.replace("-idx", ".idx")) for suffix in ("", ".gz")]
+        found[role] = next((folder / n for n in names if (folder / n).is_file()), None)
+    return found
+
+
+def _read_idx_labels(path: Path, count: int) -> np.ndarray:
+    """The uint8 labels (N,) of an IDX labels file, checked to be ``count`` of them."""
+    with _open_idx(path) as fh:
+        data = fh.read()
+    if len(data) < 8 or struct.unpack(">I", data[:4])[0] != IDX_LABELS:
+        raise DataError(f"data file {path} is not an IDX labels file (magic 0x00000801, then N, then N bytes)")
+    n = struct.unpack(">I", data[4:8])[0]
+    if n != count or len(data) - 8 != n:
+        raise DataError(f"data file {path} holds {len(data) - 8} labels (header: {n}) for {count} images; "
+                        f"put the labels file of the same split beside its images, or remove it")
+    return np.frombuffer(data, dtype=np.uint8, offset=8).astype(np.int64)
+
+
+def _mnist_folder(folder: Path, cfg: DataConfig, rng: np.random.Generator) -> Dataset:
+    """A folder in MNIST's raw IDX layout: the official test split is the test split, validation is
+    ``data.validation_fraction`` of the training images (a seeded draw), labels kept where present."""
+    files = mnist_files(folder)
+    if files["train_images"] is None or files["test_images"] is None:
+        held = sorted(p.name for p in folder.iterdir())[:6]
+        raise DataError(f"data folder {folder} must hold MNIST's IDX files train-images-idx3-ubyte and "
+                        f"t10k-images-idx3-ubyte (plain or .gz, labels beside them optional); it holds {held or 'nothing'}")
+    train, test = _read_idx(files["train_images"]), _read_idx(files["test_images"])
+    if train.shape[1:] != test.shape[1:]:
+        raise DataError(f"data folder {folder}: training images are {train.shape[1]}x{train.shape[2]} and test images "
+                        f"{test.shape[1]}x{test.shape[2]}; both splits must have one size")
+    if train.shape[0] < 2 or test.shape[0] < 1:
+        raise DataError(f"data folder {folder} holds {train.shape[0]} training and {test.shape[0]} test images; it "
+                        f"needs at least 2 training images (one for validation) and 1 test image")
+    labels = [None, None]
+    if files["train_labels"] is not None and files["test_labels"] is not None:
+        labels = [_read_idx_labels(files["train_labels"], train.shape[0]),
+                  _read_idx_labels(files["test_labels"], test.shape[0])]
+    scale = (lambda a: a.reshape(a.shape[0], -1).astype(np.float32) / np.float32(255))  # noqa: E731
+    order = rng.permutation(train.shape[0])
+    n_val = min(max(1, int(round(cfg.validation_fraction * train.shape[0]))), train.shape[0] - 1)
+    val, keep = order[:n_val], order[n_val:]
+    rows = scale(train)
+    pick = (lambda idx: None if labels[0] is None else labels[0][idx])  # noqa: E731
+    return Dataset(rows[keep], rows[val], scale(test), pick(keep), pick(val), labels[1],
+                   sample_shape=(1, *train.shape[1:]))
+
+
 NPZ_ROWS = ("x", "images")
 NPZ_LABELS = ("y", "labels")
 
@@ -327,6 +384,9 @@ def load(cfg: DataConfig, seed: int) -> Dataset:
     elif cfg.source == "digits":
         rows, labels = _digits()
         ds = _split(rows, labels, cfg, rng, DIGITS_SHAPE)
+    elif Path(cfg.source).is_dir():  # a folder in MNIST's raw layout: its own train / test split
+        check_file(Path(cfg.source))
+        ds = _mnist_folder(Path(cfg.source), cfg, rng)
     else:
         rows, sample_shape, labels = _read_file(Path(cfg.source))
         ds = _split(rows, labels, cfg, rng, sample_shape)

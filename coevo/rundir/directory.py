@@ -88,8 +88,23 @@ def data_fingerprint(config: Config, dataset: Any) -> dict:
                           "splits_sha256": digest.hexdigest()}
     if is_file_source(config.data.source):
         path = Path(config.data.source).resolve()
-        fp.update(path=str(path), size=path.stat().st_size, sha256=file_sha256(path))
+        size, sha = source_digest(path)
+        fp.update(path=str(path), size=size, sha256=sha)
     return fp
+
+
+def source_digest(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a data file; of a folder in MNIST's layout, of the files it is read from
+    (the sizes summed, the SHA-256 over their names and SHA-256s)."""
+    if not path.is_dir():
+        return path.stat().st_size, file_sha256(path)
+    from coevo.data import mnist_files
+
+    used = sorted(p for p in mnist_files(path).values() if p is not None)
+    digest = hashlib.sha256()
+    for p in used:
+        digest.update(f"{p.name}:{file_sha256(p)}\n".encode())
+    return sum(p.stat().st_size for p in used), digest.hexdigest()
 
 
 def check_data_file(recorded: dict | None, config: Config, checkpoint_name: str, moved: bool) -> None:
@@ -101,11 +116,11 @@ def check_data_file(recorded: dict | None, config: Config, checkpoint_name: str,
     was = recorded["path"]
     fix = ("restore it, or start a new run on the new data" if not moved else
            "give --data the file the run was started on")
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):
         raise DataError(f"data file {path} (recorded in {checkpoint_name}) does not exist; if it moved, "
                         f"`coevo resume DIR --data NEW_PATH` continues with it there")
-    size = path.stat().st_size
-    if size != recorded["size"] or file_sha256(path) != recorded["sha256"]:
+    size, sha = source_digest(path)
+    if size != recorded["size"] or sha != recorded["sha256"]:
         what = f"{size} bytes, was {recorded['size']}" if size != recorded["size"] else "same size, other contents"
         where = f"data file {path}" + ("" if str(path.resolve()) == was else f" (the run was started on {was})")
         raise DataError(f"{where} is not the data the run was started on ({what}; {checkpoint_name} recorded "
