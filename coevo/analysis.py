@@ -145,6 +145,7 @@ def _module_pair(run_dir: Path, cfg, dataset, best: dict, test: torch.Tensor):
     if spec.transposed:
         mask = mask.transpose(0, 1)
     reads = spec.unit_mask(mask.reshape(spec.fan_out, spec.fan_in).numpy()).any(axis=0)  # per latent unit
+    reads = reads.reshape(spec.halves, -1).any(axis=0)  # a VAE's unit: its mean and its log-variance
     per_unit = int(np.prod(code_shape)) // reads.size  # a code of (C, H, W): each channel's positions
     on_path = [int(j) for j in np.flatnonzero(np.repeat(reads, per_unit))]
     return _Flat(model.encoder, ref.input_shape), _Flat(model.decoder, code_shape), on_path

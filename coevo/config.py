@@ -108,6 +108,10 @@ class ModelConfig:
     ``torch.nn.Module``s; empty: the built-in ``family``."""
     params: dict[str, Any] = field(default_factory=dict)
     """Keyword parameters of the conv family or of your factory (``--set model.params.channels=[8,16]``)."""
+    variational: bool = False
+    """A VAE: the encoder gives 2 x latent values per sample (the means, then the log-variances;
+    the built-in families widen their last layer), the decoder reads a sample z = mean + sigma * noise
+    while training and the mean otherwise, and the loss adds ``train.kl_weight`` x KL. The torch backend."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,10 @@ class TrainConfig:
     scale_l1_latent: float = 0.0
     """The same penalty on the latent neurons (the encoder's last layer); the Early-Bird thesis
     presses them much harder than the rest (0 = off)."""
+    kl_weight: float = 1.0
+    """A VAE's (``model.variational``) weight on the KL term (beta-VAE's beta); the KL of a row is
+    summed over the latent units and divided by the row's width D, as the reconstruction loss is a
+    mean over the D values."""
 
 
 @dataclass(frozen=True)
@@ -487,6 +495,10 @@ def validate(c: Config) -> None:
     need(c.run.backend != "numba" or (c.model.family == "mlp" and not c.model.factory),
          f"run.backend = 'numba' trains the MLP family only, and this run has {family}; "
          f"use run.backend = 'torch' (or 'auto')")
+    need(c.run.backend != "numba" or not c.model.variational,
+         "model.variational = true trains on the torch backend; use run.backend = 'torch' (or 'auto')")
+    need(c.train.kl_weight >= 0 and math.isfinite(c.train.kl_weight),
+         f"train.kl_weight must be a finite number >= 0, got {c.train.kl_weight}")
     need(c.run.backend != "numba" or c.run.device == "cpu",
          "run.backend = 'numba' runs on the CPU only; use run.backend = 'torch' (or 'auto') with run.device = 'cuda'")
     need(all(isinstance(n, int) and n >= 1 for n in c.data.sample_shape),

@@ -423,7 +423,25 @@ def module_model(enc_state: dict[str, torch.Tensor], dec_state: dict[str, torch.
         enc, dec = build_pair(ref, factory)
     _module_states(enc, enc_state, "encoder", ref.what, run_dir)
     _module_states(dec, dec_state, "decoder", ref.what, run_dir)
+    if getattr(ref, "variational", False):  # a VAE exports its deterministic path: the decoder reads the means
+        enc = torch.nn.Sequential(enc, Means(ref.latent))
     return ModuleAutoencoder(enc, dec, ref.input_shape).eval()
+
+
+def _raw_encoder(model: "ModuleAutoencoder") -> torch.nn.Module:
+    enc = model.encoder
+    return enc[0] if isinstance(enc, torch.nn.Sequential) and len(enc) == 2 and isinstance(enc[1], Means) else enc
+
+
+class Means(torch.nn.Module):
+    """A VAE encoder's means: the first ``latent`` of its 2 x latent outputs."""
+
+    def __init__(self, latent: int) -> None:
+        super().__init__()
+        self.latent = int(latent)
+
+    def forward(self, stats: torch.Tensor) -> torch.Tensor:
+        return stats[:, :self.latent]
 
 
 def _reason(exc: BaseException) -> str:
@@ -525,10 +543,11 @@ def _module_exports(run_dir: Path, pairs: Sequence[tuple[dict, dict]], paths: Se
     layouts = None
     for (enc_state, dec_state), path in zip(pairs, paths):
         model = module_model(enc_state, dec_state, ref, factory, run_dir)
+        raw = _raw_encoder(model)  # a VAE's own encoder, without the means it exports
         if layouts is None:
-            layouts = trace(ref, (model.encoder, model.decoder))
+            layouts = trace(ref, (raw, model.decoder))
         enc_l, dec_l = layouts
-        enc_row = torch.as_tensor(flatten_parameters(model.encoder, enc_l))
+        enc_row = torch.as_tensor(flatten_parameters(raw, enc_l))
         dec_row = torch.as_tensor(flatten_parameters(model.decoder, dec_l))
         with torch.no_grad():
             expected = reconstruct(enc_l, dec_l, enc_row, dec_row, x_flat)

@@ -9,7 +9,7 @@ numpy views). Nothing here is a live ``nn.Module``: genomes pickle, copy and shi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -46,6 +46,9 @@ class LayerSpec:
     spread: int = 1
     gather: int = 1
     name: str = ""
+    halves: int = 1
+    """A VAE's decoder: input j reads the encoder's units j and j + latent (a latent unit's mean
+    and its log-variance), so ``halves`` = 2; 1 otherwise."""
     """The module's name inside its network (``model.named_modules()``); '' for the MLP family."""
 
     @property
@@ -65,16 +68,18 @@ class LayerSpec:
     @property
     def previous_units(self) -> int:
         """How many units of the previous layer (or inputs of the network) feed this layer."""
-        return self.channels // self.spread * self.gather
+        return self.channels // self.spread * self.gather * self.halves
 
     @property
     def plain(self) -> bool:
         """A Linear layer linked one to one: its weight mask is already the unit graph."""
-        return self.taps == 1 and self.spread == 1 and self.gather == 1
+        return self.taps == 1 and self.spread == 1 and self.gather == 1 and self.halves == 1
 
     def unit_mask(self, weight: np.ndarray) -> np.ndarray:
         """(..., fan_out, fan_in) alive entries -> (..., fan_out, previous units): which units of
         the previous layer each unit reads through some alive entry."""
+        if self.halves > 1:  # each input reads its mean and its log-variance unit alike
+            return np.concatenate([replace(self, halves=1).unit_mask(weight)] * self.halves, axis=-1)
         if self.plain:
             return weight
         lead = weight.shape[:-1]
@@ -86,6 +91,9 @@ class LayerSpec:
     def column_sources(self, previous: np.ndarray) -> np.ndarray:
         """(..., previous units) bool -> (..., fan_in) bool: whether each column reads some unit
         in ``previous`` (an Unflatten's channel reads any of its gathered units)."""
+        if self.halves > 1:  # an input is read when its mean or its log-variance unit is
+            previous = np.asarray(previous).reshape(*previous.shape[:-1], self.halves, -1).any(axis=-2)
+            return replace(self, halves=1).column_sources(previous)
         if self.plain:
             return previous
         lead = previous.shape[:-1]

@@ -213,6 +213,8 @@ def format_summary(summary: dict) -> str:
             "test_loss_baseline", "validation_loss", "train_loss", "kept_fraction", "kept_fraction_encoder",
             "kept_fraction_decoder", "mask_kept_fraction", "compact_fraction", "seconds_per_generation",
             "wall_seconds"]
+    if "test_kl" in summary:  # a VAE: its KL beside the reconstruction
+        keys.insert(keys.index("test_loss_floor"), "test_kl")
     width = max(map(len, keys))
     lines = []
     for k in keys:

@@ -348,6 +348,8 @@ def finish(problem: Problem, run_dir: Path, state: RunState, wall_seconds: float
         "provenance": provenance.collect(),
         "data": data if data is not None else rundir.data_fingerprint(cfg, problem.dataset),
     }
+    if enc.layout.model is not None and enc.layout.model.ref.variational:  # a VAE: its KL beside the reconstruction
+        summary["test_kl"] = float(functional.centre_kl(enc, dec, problem.test)[best])
     summary["memory"] = {"expected_peak_mb": None if problem.expected_peak_bytes is None
                          else round(problem.expected_peak_bytes / 2**20),
                          "peak_rss_mb": round(rundir.peak_resident_bytes() / 2**20)}  # this process's, from its start

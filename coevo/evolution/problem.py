@@ -60,7 +60,7 @@ def backend_of(config: Config) -> str:
     """'numba' or 'torch': ``run.backend``, with 'auto' taking the Numba kernels for the MLP family on the CPU."""
     if config.run.backend != "auto":
         return config.run.backend
-    mlp = config.model.family == "mlp" and not config.model.factory
+    mlp = config.model.family == "mlp" and not config.model.factory and not config.model.variational
     return "numba" if mlp and config.run.device == "cpu" else "torch"
 
 
@@ -77,7 +77,7 @@ def layouts_for(config: Config, sample_shape: tuple[int, ...]) -> tuple[Layout, 
     if backend_of(config) == "numba":
         return autoencoder_layouts(width, config.model.hidden, config.model.latent)
     ref = model.ref_of(config, sample_shape)
-    if ref.source == "mlp":
+    if ref.source == "mlp" and not ref.variational:
         plain = autoencoder_layouts(width, config.model.hidden, config.model.latent)
         return tuple(Layout(tuple(LayerSpec(s.fan_in, s.fan_out, s.activation, name=str(2 * i))
                                   for i, s in enumerate(layout.layers)), model=model.ModelPart(ref, role))

@@ -32,7 +32,7 @@ from coevo.training import batched, cpu_kernels, functional
 from coevo.training.trainer_terms import TrainerTerms
 
 # purposes of the derived random streams
-EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET, NOISE, GROW = 1, 2, 3, 4, 5, 6, 7, 8, 9
+EVAL_BATCH, TRAIN_ORDER, PRUNE, CASES, LR_MUTATION, UPDATE_ORDER, RESET, NOISE, GROW, LATENT = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
 
 def derive_rng(seed: int, generation: int, cell: int, purpose: int) -> np.random.Generator:
@@ -114,10 +114,13 @@ def vary_cells(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.
     noise_seeds = None
     if cfg.train.gradient_noise > 0:
         noise_seeds = np.array([derive_rng(cfg.run.seed, generation, int(k), NOISE).integers(2**62) for k in cells])
+    latent_seeds = None
+    if cfg.model.variational:  # a VAE's reparameterisation noise, drawn per cell and generation
+        latent_seeds = np.array([derive_rng(cfg.run.seed, generation, int(k), LATENT).integers(2**62) for k in cells])
     new_enc, new_dec, train_loss = train(enc, dec, enc_parents, dec_parents, shared.train, orders, lr,
                                          cfg.train.batch_size, cfg.model.loss, cfg.train.beta1, cfg.train.beta2,
                                          cfg.train.fresh_optimizer_each_batch, cfg.train.bce_weight,
-                                         terms=TrainerTerms.of(cfg.train, noise_seeds))
+                                         terms=TrainerTerms.of(cfg.train, noise_seeds, latent_seeds))
     pruned = np.zeros(len(cells), dtype=bool)
     declared = needs_of(mutate).events
     events = np.zeros((len(cells), len(declared)), dtype=bool)

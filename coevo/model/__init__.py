@@ -52,6 +52,8 @@ class ModelRef:
     input_shape: tuple[int, ...]
     latent: int
     params: tuple = ()
+    variational: bool = False
+    """A VAE: the encoder returns 2 x latent values (means, then log-variances)."""
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -83,14 +85,17 @@ def ref_of(config, sample_shape: Sequence[int]) -> ModelRef:
     family takes ``model.hidden`` and sees flat rows."""
     model = config.model
     shape = tuple(int(n) for n in sample_shape)
+    vae = bool(model.variational)
     if model.factory:
-        return ModelRef(model.factory, shape, int(model.latent), _frozen(dict(model.params)))
+        return ModelRef(model.factory, shape, int(model.latent), _frozen(dict(model.params)), vae)
     if model.family == "mlp":
         if model.params:
             raise ConfigError(f"model.params {sorted(model.params)} are for the conv family or a factory; the mlp "
                               f"family takes model.hidden and model.latent")
-        return ModelRef("mlp", (math.prod(shape),), int(model.latent), _frozen({"hidden": list(model.hidden)}))
-    return ModelRef(model.family, shape, int(model.latent), _frozen(dict(model.params)))
+        params = {"hidden": list(model.hidden), **({"variational": True} if vae else {})}
+        return ModelRef("mlp", (math.prod(shape),), int(model.latent), _frozen(params), vae)
+    params = {**dict(model.params), **({"variational": True} if vae else {})}
+    return ModelRef(model.family, shape, int(model.latent), _frozen(params), vae)
 
 
 def resolve_factory(path: str | Factory) -> Factory:
@@ -154,6 +159,8 @@ def build_pair(ref: ModelRef, factory: Factory | None = None) -> tuple[nn.Module
             signature.bind(tuple(ref.input_shape), ref.latent, **ref.kwargs)
         except TypeError as exc:
             takes = [p for p in signature.parameters][2:]
+            if not ref.is_factory:  # the built-in families' own switch is model.variational, not a model.params key
+                takes = [p for p in takes if p != "variational"]
             raise ConfigError(f"{ref.what} cannot be called as f(input_shape, latent, **model.params) with model.params "
                               f"{sorted(ref.kwargs)} ({exc}); it takes {takes or 'no model.params'}") from None
     try:

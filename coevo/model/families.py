@@ -15,14 +15,18 @@ from torch import nn
 from coevo.errors import ConfigError
 
 
-def mlp(input_shape: Sequence[int], latent: int, hidden: Sequence[int] = (30,)) -> tuple[nn.Module, nn.Module]:
+def mlp(input_shape: Sequence[int], latent: int, hidden: Sequence[int] = (30,),
+        variational: bool = False) -> tuple[nn.Module, nn.Module]:
     """The paper's pair: D -> hidden... -> latent (ReLU after each) and its mirror (Sigmoid output).
-    Module names ('0', '2', ...) are those of :func:`coevo.genome.state_dict`."""
+    Module names ('0', '2', ...) are those of :func:`coevo.genome.state_dict`. ``variational``: the
+    last layer gives 2 x latent values (means, log-variances), with no activation."""
     width = int(math.prod(input_shape))
     widths = [width, *hidden, latent]
     enc: list[nn.Module] = []
     for a, b in zip(widths[:-1], widths[1:]):
         enc += [nn.Linear(a, b), nn.ReLU()]
+    if variational:
+        enc[-2:] = [nn.Linear(widths[-2], 2 * latent)]
     back = widths[::-1]
     dec: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(back[:-1], back[1:])):
@@ -31,11 +35,12 @@ def mlp(input_shape: Sequence[int], latent: int, hidden: Sequence[int] = (30,)) 
 
 
 def conv(input_shape: Sequence[int], latent: int, channels: Sequence[int] = (8, 16), kernel: int = 3,
-         stride: int = 2) -> tuple[nn.Module, nn.Module]:
+         stride: int = 2, variational: bool = False) -> tuple[nn.Module, nn.Module]:
     """A convolutional autoencoder for (C, L) signals (Conv1d) or (C, H, W) images (Conv2d):
     ``len(channels)`` strided convolutions (ReLU), Flatten, Linear to ``latent`` (ReLU, as the
     MLP's latent layer); the decoder mirrors it with a Linear, Unflatten and transposed
-    convolutions (output_padding chosen so every size comes back exactly), Sigmoid output."""
+    convolutions (output_padding chosen so every size comes back exactly), Sigmoid output.
+    ``variational``: the Linear gives 2 x latent values (means, log-variances), no activation."""
     shape = tuple(int(n) for n in input_shape)
     if len(shape) not in (2, 3):
         raise ConfigError(f"model.family = 'conv' needs samples of shape (C, L) or (C, H, W), and the data give "
@@ -59,7 +64,7 @@ def conv(input_shape: Sequence[int], latent: int, channels: Sequence[int] = (8, 
     for a, b in zip(widths[:-1], widths[1:]):
         enc += [Conv(a, b, kernel, stride=stride, padding=padding), nn.ReLU()]
     flat = channels[-1] * math.prod(sizes[-1])
-    enc += [nn.Flatten(), nn.Linear(flat, latent), nn.ReLU()]
+    enc += [nn.Flatten(), nn.Linear(flat, 2 * latent)] if variational else [nn.Flatten(), nn.Linear(flat, latent), nn.ReLU()]
     dec: list[nn.Module] = [nn.Linear(latent, flat), nn.ReLU(), nn.Unflatten(1, (channels[-1], *sizes[-1]))]
     back = widths[::-1]
     for i, (a, b) in enumerate(zip(back[:-1], back[1:])):

@@ -17,6 +17,7 @@ features other than channel by channel (as Flatten and Unflatten do): coevo assu
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import numpy as np
 import torch
 from torch import nn
@@ -47,6 +48,12 @@ def trace(ref: ModelRef, pair: tuple[nn.Module, nn.Module] | None = None) -> tup
             if not isinstance(z, torch.Tensor):
                 raise ConfigError(f"{ref.what}: the encoder returns {type(z).__name__}, not a tensor; return the "
                                   f"latent code alone")
+            if ref.variational:
+                if z.dim() != 2 or z.shape[1] != 2 * ref.latent:
+                    raise ConfigError(f"{ref.what} with model.variational: the encoder returns {_shape(z)}; a VAE's "
+                                      f"encoder returns (N, {2 * ref.latent}): {ref.latent} means, then "
+                                      f"{ref.latent} log-variances")
+                z = z[:, :ref.latent]
             y = _call(ref, "decoder", dec, z, f"the encoder's {_shape(z)} output")
     finally:
         for h in handles:
@@ -74,11 +81,15 @@ def trace(ref: ModelRef, pair: tuple[nn.Module, nn.Module] | None = None) -> tup
     chain = layouts[0] + layouts[1]
     specs: list[LayerSpec] = []
     previous_out: tuple | None = None
-    for k, (role, name, module, inp, out) in enumerate(chain):
-        specs.append(_spec(ref, role, name, module, inp, previous_out))
-        previous_out = out
     n_enc = len(layouts[0])
-    if z.dim() < 2 or z.shape[1] != specs[n_enc - 1].fan_out:
+    for k, (role, name, module, inp, out) in enumerate(chain):
+        if k == n_enc and ref.variational:  # the decoder reads the means; each latent unit is a mean and a log-variance
+            spec = _spec(ref, role, name, module, inp, (out[0], previous_out[1] // 2))
+            specs.append(replace(spec, halves=2))
+        else:
+            specs.append(_spec(ref, role, name, module, inp, previous_out))
+        previous_out = out
+    if z.dim() < 2 or z.shape[1] != specs[n_enc - 1].fan_out // (2 if ref.variational else 1):
         raise ConfigError(f"{ref.what}: the encoder's output {_shape(z)} is not its last layer's units "
                           f"({specs[n_enc - 1].fan_out}, {chain[n_enc - 1][1]!r}); end the encoder with that layer "
                           f"(and an element-wise activation)")

@@ -59,10 +59,24 @@ def shape_of(layout: Layout) -> tuple[int, ...]:
     return tuple(layout.model.ref.input_shape)
 
 
-def encode(layout: Layout, row: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """One encoder (a flat row) on flat rows ``x`` (B, D): its latent code, as the module returns it."""
+def encoder_output(layout: Layout, row: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One encoder (a flat row) on flat rows ``x`` (B, D), as the module returns it (a VAE's: the
+    means, then the log-variances)."""
     return functional_call(layout.model.template(), parameters_of(layout, row), (x.reshape(x.shape[0], *shape_of(layout)),),
                            tie_weights=False)  # no parameter is shared: coevo.model.graph refuses that
+
+
+def encode(layout: Layout, row: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One encoder's latent code on flat rows ``x``: what its decoder reads (a VAE's means)."""
+    out = encoder_output(layout, row, x)
+    return out[:, :layout.model.ref.latent] if layout.model.ref.variational else out
+
+
+def kl_divergence(stats: torch.Tensor, latent: int) -> torch.Tensor:
+    """A VAE's KL(q(z|x) || N(0, I)) per row, summed over the latent units, from the encoder's
+    (B, 2 x latent) means and log-variances."""
+    mu, logvar = stats[:, :latent], stats[:, latent:]
+    return -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(dim=-1)
 
 
 def decode(layout: Layout, row: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -86,10 +100,20 @@ def train_epoch(enc: Stack, dec: Stack, data: torch.Tensor, orders: torch.Tensor
 
     # a vmapped forward and one autograd backward of the summed losses: the pairs are independent,
     # so each row's gradient is its own pair's (faster on the CPU than vmap(grad(...)), same numbers)
-    def objective(e: torch.Tensor, d: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = reconstruct(el, dl, e, d, x)
+    ref = el.model.ref
+    kl_weight = terms.kl_weight if terms is not None else 1.0
+
+    def objective(e: torch.Tensor, d: torch.Tensor, x: torch.Tensor,
+                  eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if ref.variational:  # a sample z = mean + sigma * noise, and the KL term
+            stats = encoder_output(el, e, x)
+            mu, logvar = stats[:, :ref.latent], stats[:, ref.latent:]
+            out = decode(dl, d, mu + (0.5 * logvar).exp() * eps)
+            extra = kl_weight * kl_divergence(stats, ref.latent).mean() / x.shape[-1]
+        else:
+            out, extra = reconstruct(el, dl, e, d, x), 0.0
         value = loss_value(out, x, loss)  # what the logbook reports: model.loss alone
-        return (value + bce_weight * _bce(out, x) if bce_weight else value), value
+        return (value + bce_weight * _bce(out, x) if bce_weight else value) + extra, value
 
     losses = vmap(objective)
     terms = terms or TrainerTerms()
@@ -102,10 +126,15 @@ def train_epoch(enc: Stack, dec: Stack, data: torch.Tensor, orders: torch.Tensor
                   for s, part in ((enc, penalty[:n_enc]), (dec, penalty[n_enc:]))]
     loss_sum = torch.zeros(n, dtype=torch.float64, device=enc.params.device)
     width = data.shape[1]
+    noise = None
+    if ref.variational:  # one generator per pair, seeded by the run (reproducible, resumable)
+        noise = [torch.Generator(device=enc.params.device).manual_seed(int(s)) for s in terms.latent_seeds_for(n)]
     for rows in orders.split(batch_size, dim=1):
         x = torch.index_select(data, 0, rows.reshape(-1)).view(n, -1, width)
         e, d = enc.params.detach().requires_grad_(True), dec.params.detach().requires_grad_(True)
-        trained, value = losses(e, d, x)
+        eps = (torch.stack([torch.randn(rows.shape[1], ref.latent, generator=g, device=x.device) for g in noise])
+               if noise is not None else x.new_zeros(n, rows.shape[1], 0))
+        trained, value = losses(e, d, x, eps)
         g_enc, g_dec = torch.autograd.grad(trained.sum(), (e, d))
         loss_sum += value.detach().double() * rows.shape[1]
         for optimizer, g in ((optimizers[0], g_enc), (optimizers[1], g_dec)):
@@ -162,6 +191,16 @@ def centre_losses(enc: Stack, dec: Stack, data: torch.Tensor, loss: str, max_ele
     return total / data.shape[0]
 
 
+def centre_kl(enc: Stack, dec: Stack, data: torch.Tensor) -> torch.Tensor:
+    """A VAE's mean KL per row (summed over the latent units) of each cell's encoder on ``data``: (N,)."""
+    el = enc.layout
+    _built(el, dec.layout)
+    with torch.no_grad():
+        per = vmap(lambda e, x: kl_divergence(encoder_output(el, e, x), el.model.ref.latent).mean(),
+                   in_dims=(0, None))(enc.params, data)
+    return per.double()
+
+
 # ------------------------------------------------------------------ what operators ask for
 
 
@@ -197,10 +236,13 @@ def pair_activations(enc: Layout, dec: Layout, enc_row: torch.Tensor, dec_row: t
             return hook
 
         with _layer_hooks(enc, before), _layer_hooks(dec, before):
-            z = encode(enc, enc_row, x)
+            raw = encoder_output(enc, enc_row, x)
+            z = raw[:, :enc.model.ref.latent] if enc.model.ref.variational else raw
             y = decode(dec, dec_row, z)
     specs = list(enc.layers) + list(dec.layers)
     values = inputs[1:] + [y]  # layer k's output reaches layer k + 1 as its input
+    if enc.model.ref.variational:  # the encoder's last layer: its means and log-variances, as it gives them
+        values[len(enc.layers) - 1] = raw
     out = [unit_activations(v, spec.fan_out).cpu().numpy().astype(np.float64) for v, spec in zip(values, specs)]
     n_enc = len(enc.layers)
     return {"encoder": out[:n_enc], "decoder": out[n_enc:]}

@@ -28,6 +28,16 @@ class TrainerTerms:
     noise_seeds: np.ndarray | None = None  # (pairs,) int64, one per trained pair
     scale_l1: float = 0.0
     scale_l1_latent: float = 0.0
+    kl_weight: float = 1.0  # a VAE's weight on the KL term (train.kl_weight)
+    latent_seeds: np.ndarray | None = None  # (pairs,) int64: a VAE's reparameterisation noise, one per pair
+
+    def latent_seeds_for(self, n: int) -> np.ndarray:
+        """One seed per trained pair for a VAE's noise (0, 1, ... when none were given: direct calls)."""
+        if self.latent_seeds is None:
+            return np.arange(n, dtype=np.int64)
+        if len(self.latent_seeds) != n:
+            raise ValueError(f"a VAE's noise needs one seed per trained pair ({n})")
+        return np.ascontiguousarray(self.latent_seeds, np.int64)
 
     def seeds(self, n: int) -> np.ndarray:
         if self.gradient_noise > 0 and (self.noise_seeds is None or len(self.noise_seeds) != n):
@@ -44,7 +54,9 @@ class TrainerTerms:
         return out
 
     @classmethod
-    def of(cls, train_config, noise_seeds: np.ndarray | None = None) -> "TrainerTerms":
-        """The terms a ``[train]`` config asks for; ``noise_seeds`` one per trained pair."""
+    def of(cls, train_config, noise_seeds: np.ndarray | None = None,
+           latent_seeds: np.ndarray | None = None) -> "TrainerTerms":
+        """The terms a ``[train]`` config asks for; ``noise_seeds`` (gradient noise) and
+        ``latent_seeds`` (a VAE's noise) one per trained pair."""
         return cls(train_config.gradient_noise, noise_seeds if train_config.gradient_noise > 0 else None,
-                   train_config.scale_l1, train_config.scale_l1_latent)
+                   train_config.scale_l1, train_config.scale_l1_latent, train_config.kl_weight, latent_seeds)
