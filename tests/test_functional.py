@@ -377,3 +377,13 @@ def test_a_conv_vae_reports_its_kl_and_resumes_its_noise(tmp_path):
     assert kept.kept.max() <= 0.52
     for stack in (a.encoders, a.decoders):
         assert bool((stack.params[~stack.mask] == 0).all())
+
+
+@pytest.mark.parametrize("operator", ["variance", "snip"])
+def test_an_mlp_vae_takes_the_functional_context(operator):
+    """Its encoder gives means and log-variances: the plain MLP's numpy context cannot run it."""
+    cfg = C.from_dict({"run": {"generations": 2, "backend": "torch", "checkpoint_every": 0},
+                       "data": {"source": "digits"}, "model": {"variational": True, "latent": 4},
+                       "grid": {"cells": 3}, "prune": {"operator": operator, "target_kept": 0.6}})
+    state = coevolve(build(cfg))
+    assert stack_kept_fractions(state.encoders, state.decoders).kept.max() <= 0.61

@@ -216,8 +216,8 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
 
 def _module_pair(layout: Layout) -> bool:
     """Whether a layout's networks are a model other than the plain MLP (whose float64 numpy pass
-    above is exact and fast)."""
-    return layout.model is not None and layout.model.ref.source != "mlp"
+    above is exact and fast); an MLP VAE is not plain (its encoder gives means and log-variances)."""
+    return layout.model is not None and (layout.model.ref.source != "mlp" or layout.model.ref.variational)
 
 
 def _module_context(enc: Stack, dec: Stack, i: int, generation: int, settings: PruneConfig, loss: str,
