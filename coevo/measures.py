@@ -131,7 +131,7 @@ def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout
         compact, latent = _size(widths), widths[:, len(enc_layout.layers)]
     else:
         compact = compact_size(layout, alive)
-        latent = _latent_units(layout, live, len(enc_layout.layers))
+        latent = _latent_units(layout, live, len(enc_layout.layers), dec_layout.layers[0].halves)
     return KeptFractions(
         kept=live.mean(axis=1),
         kept_encoder=live[:, :split].mean(axis=1),
@@ -142,10 +142,12 @@ def kept_fractions(enc_layout: Layout, enc_alive: np.ndarray, dec_layout: Layout
     )
 
 
-def _latent_units(layout: Layout, live: np.ndarray, n_enc: int) -> np.ndarray:
-    """(N,) latent units (the encoder's last layer's) with a live entry: on an input -> output path."""
+def _latent_units(layout: Layout, live: np.ndarray, n_enc: int, halves: int = 1) -> np.ndarray:
+    """(N,) latent units (the encoder's last layer's) with a live entry: on an input -> output path
+    (a VAE's unit, ``halves`` = 2, is its mean row and its log-variance row: one unit)."""
     w, b = layout.split(live)[n_enc - 1]
-    return (w.any(axis=2) | b).sum(axis=1)
+    rows = w.any(axis=2) | b
+    return rows.reshape(rows.shape[0], halves, -1).any(axis=1).sum(axis=1)
 
 
 def stack_alive(stack: "Stack", by_value: bool = False) -> np.ndarray:

@@ -374,7 +374,7 @@ def test_a_conv_vae_reports_its_kl_and_resumes_its_noise(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["test_kl"] > 0 and summary["test_loss"] < 0.5
     kept = stack_kept_fractions(a.encoders, a.decoders)
-    assert kept.kept.max() <= 0.52
+    assert kept.kept.max() <= 0.52 and 1 <= kept.latent.max() <= 4  # a unit: its mean and its log-variance
     for stack in (a.encoders, a.decoders):
         assert bool((stack.params[~stack.mask] == 0).all())
 
