@@ -177,16 +177,8 @@ def masked_pair(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tenso
     return to_module(masked_state(encoder)), to_module(masked_state(decoder), output="sigmoid")
 
 
-class CompactAutoencoder(torch.nn.Module):
-    """The compact model: ``model(x)`` reconstructs, ``model.encode(x)`` gives the surviving
-    latent codes (original indices in the buffer ``latent_index``), ``model.decode(z)`` maps
-    such codes back."""
-
-    def __init__(self, model: Compact) -> None:
-        super().__init__()
-        self.encoder = _sequential(model.encoder)
-        self.decoder = _sequential(model.decoder)
-        self.register_buffer("latent_index", torch.as_tensor(model.latent_index, dtype=torch.long))
+class _Pair(torch.nn.Module):
+    """An exported autoencoder's interface: ``encoder`` then ``decoder``, and each alone."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
@@ -198,6 +190,19 @@ class CompactAutoencoder(torch.nn.Module):
     @torch.jit.export
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
+
+
+class CompactAutoencoder(_Pair):
+    """The compact model: ``model(x)`` reconstructs, ``model.encode(x)`` gives the surviving
+    latent codes (original indices in the buffer ``latent_index``), ``model.decode(z)`` maps
+    such codes back."""
+
+    def __init__(self, model: Compact) -> None:
+        super().__init__()
+        self.encoder = _sequential(model.encoder)
+        self.decoder = _sequential(model.decoder)
+        self.register_buffer("latent_index", torch.as_tensor(model.latent_index, dtype=torch.long))
+
 
 
 def _sequential(layers: Sequence[DenseLayer]) -> torch.nn.Sequential:
@@ -302,7 +307,7 @@ TOLERANCE = 1e-4
 """The largest max abs difference from the run's forward that an exported module model may show."""
 
 
-class ModuleAutoencoder(torch.nn.Module):
+class ModuleAutoencoder(_Pair):
     """A module model's pair, dense with masked zeros: ``model(x)`` maps (N, *sample shape) to its
     reconstruction of that shape, ``encode(x)`` gives the latent codes, ``decode(z)`` maps them
     back; the buffer ``sample_shape`` holds one sample's shape."""
@@ -313,16 +318,6 @@ class ModuleAutoencoder(torch.nn.Module):
         self.decoder = decoder
         self.register_buffer("sample_shape", torch.as_tensor([int(n) for n in sample_shape], dtype=torch.long))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-    @torch.jit.export
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    @torch.jit.export
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
 
 
 class _Traceable(torch.nn.Module):

@@ -184,9 +184,6 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
         return {"encoder": [a.cpu().numpy() for a in enc_acts[1:]],
                 "decoder": [a.cpu().numpy() for a in dec_acts[1:]]}
 
-    if _module_pair(enc.layout):  # any other model: activations and gradients from the functional forward
-        return _module_context(enc, dec, i, generation, settings, loss, x, declared_events,
-                               enc_params, dec_params, enc_mask, dec_mask)
     forwards: list[PairForward] = []
 
     def forward() -> PairForward:  # one float64 forward pass serves the gradients and every loss asked for
@@ -202,6 +199,10 @@ def pair_context(enc: Stack, dec: Stack, i: int, generation: int, settings: Prun
 
     def losses_with_inputs(role: str, inputs: np.ndarray) -> np.ndarray:
         return pair_losses_with_inputs(forward(), loss, role, inputs)
+
+    if _module_pair(enc.layout):  # any other model: activations and gradients from the functional forward
+        record, record_gradients, losses_without, losses_with_inputs = _module_recorders(
+            enc, dec, loss, x, enc_params, dec_params, enc_mask, dec_mask)
 
     def networks(role: str) -> Network:
         if role == "encoder":
@@ -220,11 +221,11 @@ def _module_pair(layout: Layout) -> bool:
     return layout.model is not None and (layout.model.ref.source != "mlp" or layout.model.ref.variational)
 
 
-def _module_context(enc: Stack, dec: Stack, i: int, generation: int, settings: PruneConfig, loss: str,
-                    x: Callable[[], torch.Tensor], declared_events: tuple[str, ...], enc_params: torch.Tensor,
-                    dec_params: torch.Tensor, enc_mask: torch.Tensor, dec_mask: torch.Tensor) -> PruneContext:
-    """The context of a pair of any modules: activations per unit (a channel's averaged over its
-    positions) and gradients by autograd, both from :mod:`coevo.training.functional`."""
+def _module_recorders(enc: Stack, dec: Stack, loss: str, x: Callable[[], torch.Tensor], enc_params: torch.Tensor,
+                      dec_params: torch.Tensor, enc_mask: torch.Tensor, dec_mask: torch.Tensor) -> tuple:
+    """What a pair of any modules records for its context: activations per unit (a channel's
+    averaged over its positions) and gradients by autograd, both from :mod:`coevo.training.functional`;
+    losses without neurons or inputs need Linear layers and say so."""
     from coevo.errors import OperatorError
     from coevo.training import functional
 
@@ -238,11 +239,4 @@ def _module_context(enc: Stack, dec: Stack, i: int, generation: int, settings: P
         raise OperatorError(f"context.losses_without and context.losses_with_inputs need Linear layers (the mlp "
                             f"family); this run's model is {enc.layout.model.ref.what}")
 
-    def networks(role: str) -> Network:
-        if role == "encoder":
-            return enc.network(i, Encoder, enc_params, enc_mask, settings.keep_inputs)
-        return dec.network(i, Decoder, dec_params, dec_mask, settings.keep_inputs)
-
-    return PruneContext(generation, settings, record, declared_events=declared_events,
-                        record_gradients=record_gradients, losses_without=unavailable,
-                        rows=lambda: x().cpu().numpy(), losses_with_inputs=unavailable, networks=networks)
+    return record, record_gradients, unavailable, unavailable

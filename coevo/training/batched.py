@@ -161,15 +161,17 @@ def train_epoch(
 def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np.ndarray, data: torch.Tensor,
                 orders: np.ndarray, lr: np.ndarray, batch_size: int, loss: Loss, beta1: float, beta2: float,
                 fresh_optimizer_each_batch: bool = False,
-                bce_weight: float = 0.0, terms: TrainerTerms | None = None) -> tuple[Stack, Stack, np.ndarray]:
+                bce_weight: float = 0.0, terms: TrainerTerms | None = None,
+                epoch=None) -> tuple[Stack, Stack, np.ndarray]:
     """Copies of the pairs (encoder ``enc_parents[i]``, decoder ``dec_parents[i]``) trained for
-    one epoch (see :func:`train_epoch`): new encoder and decoder stacks and each pair's training
-    loss. The same contract as :func:`coevo.training.cpu_kernels.train_pairs`."""
+    one epoch (see :func:`train_epoch`; ``epoch``: another with its signature, the functional
+    path's): new encoder and decoder stacks and each pair's training loss. The same contract as
+    :func:`coevo.training.cpu_kernels.train_pairs`."""
     device = enc.params.device
     new_enc = enc[torch.as_tensor(enc_parents, device=device)]
     new_dec = dec[torch.as_tensor(dec_parents, device=device)]
-    train_loss = train_epoch(new_enc, new_dec, data, torch.as_tensor(orders, device=device), lr, batch_size, loss,
-                             beta1, beta2, fresh_optimizer_each_batch, bce_weight, terms)
+    train_loss = (epoch or train_epoch)(new_enc, new_dec, data, torch.as_tensor(orders, device=device), lr, batch_size,
+                                        loss, beta1, beta2, fresh_optimizer_each_batch, bce_weight, terms)
     return new_enc, new_dec, train_loss
 
 

@@ -149,13 +149,11 @@ def train_pairs(enc: Stack, dec: Stack, enc_parents: np.ndarray, dec_parents: np
                 fresh_optimizer_each_batch: bool = False, bce_weight: float = 0.0,
                 terms: TrainerTerms | None = None) -> tuple[Stack, Stack, np.ndarray]:
     """Copies of the pairs (encoder ``enc_parents[i]``, decoder ``dec_parents[i]``) trained for one
-    epoch: the contract of :func:`coevo.training.cpu_kernels.train_pairs`."""
-    device = enc.params.device
-    new_enc = enc[torch.as_tensor(enc_parents, device=device)]
-    new_dec = dec[torch.as_tensor(dec_parents, device=device)]
-    train_loss = train_epoch(new_enc, new_dec, data, torch.as_tensor(orders, device=device), lr, batch_size, loss,
-                             beta1, beta2, fresh_optimizer_each_batch, bce_weight, terms)
-    return new_enc, new_dec, train_loss
+    epoch of :func:`train_epoch`: the contract of :func:`coevo.training.cpu_kernels.train_pairs`."""
+    from coevo.training import batched
+
+    return batched.train_pairs(enc, dec, enc_parents, dec_parents, data, orders, lr, batch_size, loss, beta1, beta2,
+                               fresh_optimizer_each_batch, bce_weight, terms, epoch=train_epoch)
 
 
 def pair_losses(enc: Stack, dec: Stack, neighbours: torch.Tensor, batches: torch.Tensor, loss: str) -> torch.Tensor:
